@@ -1,0 +1,190 @@
+"""Every check type a lesson can declare, with its parameters.
+
+A lesson file names a check by ``type:`` and gives its parameters; the class registered
+under that name validates them when the lesson is loaded, so a typo or a split that does
+not sum to 100 is reported with its file and line long before a student runs
+``kubelab check``. ``CHECK_TYPES`` is the registry: type name -> class.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from kubelab.base import LocalizedText, StrictModel
+from kubelab.checks import selectors
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
+Namespace = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+Slug = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+
+
+class CheckSpec(StrictModel):
+    """Fields common to every check."""
+
+    # The components this type of check needs besides the cluster itself (the sandbox
+    # has none of them, so exercises using such checks are skipped there).
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    type: str
+    id: Slug | None = Field(default=None, description="stable id; defaults to the type")
+    description: LocalizedText | None = None
+    required: bool = True
+
+
+CHECK_TYPES: dict[str, type[CheckSpec]] = {}
+
+
+def register(cls: type[CheckSpec]) -> type[CheckSpec]:
+    """Class decorator adding a check type to the registry under its ``type`` literal."""
+    (name,) = cls.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+    if name in CHECK_TYPES:
+        raise RuntimeError(f"check type {name!r} registered twice")
+    CHECK_TYPES[name] = cls
+    return cls
+
+
+def _validate_selector(value: str) -> str:
+    selectors.parse(value)
+    return value
+
+
+def _validate_split(value: dict[str, int]) -> dict[str, int]:
+    if not value:
+        raise ValueError("at least one subset is needed")
+    bad = [k for k in value if not re.match(DNS_LABEL, k)]
+    if bad:
+        raise ValueError(f"subset name {bad[0]!r} is not a valid name")
+    out_of_range = {k: w for k, w in value.items() if not 0 <= w <= 100}
+    if out_of_range:
+        k, w = next(iter(out_of_range.items()))
+        raise ValueError(f"weight of {k} is {w}; weights are between 0 and 100")
+    total = sum(value.values())
+    if total != 100:
+        parts = " + ".join(f"{k} {w}" for k, w in value.items())
+        raise ValueError(f"weights must sum to 100 (got {parts} = {total})")
+    return value
+
+
+class _Object(CheckSpec):
+    api_version: str = Field(pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$")
+    kind: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
+    name: Name
+    namespace: Namespace | None = None
+
+
+@register
+class ResourceExists(_Object):
+    """An object exists (``kubectl get KIND NAME``)."""
+
+    type: Literal["resource-exists"]
+
+
+@register
+class FieldEquals(_Object):
+    """A field of an object, addressed by a kubectl-style JSONPath, equals a value."""
+
+    type: Literal["field-equals"]
+    jsonpath: str = Field(pattern=r"^\{?\.[^\s]*\}?$", examples=["{.metadata.labels.app}"])
+    equals: Any
+
+
+class _Selected(CheckSpec):
+    namespace: Namespace
+    selector: str = Field(min_length=1, examples=["app=app-backend,version=v1"])
+
+    _selector = field_validator("selector")(_validate_selector)
+
+
+@register
+class PodsReady(_Selected):
+    """At least ``min_ready`` pods matching the selector are Ready."""
+
+    type: Literal["pods-ready"]
+    min_ready: int = Field(default=1, ge=1)
+
+
+@register
+class SidecarInjected(_Selected):
+    """Every pod matching the selector runs the mesh's sidecar container."""
+
+    type: Literal["sidecar-injected"]
+    container: str = "istio-proxy"
+
+
+@register
+class VirtualServiceWeights(CheckSpec):
+    """The VirtualService routes ``expect`` percent of its traffic to each subset.
+
+    Compared per subset: the order of routes and destinations does not matter, a subset
+    that is missing counts as 0, and the DestinationRule must define the subsets used.
+    """
+
+    type: Literal["virtualservice-weights"]
+    name: Name
+    namespace: Namespace
+    destination_rule: Name | None = Field(default=None, description="defaults to `name`")
+    expect: dict[str, int]
+
+    _expect = field_validator("expect")(_validate_split)
+
+
+class _Traffic(CheckSpec):
+    service: Name
+    namespace: Namespace
+    port: int = Field(default=80, ge=1, le=65535)
+    path: str = Field(default="/", pattern=r"^/")
+    via: Literal["in-mesh", "gateway"] = "in-mesh"
+    tester: Name = Field(default="curl-test", description="in-mesh pod that sends requests")
+    timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+
+@register
+class TrafficSplit(_Traffic):
+    """Sampled answers are split between versions as expected (binomial tolerance)."""
+
+    type: Literal["traffic-split"]
+    samples: int | None = Field(default=None, ge=20, le=5000, description="auto when empty")
+    expect: dict[str, int]
+
+    _expect = field_validator("expect")(_validate_split)
+
+
+@register
+class HttpStable(_Traffic):
+    """``requests`` requests in a row are all answered in time (and by one version)."""
+
+    type: Literal["http-stable"]
+    requests: int = Field(default=300, ge=1, le=5000)
+    expect_version: Slug | None = None
+
+
+@register
+class MetricsQuery(CheckSpec):
+    """A PromQL query against VictoriaMetrics compares to a threshold.
+
+    An empty result (no series yet) is ``pending`` by default, never a pass: a query over
+    a metric that does not exist must not grade as success.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"victoria-metrics"})
+    type: Literal["metrics-query"]
+    query: str = Field(min_length=1)
+    compare: Literal[">", ">=", "<", "<=", "=="] = ">="
+    value: float
+    on_empty: Literal["pending", "failed"] = "pending"
+
+
+@register
+class JaegerTraces(CheckSpec):
+    """Jaeger holds at least ``min_traces`` traces of ``service`` in the last minutes."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"jaeger"})
+    type: Literal["jaeger-traces"]
+    service: str = Field(min_length=1, examples=["app-backend.istio"])
+    min_traces: int = Field(default=1, ge=1)
+    lookback_minutes: int = Field(default=15, ge=1, le=1440)

@@ -1,0 +1,63 @@
+"""What every command shares: global options, the consoles and JSON output.
+
+Kept light on purpose (imported for ``kubelab --help``): rich's heavier parts and
+kubelab's models are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from kubelab.i18n import Lang
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@dataclass
+class Options:
+    """Global options (``--verbose``, ``--output``, ``--lang``), set by the main callback."""
+
+    verbose: bool = False
+    output: OutputFormat = OutputFormat.table
+    lang: Lang = "en"
+
+    @property
+    def json(self) -> bool:
+        return self.output is OutputFormat.json
+
+
+def options(ctx: typer.Context) -> Options:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Options) else Options()
+
+
+_consoles: dict[str, Console] = {}
+
+
+def console(stderr: bool = False) -> Console:
+    """The rich console for stdout (data) or stderr (progress, errors)."""
+    key = "err" if stderr else "out"
+    if key not in _consoles:
+        from rich.console import Console
+
+        # soft_wrap: long lines (file:line: field: message) stay one line each.
+        _consoles[key] = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return _consoles[key]
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, nothing else on it."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""Helm components a lesson can ask for (Istio, Kiali, Jaeger, ...) and their order."""

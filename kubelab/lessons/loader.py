@@ -1,0 +1,361 @@
+"""Load ``lesson.yaml`` files and report every problem as ``file:line: field: message``.
+
+YAML is read with ruamel.yaml's round-trip loader because it keeps the line of every key
+and list item; pydantic validates the shape (``kubelab.lessons.model``); then the rules
+that need the whole lesson or the file system run here. All problems are collected and
+raised together as one :class:`~kubelab.errors.ValidationFailed`, one line each.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from kubelab import paths
+from kubelab.checks.types import CHECK_TYPES, DNS_LABEL, DNS_SUBDOMAIN
+from kubelab.components.catalog import CATALOG
+from kubelab.errors import UsageError, ValidationFailed
+from kubelab.lessons.model import Lesson
+
+LESSON_FILE = "lesson.yaml"
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a lesson file, located as precisely as the YAML allows."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LoadedLesson:
+    lesson: Lesson
+    path: Path  # the lesson.yaml file
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers and scalars as plain Python values."""
+    if isinstance(node, dict):
+        return {str(k) if not isinstance(k, str) else str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    for plain in (int, float, str):
+        if isinstance(node, plain):
+            return plain(node)
+    return node
+
+
+def _locate(doc: Any, loc: Loc) -> tuple[int, list[str | int]]:
+    """The line of the deepest part of ``loc`` present in ``doc``, and the loc without
+    pydantic's union tags (``checks.0.pods-ready.min_ready`` -> ``checks.0.min_ready``)."""
+    line, node, clean = 1, doc, []
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(node, dict):
+            if part in node:
+                line = node.lc.key(part)[0] + 1 if hasattr(node, "lc") else line
+                node = node[part]
+                clean.append(part)
+            elif node.get("type") == part:
+                continue  # a union tag inserted by pydantic, not a key of the file
+            else:
+                clean.append(part)
+                node = None
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.lc.item(part)[0] + 1 if hasattr(node, "lc") else line
+            node = node[part]
+            clean.append(part)
+        else:
+            clean.append(part)
+            node = None
+    if isinstance(node, dict) and hasattr(node, "lc") and node:
+        # An error about a whole mapping points at its first key rather than its parent.
+        line = max(line, node.lc.line + 1)
+    return line, clean
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_fields_at(loc: Loc) -> list[str]:
+    """The keys allowed where ``loc`` points (for suggestions on unknown keys)."""
+    current: Any = Lesson
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list index: the item type was unwrapped already
+        if isinstance(part, str) and part in CHECK_TYPES and current is not Lesson:
+            current = CHECK_TYPES[part]
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        # Unwrap list[X], dict[str, X], X | None until a model or a leaf.
+        while True:
+            origin = typing.get_origin(current)
+            if origin in (list, dict):
+                current = typing.get_args(current)[-1]
+                break
+            if origin is typing.Annotated:
+                current = typing.get_args(current)[0]
+                continue
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            if origin is not None and len(args) == 1:
+                current = args[0]
+                continue
+            break
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+_PATTERN_NAMES = {
+    DNS_LABEL: "must be a lowercase name: letters, digits and '-', starting and ending "
+    "with a letter or digit",
+    DNS_SUBDOMAIN: "must be a lowercase Kubernetes name: letters, digits, '-' and '.'",
+}
+
+
+def _message(err: Any) -> str:
+    kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
+    loc = tuple(err["loc"])
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _model_fields_at(loc[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        tip = f"; did you mean {close[0]!r}?" if close else ""
+        known = f" (allowed: {', '.join(allowed)})" if allowed and not close else ""
+        return f"unknown key {key!r}{tip}{known}"
+    if kind == "union_tag_invalid":
+        tag = ctx.get("tag")
+        close = difflib.get_close_matches(str(tag), list(CHECK_TYPES), n=1)
+        tip = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown check type {tag!r}{tip} (known types: {', '.join(CHECK_TYPES)})"
+    if kind == "union_tag_not_found":
+        return f"missing 'type' (one of: {', '.join(CHECK_TYPES)})"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_NAMES:
+        return f"{_PATTERN_NAMES[ctx['pattern']]} (got {err.get('input')!r})"
+    value = err.get("input")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
+    return f"{msg[0].lower()}{msg[1:]}"
+
+
+def _without_typo_echoes(errors: list[Any]) -> list[Any]:
+    """Drop "X is missing" when the same mapping has a typo of X (``titel`` for ``title``):
+    the unknown-key line already says "did you mean 'title'?"."""
+    typos = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            parent = tuple(err["loc"][:-1])
+            allowed = _model_fields_at(parent)
+            for close in difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1):
+                typos.add((*parent, close))
+    return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in typos)]
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _read(path: Path, shown: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"{shown}: no such file", hint="Give a lesson folder or its lesson.yaml."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(
+            f"{shown} cannot be read", details=[f"{shown}:1: cannot read file: {exc}"]
+        ) from None
+    try:
+        doc = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        if exc.context and exc.problem:
+            problem = f"{' '.join(str(exc.context).split())}: {problem}"
+        raise ValidationFailed(
+            f"{shown} is not valid YAML", details=[f"{shown}:{line}: invalid YAML: {problem}"]
+        ) from None
+    except YAMLError as exc:
+        raise ValidationFailed(
+            f"{shown} is not valid YAML", details=[f"{shown}:1: invalid YAML: {exc}"]
+        ) from None
+    if doc is None:
+        raise ValidationFailed(f"{shown} is empty", details=[f"{shown}:1: the file is empty"])
+    if not isinstance(doc, dict):
+        raise ValidationFailed(
+            f"{shown} is not a lesson",
+            details=[f"{shown}:1: expected a mapping with id, title, exercises, ..."],
+        )
+    return doc
+
+
+def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]]:
+    """Rules over the whole lesson and the files it points at."""
+    if lesson.id != folder.name:
+        yield ("id",), f"must match the lesson folder name {folder.name!r}"
+    for i, name in enumerate(lesson.components):
+        if name not in CATALOG:
+            close = difflib.get_close_matches(name, list(CATALOG), n=1)
+            tip = f"; did you mean {close[0]!r}?" if close else ""
+            yield (
+                ("components", i),
+                f"unknown component {name!r}{tip} (known: {', '.join(CATALOG)})",
+            )
+        elif name in lesson.components[:i]:
+            yield ("components", i), f"component {name!r} is listed twice"
+    root = paths.data_root()
+    for i, image in enumerate(lesson.images):
+        if not (root / image.context / image.dockerfile).is_file():
+            yield ("images", i, "context"), f"no {image.dockerfile} in {image.context}/"
+    for i, deploy in enumerate(lesson.deploy):
+        if not (root / deploy.chart / "Chart.yaml").is_file():
+            yield ("deploy", i, "chart"), f"no Helm chart at {deploy.chart}/ (Chart.yaml missing)"
+    for i, manifest in enumerate(lesson.manifests):
+        if not (folder / manifest).is_file():
+            yield ("manifests", i), f"file {manifest} does not exist in {folder.name}/"
+    seen: dict[str, int] = {}
+    for i, exercise in enumerate(lesson.exercises):
+        if exercise.id in seen:
+            yield (
+                ("exercises", i, "id"),
+                f"duplicate exercise id {exercise.id!r} (also exercises[{seen[exercise.id]}])",
+            )
+        seen.setdefault(exercise.id, i)
+        script = folder / exercise.solve
+        if not script.is_file():
+            yield ("exercises", i, "solve"), f"solve script {exercise.solve} does not exist"
+        elif not os.access(script, os.X_OK):
+            yield (
+                ("exercises", i, "solve"),
+                f"solve script {exercise.solve} is not executable (chmod +x it)",
+            )
+        for j, component in enumerate(exercise.requires):
+            if component not in lesson.components:
+                yield (
+                    ("exercises", i, "requires", j),
+                    f"component {component!r} is not in the lesson's components",
+                )
+        check_ids: dict[str, int] = {}
+        for j, check in enumerate(exercise.checks):
+            for component in sorted(check.needs - set(lesson.components)):
+                yield (
+                    ("exercises", i, "checks", j, "type"),
+                    f"a {check.type} check needs component {component!r}; add it to components",
+                )
+            cid = exercise.check_id(j)
+            if cid in check_ids:
+                yield (
+                    ("exercises", i, "checks", j, "id"),
+                    f"duplicate check id {cid!r} in this exercise; give each an id",
+                )
+            check_ids.setdefault(cid, j)
+
+
+def load_lesson(path: Path) -> LoadedLesson:
+    """Load and validate one lesson (its folder or its ``lesson.yaml``)."""
+    file = path / LESSON_FILE if path.is_dir() else path
+    shown = display_path(file)
+    doc = _read(file, shown)
+    problems: list[Problem] = []
+    try:
+        lesson = Lesson.model_validate(_plain(doc))
+    except ValidationError as exc:
+        for err in _without_typo_echoes(exc.errors()):
+            line, clean = _locate(doc, tuple(err["loc"]))
+            problems.append(Problem(shown, line, _dotted(clean), _message(err)))
+    else:
+        for loc, message in _semantic_problems(lesson, file.parent):
+            line, clean = _locate(doc, loc)
+            problems.append(Problem(shown, line, _dotted(clean), message))
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise ValidationFailed(
+            f"{shown} is not a valid lesson ({count})",
+            details=[str(p) for p in problems],
+            hint="Fix the lines above; `kubelab validate PATH` checks again.",
+        )
+    return LoadedLesson(lesson, file)
+
+
+def lesson_files(path: Path) -> list[Path]:
+    """``lesson.yaml`` files under ``path`` (a file, a lesson folder or a folder of them)."""
+    if path.is_file():
+        return [path]
+    if (path / LESSON_FILE).is_file():
+        return [path / LESSON_FILE]
+    if path.is_dir():
+        return sorted(path.glob(f"*/{LESSON_FILE}"))
+    raise UsageError(
+        f"{display_path(path)}: no such file or folder",
+        hint="Give a lesson.yaml, a lesson folder or a folder of lessons.",
+    )
+
+
+def available_lessons() -> list[LoadedLesson]:
+    """Every built-in lesson (invalid ones raise: they are a bug of the project)."""
+    return [load_lesson(f) for f in lesson_files(paths.labs_dir())]
+
+
+def find_lesson(name: str) -> LoadedLesson:
+    """A lesson by id, or by path when ``name`` is a folder or file."""
+    candidate = Path(name)
+    if candidate.exists() and (candidate.is_file() or (candidate / LESSON_FILE).is_file()):
+        return load_lesson(candidate)
+    folder = paths.labs_dir() / name
+    if (folder / LESSON_FILE).is_file():
+        return load_lesson(folder)
+    known = sorted(p.parent.name for p in paths.labs_dir().glob(f"*/{LESSON_FILE}"))
+    close = difflib.get_close_matches(name, known, n=1)
+    tip = f"Did you mean {close[0]}? " if close else ""
+    raise UsageError(
+        f"no lesson {name!r}",
+        hint=f"{tip}Known lessons: {', '.join(known) or 'none'} (see `kubelab lessons`).",
+    )

@@ -1,0 +1,209 @@
+"""A lesson's lifecycle as data: the steps of ``kubelab up`` and what each will do.
+
+``STEPS`` is the order every run follows (preflight, cluster, components, images,
+deploy, exercises; cleanup is ``kubelab down``). ``build_plan`` describes them for one
+lesson and provider without touching anything, and ``render`` produces every object the
+deploy step would apply, validated, optionally written to a folder for review.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubelab import paths
+from kubelab.cluster import helm
+from kubelab.components.catalog import install_order
+from kubelab.errors import ValidationFailed
+from kubelab.lessons.loader import LoadedLesson
+from kubelab.validation.manifests import validate_objects
+
+STEPS = ("preflight", "cluster", "components", "images", "deploy", "exercises")
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kubelab"}
+LESSON_LABEL = "kubelab.dev/lesson"
+# Image registry used for rendering before a cluster (and its Gitea) exists.
+PLACEHOLDER_REGISTRY = "registry.kubelab.invalid"
+
+
+@dataclass
+class Step:
+    name: str
+    description: str
+    items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RenderedObject:
+    source: str  # the release (or "namespaces") the object comes from
+    obj: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", "?"))
+
+    @property
+    def name(self) -> str:
+        return str(self.obj.get("metadata", {}).get("name", "?"))
+
+    @property
+    def namespace(self) -> str | None:
+        ns = self.obj.get("metadata", {}).get("namespace")
+        return str(ns) if ns else None
+
+    def filename(self) -> str:
+        folder = self.namespace or "_cluster"
+        return f"{folder}/{self.kind.lower()}-{self.name}.yaml"
+
+
+@dataclass
+class Rendered:
+    objects: list[RenderedObject]
+    values: dict[str, dict[str, Any]]  # release -> values it is installed with
+
+
+def lesson_labels(lesson_id: str) -> dict[str, str]:
+    """Labels on everything kubelab creates for a lesson (``down`` deletes by them)."""
+    return {**MANAGED_BY, LESSON_LABEL: lesson_id}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, merging nested mappings (as helm merges values)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def release_values(
+    loaded: LoadedLesson, index: int, registry: str = PLACEHOLDER_REGISTRY
+) -> dict[str, Any]:
+    """The values of ``deploy[index]``: the lesson's, plus kubelab's labels and registry."""
+    deploy = loaded.lesson.deploy[index]
+    defaults = {"image": {"registry": registry}}
+    return deep_merge(
+        deep_merge(defaults, deploy.values), {"commonLabels": lesson_labels(loaded.lesson.id)}
+    )
+
+
+def render(loaded: LoadedLesson, registry: str = PLACEHOLDER_REGISTRY) -> Rendered:
+    """Every object the deploy step applies, validated; raises ``ValidationFailed``."""
+    lesson = loaded.lesson
+    labels = lesson_labels(lesson.id)
+    objects: list[RenderedObject] = []
+    for ns in lesson.namespaces:
+        ns_labels = {**ns.labels, **labels}
+        if ns.istio_injection:
+            ns_labels["istio-injection"] = "enabled"
+        objects.append(
+            RenderedObject(
+                "namespaces",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": ns.name, "labels": ns_labels},
+                },
+            )
+        )
+    values: dict[str, dict[str, Any]] = {}
+    for i, deploy in enumerate(lesson.deploy):
+        values[deploy.release] = release_values(loaded, i, registry)
+        for obj in helm.template(
+            paths.data_root() / deploy.chart, deploy.release, deploy.namespace, values[deploy.release]
+        ):
+            obj.setdefault("metadata", {}).setdefault("namespace", deploy.namespace)
+            objects.append(RenderedObject(deploy.release, obj))
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    for manifest in lesson.manifests:
+        for doc in yaml.load_all((loaded.folder / manifest).read_text(encoding="utf-8")):
+            if isinstance(doc, dict):
+                meta = doc.setdefault("metadata", {})
+                meta["labels"] = {**(meta.get("labels") or {}), **labels}
+                objects.append(RenderedObject(manifest, doc))
+    problems = validate_objects((o.filename(), o.obj) for o in objects)
+    if problems:
+        raise ValidationFailed(
+            f"lesson {lesson.id} renders {len(problems)} invalid field(s)",
+            details=[str(p) for p in problems],
+            hint="Fix the chart or the lesson's values; the lines name object and field.",
+        )
+    return Rendered(objects, values)
+
+
+def build_plan(loaded: LoadedLesson, provider: str, rendered: Rendered | None) -> list[Step]:
+    """What each lifecycle step will do for ``loaded`` on ``provider``."""
+    from kubelab.providers.requirements import PROVIDERS
+
+    lesson = loaded.lesson
+    info = PROVIDERS[provider]
+    steps = [
+        Step(
+            "preflight",
+            f"check the tools and credentials the {provider} provider needs",
+            [r.name for r in info.requirements],
+        ),
+        Step("cluster", info.cluster_step),
+        Step(
+            "components",
+            "install with Helm, dependencies first, independent ones in parallel",
+            [
+                f"{c.name} ({c.namespace})"
+                + (f" after {', '.join(c.depends_on)}" if c.depends_on else "")
+                for c in install_order(lesson.components)
+            ],
+        ),
+        Step(
+            "images",
+            "build the lesson's images and push them to the Gitea registry",
+            [f"{img.name}:{v} from {img.context}/" for img in lesson.images for v in img.versions],
+        ),
+        Step(
+            "deploy",
+            "apply the lesson's namespaces, Helm releases and manifests",
+            [f"namespace {ns.name}" + (" (istio-injection=enabled)" if ns.istio_injection else "")
+             for ns in lesson.namespaces]
+            + [f"helm release {d.release} of {d.chart} in {d.namespace}" for d in lesson.deploy]
+            + [f"{o.kind}/{o.name}" for o in (rendered.objects if rendered else [])
+               if o.source != "namespaces"],
+        ),
+        Step(
+            "exercises",
+            f"{len(lesson.exercises)} exercises; run the checks of the first one",
+            [e.id for e in lesson.exercises],
+        ),
+    ]
+    assert [s.name for s in steps] == list(STEPS)
+    return steps
+
+
+def write_rendered(rendered: Rendered, out: Path, plan: list[Step], lesson_id: str) -> list[Path]:
+    """Write objects (one file each), values files and the plan under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for sub in ("manifests", "values"):
+        # Only kubelab's own sub-folders are replaced; anything else in ``out`` stays.
+        shutil.rmtree(out / sub, ignore_errors=True)
+    for obj in rendered.objects:
+        path = out / "manifests" / obj.filename()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(helm.dump_yaml(obj.obj), encoding="utf-8")
+        written.append(path)
+    for release, values in rendered.values.items():
+        path = out / "values" / f"{release}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(helm.dump_yaml(values), encoding="utf-8")
+        written.append(path)
+    plan_path = out / "plan.json"
+    plan_path.write_text(
+        json.dumps({"lesson": lesson_id, "steps": [asdict(s) for s in plan]}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    written.append(plan_path)
+    return written

@@ -1,0 +1,53 @@
+"""Where kubelab finds its data (lessons, charts) and keeps its own files.
+
+From a source checkout the ``labs/`` and ``charts/`` folders beside the package are used;
+an installed wheel carries them under ``kubelab/_data``. User files (state, kubeconfigs,
+keys) live under ``$KUBELAB_HOME`` or the XDG state directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def data_root() -> Path:
+    """Folder holding ``labs/`` and ``charts/`` (source checkout first, then the wheel)."""
+    checkout = _PACKAGE_DIR.parent
+    if (checkout / "labs").is_dir() and (checkout / "charts").is_dir():
+        return checkout
+    return _PACKAGE_DIR / "_data"
+
+
+def labs_dir() -> Path:
+    """Folder of the built-in lessons, overridable with ``KUBELAB_LABS_DIR``."""
+    override = os.environ.get("KUBELAB_LABS_DIR")
+    return Path(override) if override else data_root() / "labs"
+
+
+def charts_dir() -> Path:
+    return data_root() / "charts"
+
+
+def home_dir() -> Path:
+    """kubelab's own folder for state and secrets (created 0700 on first use)."""
+    override = os.environ.get("KUBELAB_HOME")
+    if override:
+        path = Path(override)
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        path = Path(xdg) / "kubelab"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def tools_dirs() -> list[Path]:
+    """Extra folders searched for helm/kubectl after PATH (``scripts/install-tools.sh``)."""
+    dirs = []
+    override = os.environ.get("KUBELAB_TOOLS_DIR")
+    if override:
+        dirs.append(Path(override))
+    dirs.append(_PACKAGE_DIR.parent / ".tools" / "bin")
+    return dirs

@@ -1,0 +1,1 @@
+"""Where a lesson's cluster comes from: existing, kind, hetzner, gke, sandbox."""

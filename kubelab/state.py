@@ -1,0 +1,188 @@
+"""The state file: what kubelab created, where, and for which lesson.
+
+Written after every change so that ``down``, ``status`` and a re-run work after a crash
+or Ctrl-C. Writes are atomic (temp file + fsync + rename) and the file is mode 0600
+because it names kubeconfig paths and cloud resource ids. The document carries a
+``schema_version``; older versions are migrated on load, newer ones are refused rather
+than silently rewritten by an older kubelab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubelab import paths
+from kubelab.errors import StateError
+
+SCHEMA_VERSION = 1
+STATE_FILENAME = "state.json"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreatedResource(_Record):
+    """One thing kubelab created and must remove again (a helm release, a server...)."""
+
+    kind: str
+    name: str
+    namespace: str | None = None
+    id: str | None = None
+    created_at: str = Field(default_factory=now)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.kind, self.name, self.namespace)
+
+
+class ClusterRecord(_Record):
+    name: str
+    provider: str
+    kubeconfig: str | None = None
+    created_at: str = Field(default_factory=now)
+    resources: list[CreatedResource] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExerciseProgress(_Record):
+    status: str = "not-started"
+    checked_at: str | None = None
+    attempts: int = 0
+    hints_shown: int = 0
+
+
+class LessonRecord(_Record):
+    lesson: str
+    cluster: str | None = None
+    provider: str | None = None
+    steps_done: list[str] = Field(default_factory=list)
+    resources: list[CreatedResource] = Field(default_factory=list)
+    progress: dict[str, ExerciseProgress] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=now)
+    updated_at: str = Field(default_factory=now)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def add_resource(self, resource: CreatedResource) -> None:
+        """Record ``resource`` once; re-recording the same (kind, name, namespace) updates it."""
+        self.resources = [r for r in self.resources if r.key() != resource.key()]
+        self.resources.append(resource)
+
+
+class State(_Record):
+    schema_version: int = SCHEMA_VERSION
+    clusters: dict[str, ClusterRecord] = Field(default_factory=dict)
+    lessons: dict[str, LessonRecord] = Field(default_factory=dict)
+
+    def lesson(self, lesson_id: str) -> LessonRecord:
+        """The record of ``lesson_id``, created empty when missing."""
+        if lesson_id not in self.lessons:
+            self.lessons[lesson_id] = LessonRecord(lesson=lesson_id)
+        return self.lessons[lesson_id]
+
+
+# schema_version -> function upgrading a raw document of that version by one step.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _migrate(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    version = raw.get("schema_version")
+    if not isinstance(version, int):
+        raise StateError(
+            f"state file {path} has no valid schema_version",
+            hint=f"Move it away (mv {path} {path}.bak) and run the command again.",
+        )
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"state file {path} was written by a newer kubelab (schema {version}, "
+            f"this kubelab reads up to {SCHEMA_VERSION})",
+            hint="Upgrade kubelab: pip install -U kubelab",
+        )
+    while version < SCHEMA_VERSION:
+        raw = MIGRATIONS[version](raw)
+        version = raw["schema_version"]
+    return raw
+
+
+class StateStore:
+    """Reads and writes the state file; use :meth:`transaction` for read-modify-write."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else paths.home_dir() / STATE_FILENAME
+
+    def load(self) -> State:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(
+                f"cannot read state file {self.path}: {exc.strerror}",
+                hint="Check the file's owner and permissions.",
+            ) from exc
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ValueError("not an object")
+            return State.model_validate(_migrate(raw, self.path))
+        except (ValueError, ValidationError) as exc:
+            raise StateError(
+                f"state file {self.path} is corrupt ({str(exc).splitlines()[0]})",
+                hint=f"Move it away (mv {self.path} {self.path}.bak); kubelab then starts "
+                "from an empty state and `kubelab status` shows what it still finds.",
+            ) from exc
+
+    def save(self, state: State) -> None:
+        """Write ``state`` atomically with mode 0600 (temp file, fsync, rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = state.model_dump_json(indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[State]:
+        """Lock, load, yield the state for changes, and save it when the block succeeds.
+
+        The lock is an advisory ``flock`` on a side file, so two kubelab processes (a
+        student's ``check`` and an instructor's ``grade``) never lose each other's writes.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a", encoding="utf-8") as lock:
+            os.chmod(lock_path, 0o600)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = self.load()
+                yield state
+                self.save(state)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,0 +1,1 @@
+"""Validation of rendered Kubernetes objects before anything touches a cluster."""

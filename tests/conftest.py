@@ -1,0 +1,36 @@
+"""Shared fixtures: an isolated kubelab home, the repo root, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """No test reads or writes the developer's real kubelab state."""
+    home = tmp_path_factory.mktemp("kubelab-home")
+    monkeypatch.setenv("KUBELAB_HOME", str(home))
+    monkeypatch.delenv("KUBELAB_LANG", raising=False)
+    return home
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60):
+    """Run the real ``kubelab`` console entry point in a subprocess."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", "from kubelab.cli.main import run; run()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )

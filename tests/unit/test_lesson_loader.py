@@ -1,0 +1,165 @@
+"""Lesson files: every problem is one line naming file, line and field; exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+from kubelab.cli.main import run
+from kubelab.errors import ValidationFailed
+from kubelab.lessons.loader import available_lessons, find_lesson, load_lesson
+
+FIXTURES = ROOT / "tests" / "fixtures" / "lessons"
+
+# fixture folder -> lines (line, field, text) that `kubelab validate` must print.
+EXPECTED: dict[str, list[tuple[int, str, str]]] = {
+    "bad-yaml": [(5, "", "invalid YAML: while parsing a flow sequence")],
+    "empty-file": [(1, "", "the file is empty")],
+    "not-a-mapping": [(1, "", "expected a mapping")],
+    "unknown-top-key": [(2, "titel", "unknown key 'titel'; did you mean 'title'?")],
+    "unknown-exercise-key": [(9, "exercises[0].hint", "unknown key 'hint'; did you mean 'hints'?")],
+    "wrong-types": [
+        (9, "exercises[0].hints", "valid list (got 'just a string')"),
+        (15, "exercises[0].checks[0].expect.v1", "valid integer"),
+    ],
+    "weights-not-100": [
+        (15, "exercises[0].checks[0].expect", "weights must sum to 100 (got v1 45 + v2 50 = 95)")
+    ],
+    "weight-out-of-range": [(15, "exercises[0].checks[0].expect", "between 0 and 100")],
+    "unknown-check-type": [
+        (
+            12,
+            "exercises[0].checks[0]",
+            "unknown check type 'virtualservice-weight'; did you mean 'virtualservice-weights'?",
+        )
+    ],
+    "check-without-type": [(12, "exercises[0].checks[0]", "missing 'type'")],
+    "check-missing-parameter": [(12, "exercises[0].checks[0].name", "required field is missing")],
+    "missing-translation": [(7, "exercises[0].title", "missing translation: en")],
+    "duplicate-exercise-ids": [(16, "exercises[1].id", "duplicate exercise id 'one'")],
+    "solve-missing": [(10, "exercises[0].solve", "solve/missing.sh does not exist")],
+    "solve-not-executable": [(10, "exercises[0].solve", "is not executable")],
+    "missing-required": [
+        (1, "summary", "required field is missing"),
+        (5, "exercises[0].instructions", "required field is missing"),
+    ],
+    "duplicate-yaml-key": [(5, "", 'found duplicate key "components"')],
+    "bad-selector": [(14, "exercises[0].checks[0].selector", "invalid label selector")],
+    "unknown-component": [(4, "components[1]", "unknown component 'istoi'; did you mean 'istio'?")],
+    "id-mismatch": [(1, "id", "must match the lesson folder name 'id-mismatch'")],
+    "requires-unknown-component": [
+        (11, "exercises[0].requires[0]", "'kiali' is not in the lesson's components")
+    ],
+    "bad-exercise-id": [(6, "exercises[0].id", "must be a lowercase name")],
+    "no-exercises": [(5, "exercises", "at least 1 item")],
+}
+
+
+def _line(name: str, line: int, field: str, text: str) -> str:
+    where = f"tests/fixtures/lessons/{name}/lesson.yaml:{line}: "
+    return where + (f"{field}: " if field else "") + text
+
+
+def test_every_fixture_has_expectations():
+    folders = {p.name for p in FIXTURES.iterdir() if p.is_dir()}
+    assert folders == set(EXPECTED)
+    assert len(folders) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_broken_lesson_reports_each_problem(name, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code = run(["validate", str(FIXTURES / name)])
+    out = capsys.readouterr()
+    assert code == 2
+    lines = out.err.splitlines()
+    for line, field, text in EXPECTED[name]:
+        prefix = _line(name, line, field, "")
+        matching = [ln for ln in lines if ln.startswith(prefix)]
+        assert matching, f"no line starting {prefix!r} in:\n{out.err}"
+        assert any(text in ln for ln in matching), f"{text!r} not in {matching}"
+    problems = [ln for ln in lines if ln.startswith("tests/fixtures/lessons/")]
+    assert len(problems) == len(EXPECTED[name]), out.err
+    assert "Traceback" not in out.err + out.out
+
+
+def test_validate_folder_of_broken_lessons_in_a_real_process():
+    proc = run_cli("validate", "tests/fixtures/lessons")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for name, expected in EXPECTED.items():
+        for line, field, text in expected:
+            assert _line(name, line, field, "") in proc.stderr
+    assert f"{len(EXPECTED)} of {len(EXPECTED)} lesson file(s) invalid" in proc.stderr
+
+
+def test_validate_json_lists_problems(capsys, monkeypatch):
+    import json
+
+    monkeypatch.chdir(ROOT)
+    code = run(["validate", "--output", "json", str(FIXTURES / "weights-not-100")])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert data["valid"] is False
+    assert "weights must sum to 100" in data["lessons"][0]["problems"][0]
+
+
+def test_builtin_lessons_are_valid():
+    lessons = available_lessons()
+    assert "istio-traffic-splitting" in {loaded.lesson.id for loaded in lessons}
+
+
+def test_loader_raises_validation_failed_with_details():
+    with pytest.raises(ValidationFailed) as info:
+        load_lesson(FIXTURES / "weights-not-100")
+    assert info.value.exit_code == 2
+    assert len(info.value.details) == 1
+
+
+def test_unknown_lesson_suggests_the_closest():
+    from kubelab.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        find_lesson("istio-traffic-spliting")
+    assert "Did you mean istio-traffic-splitting?" in (info.value.hint or "")
+
+
+def test_traffic_splitting_lesson_matches_the_course():
+    lesson = find_lesson("istio-traffic-splitting").lesson
+    assert [e.id for e in lesson.exercises] == [
+        "observe-initial-split",
+        "kiali-graph",
+        "split-50-50",
+        "jaeger-traces",
+        "rollout-v2",
+        "confirm-stable",
+    ]
+    for exercise in lesson.exercises:
+        assert exercise.title.pt != exercise.title.en
+        assert exercise.instructions.pt.strip() and exercise.instructions.en.strip()
+        assert exercise.hints
+    weights = {
+        e.id: c.expect
+        for e in lesson.exercises
+        for c in e.checks
+        if c.type == "virtualservice-weights"
+    }
+    assert weights == {
+        "observe-initial-split": {"v1": 90, "v2": 10},
+        "split-50-50": {"v1": 50, "v2": 50},
+        "rollout-v2": {"v1": 0, "v2": 100},
+    }
+    # Exercises that need dashboards say so (the sandbox skips them).
+    needs = {e.id: e.needed_components() for e in lesson.exercises}
+    assert needs["kiali-graph"] == {"kiali", "victoria-metrics"}
+    assert needs["jaeger-traces"] == {"jaeger"}
+    assert needs["split-50-50"] == set()
+
+
+def test_course_patch_commands_are_in_the_solve_scripts():
+    folder = ROOT / "labs" / "istio-traffic-splitting"
+    text = (folder / "solve" / "03-split-50-50.sh").read_text()
+    assert '"path":"/spec/http/0/route/0/weight","value":50' in text
+    assert Path(folder / "solve" / "05-rollout-v2.sh").read_text().count('"value":') == 2
