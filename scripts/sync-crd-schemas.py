@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from ruamel.yaml import YAML
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "schemas" / "crds"
@@ -25,10 +25,10 @@ TARGET = ROOT / "kubelab" / "validation" / "crds"
 
 def extract(source: Path) -> dict[str, dict[str, dict[str, object]]]:
     """{group: {kind: {"scope": ..., "versions": {version: schema}}}} from CRD files."""
-    yaml = YAML(typ="safe", pure=True)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     groups: dict[str, dict[str, dict[str, object]]] = {}
     for path in sorted(source.glob("*.yaml")):
-        for doc in yaml.load_all(path.read_text(encoding="utf-8")):
+        for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             spec = doc["spec"]

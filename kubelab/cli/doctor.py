@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import typer
 
 from kubelab.cli.common import console, options, print_json
+
+
+@dataclass
+class _Row:
+    name: str
+    kind: str
+    ok: bool
+    detail: str
+    needed: bool
+    fix: str | None
 
 
 def doctor(
@@ -33,35 +44,39 @@ def doctor(
     for name, req in every.items():
         probe = req.probe()
         rows.append(
-            {
-                "name": name,
-                "kind": req.kind,
-                "ok": probe.ok,
-                "detail": probe.detail,
-                "needed": name in needed,
-                "fix": None if probe.ok else req.fix,
-            }
+            _Row(
+                name,
+                req.kind,
+                probe.ok,
+                probe.detail,
+                name in needed,
+                None if probe.ok else req.fix,
+            )
         )
-    ready = all(r["ok"] for r in rows if r["needed"])
+    ready = all(r.ok for r in rows if r.needed)
     if opts.json:
-        print_json({"provider": provider, "ready": ready, "requirements": rows})
+        print_json(
+            {"provider": provider, "ready": ready, "requirements": [asdict(r) for r in rows]}
+        )
     else:
         from rich.markup import escape
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        for column in ("", "NAME", "KIND", f"NEEDED BY {provider.upper()}", "FOUND"):
-            table.add_column(column)
+        table.add_column("STATUS", no_wrap=True)
+        table.add_column("NAME", no_wrap=True)
+        table.add_column(f"FOR {provider.upper()}", no_wrap=True)
+        table.add_column("FOUND", overflow="fold")
         for r in rows:
-            mark = "[green]ok[/]" if r["ok"] else ("[red]missing[/]" if r["needed"] else "[dim]-[/]")
-            table.add_row(
-                mark, r["name"], r["kind"], "yes" if r["needed"] else "", escape(r["detail"])
+            status = (
+                "[green]ok[/]" if r.ok else ("[red]missing[/]" if r.needed else "[dim]absent[/]")
             )
+            table.add_row(status, r.name, "needed" if r.needed else "", escape(r.detail))
         out = console()
         out.print(table)
         for r in rows:
-            if not r["ok"] and r["needed"]:
-                out.print(f"[bold]fix {escape(r['name'])}:[/] {escape(r['fix'] or '')}")
+            if not r.ok and r.needed:
+                out.print(f"[bold]fix {escape(r.name)}:[/] {escape(r.fix or '')}")
         out.print(
             f"[green]ready for provider {provider}[/]"
             if ready

@@ -82,17 +82,17 @@ def show(
         return
     from rich.markdown import Markdown
 
-    heading = {"pt": ("Pré-requisitos", "Componentes", "Exercícios"),
-               "en": ("Prerequisites", "Components", "Exercises")}[lang]
+    heading = {
+        "pt": ("Pré-requisitos", "Componentes", "Exercícios"),
+        "en": ("Prerequisites", "Components", "Exercises"),
+    }[lang]
     parts = [f"# {data.title.get(lang)}", data.summary.get(lang).strip()]
     if data.prerequisites:
         parts.append(f"## {heading[0]}")
         parts.append("\n".join(f"- {p.get(lang)}" for p in data.prerequisites))
     parts.append(f"## {heading[1]}")
     parts.append(
-        "\n".join(
-            f"- **{name}**: {CATALOG[name].description}" for name in data.components
-        )
+        "\n".join(f"- **{name}**: {CATALOG[name].description}" for name in data.components)
     )
     parts.append(f"## {heading[2]}")
     parts.append(

@@ -57,7 +57,9 @@ def main(
     try:
         chosen = detect_lang(lang)
     except ValueError:
-        raise typer.BadParameter(f"{lang!r} is not a language; use pt or en", param_hint="--lang")
+        raise typer.BadParameter(
+            f"{lang!r} is not a language; use pt or en", param_hint="--lang"
+        ) from None
     ctx.obj = Options(verbose=verbose, output=output, lang=chosen)
 
 
@@ -86,9 +88,7 @@ def hoist_global_options(args: list[str]) -> list[str]:
             rest.extend(args[i:])
             break
         name = arg.split("=", 1)[0]
-        if arg in _GLOBAL_FLAGS:
-            front.append(arg)
-        elif name in _GLOBAL_OPTIONS and "=" in arg:
+        if arg in _GLOBAL_FLAGS or (name in _GLOBAL_OPTIONS and "=" in arg):
             front.append(arg)
         elif arg in _GLOBAL_OPTIONS and i + 1 < len(args):
             front.extend(args[i : i + 2])

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
+import yaml
 
 from kubelab.errors import KubelabTimeout, ValidationFailed
 from kubelab.tools import require_tool
@@ -20,16 +20,18 @@ from kubelab.tools import require_tool
 TEMPLATE_TIMEOUT = 60.0
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_yaml(data: Any) -> str:
     """Block-style YAML, keys in the order given."""
-    import io
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
 
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    buf = io.StringIO()
-    yaml.dump(data, buf)
-    return buf.getvalue()
+
+def load_all_yaml(text: str) -> list[dict[str, Any]]:
+    """The mappings of a multi-document YAML stream (empty documents dropped)."""
+    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if isinstance(doc, dict)]
 
 
 def template(
@@ -58,5 +60,4 @@ def template(
             or ["helm exited with no message"],
             hint="Fix the values in the lesson's deploy section.",
         )
-    yaml = YAML(typ="safe", pure=True)
-    return [doc for doc in yaml.load_all(proc.stdout) if isinstance(doc, dict)]
+    return load_all_yaml(proc.stdout)

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from kubelab import paths
 from kubelab.checks.types import CHECK_TYPES, DNS_LABEL, DNS_SUBDOMAIN
+from kubelab.cluster.helm import load_all_yaml
 from kubelab.components.catalog import CATALOG
 from kubelab.errors import UsageError, ValidationFailed
 from kubelab.lessons.model import Lesson
@@ -41,7 +43,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def display_path(path: Path) -> str:
 def _plain(node: Any) -> Any:
     """ruamel's round-trip containers and scalars as plain Python values."""
     if isinstance(node, dict):
-        return {str(k) if not isinstance(k, str) else str(k): _plain(v) for k, v in node.items()}
+        return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
     if isinstance(node, bool) or node is None:
@@ -100,9 +104,10 @@ def _locate(doc: Any, loc: Loc) -> tuple[int, list[str | int]]:
         else:
             clean.append(part)
             node = None
-    if isinstance(node, dict) and hasattr(node, "lc") and node:
+    lc = getattr(node, "lc", None)
+    if isinstance(node, dict) and node and lc is not None:
         # An error about a whole mapping points at its first key rather than its parent.
-        line = max(line, node.lc.line + 1)
+        line = max(line, lc.line + 1)
     return line, clean
 
 
@@ -173,13 +178,14 @@ def _message(err: Any) -> str:
     if kind == "union_tag_not_found":
         return f"missing 'type' (one of: {', '.join(CHECK_TYPES)})"
     if kind == "value_error":
-        return msg.removeprefix("Value error, ")
+        return str(msg).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_NAMES:
-        return f"{_PATTERN_NAMES[ctx['pattern']]} (got {err.get('input')!r})"
+        return f"{_PATTERN_NAMES[str(ctx['pattern'])]} (got {err.get('input')!r})"
+    text = f"{msg[0].lower()}{msg[1:]}"
     value = err.get("input")
     if isinstance(value, (str, int, float, bool)) or value is None:
-        return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
-    return f"{msg[0].lower()}{msg[1:]}"
+        return f"{text} (got {value!r})"
+    return text
 
 
 def _without_typo_echoes(errors: list[Any]) -> list[Any]:
@@ -261,6 +267,14 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
     for i, manifest in enumerate(lesson.manifests):
         if not (folder / manifest).is_file():
             yield ("manifests", i), f"file {manifest} does not exist in {folder.name}/"
+            continue
+        try:
+            load_all_yaml((folder / manifest).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            yield ("manifests", i), f"{manifest} is not valid YAML{at}: {problem}"
     seen: dict[str, int] = {}
     for i, exercise in enumerate(lesson.exercises):
         if exercise.id in seen:

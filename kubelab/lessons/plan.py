@@ -114,19 +114,18 @@ def render(loaded: LoadedLesson, registry: str = PLACEHOLDER_REGISTRY) -> Render
     for i, deploy in enumerate(lesson.deploy):
         values[deploy.release] = release_values(loaded, i, registry)
         for obj in helm.template(
-            paths.data_root() / deploy.chart, deploy.release, deploy.namespace, values[deploy.release]
+            paths.data_root() / deploy.chart,
+            deploy.release,
+            deploy.namespace,
+            values[deploy.release],
         ):
             obj.setdefault("metadata", {}).setdefault("namespace", deploy.namespace)
             objects.append(RenderedObject(deploy.release, obj))
-    from ruamel.yaml import YAML
-
-    yaml = YAML(typ="safe", pure=True)
     for manifest in lesson.manifests:
-        for doc in yaml.load_all((loaded.folder / manifest).read_text(encoding="utf-8")):
-            if isinstance(doc, dict):
-                meta = doc.setdefault("metadata", {})
-                meta["labels"] = {**(meta.get("labels") or {}), **labels}
-                objects.append(RenderedObject(manifest, doc))
+        for doc in helm.load_all_yaml((loaded.folder / manifest).read_text(encoding="utf-8")):
+            meta = doc.setdefault("metadata", {})
+            meta["labels"] = {**(meta.get("labels") or {}), **labels}
+            objects.append(RenderedObject(manifest, doc))
     problems = validate_objects((o.filename(), o.obj) for o in objects)
     if problems:
         raise ValidationFailed(
@@ -167,11 +166,17 @@ def build_plan(loaded: LoadedLesson, provider: str, rendered: Rendered | None) -
         Step(
             "deploy",
             "apply the lesson's namespaces, Helm releases and manifests",
-            [f"namespace {ns.name}" + (" (istio-injection=enabled)" if ns.istio_injection else "")
-             for ns in lesson.namespaces]
+            [
+                f"namespace {ns.name}"
+                + (" (istio-injection=enabled)" if ns.istio_injection else "")
+                for ns in lesson.namespaces
+            ]
             + [f"helm release {d.release} of {d.chart} in {d.namespace}" for d in lesson.deploy]
-            + [f"{o.kind}/{o.name}" for o in (rendered.objects if rendered else [])
-               if o.source != "namespaces"],
+            + [
+                f"{o.kind}/{o.name}"
+                for o in (rendered.objects if rendered else [])
+                if o.source != "namespaces"
+            ],
         ),
         Step(
             "exercises",

@@ -92,8 +92,7 @@ KUBECONFIG = Requirement(
     "kubeconfig",
     "credential",
     _kubeconfig_probe,
-    "Point KUBECONFIG at your cluster's kubeconfig (or create one with "
-    "`kubelab cluster create`).",
+    "Point KUBECONFIG at your cluster's kubeconfig (or create one with `kubelab cluster create`).",
 )
 
 
@@ -165,8 +164,13 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "hetzner",
             "k3s on Hetzner Cloud servers",
             "create servers, network and firewall on Hetzner Cloud and install k3s",
-            (HCLOUD_TOKEN, tool("ansible-playbook", ["--version"]), tool("ssh", ["-V"]), HELM,
-             KUBECTL),
+            (
+                HCLOUD_TOKEN,
+                tool("ansible-playbook", ["--version"]),
+                tool("ssh", ["-V"]),
+                HELM,
+                KUBECTL,
+            ),
         ),
         ProviderInfo(
             "gke",

@@ -104,8 +104,10 @@ def _crd_validator(group: str, version: str, kind: str) -> jsonschema.Draft7Vali
 
 
 def _core_schema_dir(k8s_version: str) -> Any:
-    return resources.files("kubernetes_validate") / "kubernetes-json-schema" / (
-        f"v{k8s_version}.0-local-strict"
+    return (
+        resources.files("kubernetes_validate")
+        / "kubernetes-json-schema"
+        / (f"v{k8s_version}.0-local-strict")
     )
 
 
@@ -114,7 +116,8 @@ def _core_registry(k8s_version: str) -> Registry | None:
     definitions = _core_schema_dir(k8s_version) / "_definitions.json"
     if not definitions.is_file():
         return None
-    return Resource.from_contents(json.loads(definitions.read_text())) @ Registry()  # type: ignore[no-any-return]
+    registry: Registry = Resource.from_contents(json.loads(definitions.read_text())) @ Registry()
+    return registry
 
 
 @functools.cache

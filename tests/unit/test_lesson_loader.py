@@ -90,7 +90,7 @@ def test_validate_folder_of_broken_lessons_in_a_real_process():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     for name, expected in EXPECTED.items():
-        for line, field, text in expected:
+        for line, field, _text in expected:
             assert _line(name, line, field, "") in proc.stderr
     assert f"{len(EXPECTED)} of {len(EXPECTED)} lesson file(s) invalid" in proc.stderr
 

@@ -24,7 +24,9 @@ def test_save_is_0600_and_round_trips(tmp_path):
     with store.transaction() as state:
         record = state.lesson("istio-traffic-splitting")
         record.steps_done.append("deploy")
-        record.add_resource(CreatedResource(kind="HelmRelease", name="app-backend", namespace="istio"))
+        record.add_resource(
+            CreatedResource(kind="HelmRelease", name="app-backend", namespace="istio")
+        )
     mode = stat.S_IMODE(os.stat(store.path).st_mode)
     assert mode == 0o600
     loaded = store.load()

@@ -1,0 +1,102 @@
+"""`kubelab up LESSON --dry-run --out DIR` with the real helm: render, validate, write."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import ROOT, run_cli
+
+from kubelab.tools import find_tool
+
+pytestmark = pytest.mark.skipif(
+    find_tool("helm") is None, reason="helm not found: run scripts/install-tools.sh"
+)
+
+
+def _objects(out):
+    found = {}
+    for path in sorted((out / "manifests").rglob("*.yaml")):
+        obj = yaml.safe_load(path.read_text())
+        found[(obj["kind"], obj["metadata"]["name"])] = obj
+    return found
+
+
+def test_dry_run_writes_valid_objects(tmp_path):
+    out = tmp_path / "rendered"
+    proc = run_cli("up", "istio-traffic-splitting", "--dry-run", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "objects rendered and valid" in proc.stdout
+    objects = _objects(out)
+    assert set(objects) >= {
+        ("Namespace", "istio"),
+        ("Deployment", "app-backend-v1"),
+        ("Deployment", "app-backend-v2"),
+        ("Service", "app-backend"),
+        ("DestinationRule", "app-backend"),
+        ("VirtualService", "app-backend"),
+        ("Gateway", "app-backend-gateway"),
+        ("Pod", "curl-test"),
+    }
+    vs = objects[("VirtualService", "app-backend")]
+    route = vs["spec"]["http"][0]["route"]
+    assert [(r["destination"]["subset"], r["weight"]) for r in route] == [("v1", 90), ("v2", 10)]
+    assert objects[("Namespace", "istio")]["metadata"]["labels"]["istio-injection"] == "enabled"
+    for obj in objects.values():
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "kubelab", obj["kind"]
+        assert labels["kubelab.dev/lesson"] == "istio-traffic-splitting"
+    values = yaml.safe_load((out / "values" / "app-backend.yaml").read_text())
+    assert values["weights"] == {"v1": 90, "v2": 10}
+    plan = json.loads((out / "plan.json").read_text())
+    assert [s["name"] for s in plan["steps"]] == [
+        "preflight",
+        "cluster",
+        "components",
+        "images",
+        "deploy",
+        "exercises",
+    ]
+
+
+def test_written_files_validate_again(tmp_path):
+    """What lands in DIR is valid on its own (not only the in-memory objects)."""
+    from kubelab.validation.manifests import validate_objects
+
+    out = tmp_path / "rendered"
+    assert run_cli("up", "istio-traffic-splitting", "--dry-run", "--out", str(out)).returncode == 0
+    docs = [(str(p), yaml.safe_load(p.read_text())) for p in (out / "manifests").rglob("*.yaml")]
+    assert len(docs) >= 8
+    assert validate_objects(docs) == []
+
+
+def test_dry_run_json_plan(tmp_path):
+    proc = run_cli("up", "istio-traffic-splitting", "--dry-run", "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["valid"] is True and data["dry_run"] is True
+    components = next(s for s in data["steps"] if s["name"] == "components")["items"]
+    # dependencies come first
+    assert components.index("istio (istio-system)") < next(
+        i for i, c in enumerate(components) if c.startswith("kiali")
+    )
+    assert {"kind": "VirtualService", "name": "app-backend"}.items() <= next(
+        o for o in data["objects"] if o["kind"] == "VirtualService"
+    ).items()
+
+
+def test_invalid_values_in_a_lesson_fail_the_dry_run(tmp_path):
+    """A lesson whose values break the chart's schema is reported, exit 2, no traceback."""
+    import shutil
+
+    lesson = tmp_path / "istio-traffic-splitting"
+    shutil.copytree(ROOT / "labs" / "istio-traffic-splitting", lesson)
+    text = (lesson / "lesson.yaml").read_text()
+    (lesson / "lesson.yaml").write_text(
+        text.replace("weights: {v1: 90, v2: 10}", "weights: {v1: 45, v2: 50}")
+    )
+    proc = run_cli("up", str(lesson), "--dry-run")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "helm could not render chart app-backend" in proc.stderr
+    assert "Traceback" not in proc.stderr
