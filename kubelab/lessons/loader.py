@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,8 +19,6 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from kubelab import paths
 from kubelab.checks.types import CHECK_TYPES, DNS_LABEL, DNS_SUBDOMAIN
@@ -201,15 +200,41 @@ def _without_typo_echoes(errors: list[Any]) -> list[Any]:
     return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in typos)]
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
+def _yaml() -> Any:
+    from ruamel.yaml import YAML  # only needed to locate problems
+
+    rt = YAML(typ="rt")
+    rt.allow_duplicate_keys = False
+    return rt
 
 
-def _read(path: Path, shown: str) -> Any:
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's C loader made to agree with ruamel.yaml (YAML 1.2) on what a lesson means:
+    only true/false are booleans and a repeated key is an error."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        keys = [self.construct_object(k, deep=True) for k, _ in node.value]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"found duplicate key {key!r}", node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_FastLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _FastLoader.yaml_implicit_resolvers.items()
+}
+_FastLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_PARSE_FAILED = object()
+
+
+def _read_text(path: Path, shown: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(
             f"{shown}: no such file", hint="Give a lesson folder or its lesson.yaml."
@@ -218,6 +243,12 @@ def _read(path: Path, shown: str) -> Any:
         raise ValidationFailed(
             f"{shown} cannot be read", details=[f"{shown}:1: cannot read file: {exc}"]
         ) from None
+
+
+def _read_precise(text: str, shown: str) -> Any:
+    """The document through ruamel.yaml, which knows the line of every node."""
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         doc = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -233,6 +264,11 @@ def _read(path: Path, shown: str) -> Any:
         raise ValidationFailed(
             f"{shown} is not valid YAML", details=[f"{shown}:1: invalid YAML: {exc}"]
         ) from None
+    _check_document(doc, shown)
+    return doc
+
+
+def _check_document(doc: Any, shown: str) -> None:
     if doc is None:
         raise ValidationFailed(f"{shown} is empty", details=[f"{shown}:1: the file is empty"])
     if not isinstance(doc, dict):
@@ -240,7 +276,6 @@ def _read(path: Path, shown: str) -> Any:
             f"{shown} is not a lesson",
             details=[f"{shown}:1: expected a mapping with id, title, exercises, ..."],
         )
-    return doc
 
 
 def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]]:
@@ -314,29 +349,41 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
 
 
 def load_lesson(path: Path) -> LoadedLesson:
-    """Load and validate one lesson (its folder or its ``lesson.yaml``)."""
+    """Load and validate one lesson (its folder or its ``lesson.yaml``).
+
+    The fast path parses with PyYAML's C loader; only when something is wrong is the file
+    parsed again with ruamel.yaml to point every problem at its line.
+    """
     file = path / LESSON_FILE if path.is_dir() else path
     shown = display_path(file)
-    doc = _read(file, shown)
-    problems: list[Problem] = []
+    text = _read_text(file, shown)
     try:
-        lesson = Lesson.model_validate(_plain(doc))
+        data = yaml.load(text, Loader=_FastLoader)
+    except yaml.YAMLError:
+        data = _PARSE_FAILED
+    if data is _PARSE_FAILED or not isinstance(data, dict):
+        data = _plain(_read_precise(text, shown))
+    errors: list[Any] = []
+    semantic: list[tuple[Loc, str]] = []
+    try:
+        lesson = Lesson.model_validate(data)
     except ValidationError as exc:
-        for err in _without_typo_echoes(exc.errors()):
-            line, clean = _locate(doc, tuple(err["loc"]))
-            problems.append(Problem(shown, line, _dotted(clean), _message(err)))
+        errors = _without_typo_echoes(exc.errors())
     else:
-        for loc, message in _semantic_problems(lesson, file.parent):
-            line, clean = _locate(doc, loc)
-            problems.append(Problem(shown, line, _dotted(clean), message))
-    if problems:
-        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise ValidationFailed(
-            f"{shown} is not a valid lesson ({count})",
-            details=[str(p) for p in problems],
-            hint="Fix the lines above; `kubelab validate PATH` checks again.",
-        )
-    return LoadedLesson(lesson, file)
+        semantic = list(_semantic_problems(lesson, file.parent))
+    if not errors and not semantic:
+        return LoadedLesson(lesson, file)
+    doc = _read_precise(text, shown)
+    problems = []
+    for loc, message in [(tuple(e["loc"]), _message(e)) for e in errors] + semantic:
+        line, clean = _locate(doc, loc)
+        problems.append(Problem(shown, line, _dotted(clean), message))
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    raise ValidationFailed(
+        f"{shown} is not a valid lesson ({count})",
+        details=[str(p) for p in problems],
+        hint="Fix the lines above; `kubelab validate PATH` checks again.",
+    )
 
 
 def lesson_files(path: Path) -> list[Path]:
