@@ -76,7 +76,7 @@ def test_show_in_both_languages(capsys):
 def test_show_json(capsys):
     assert run(["-o", "json", "show", "istio-traffic-splitting"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [e["id"] for e in data["exercises"]][0] == "observe-initial-split"
+    assert data["exercises"][0]["id"] == "observe-initial-split"
     assert data["exercises"][1]["requires"] == ["kiali", "victoria-metrics"]
 
 
