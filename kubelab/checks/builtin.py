@@ -1,0 +1,446 @@
+"""The implementation of every check type declared in ``kubelab.checks.types``.
+
+Each function reads the cluster through the :class:`CheckContext` and returns a
+:class:`CheckResult`; none of them changes anything. They report every failing assertion
+they find (not just the first) and tell "wrong" (failed) from "not ready yet" (pending).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kubelab.checks import jsonpath, selectors, stats, types
+from kubelab.checks.result import CheckResult, Status
+from kubelab.checks.traffic import Destination, Sampler, attribute_hung, tally
+from kubelab.cluster.kube import Kube
+
+ISTIO_API = "networking.istio.io/v1"
+
+
+@dataclass
+class CheckContext:
+    """What checks may use: the cluster, a way to send traffic, the component services."""
+
+    kube: Kube
+    sampler: Callable[[types.TrafficSplit | types.HttpStable], Sampler]
+    # component name -> (namespace, service, port) of its HTTP API (metrics, traces)
+    services: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    concurrency: int = 100
+
+
+Impl = Callable[[Any, CheckContext], CheckResult]
+IMPLEMENTATIONS: dict[str, Impl] = {}
+S = TypeVar("S", bound=types.CheckSpec)
+
+
+def implements(
+    spec: type[S],
+) -> Callable[[Callable[[S, CheckContext], CheckResult]], Callable[[S, CheckContext], CheckResult]]:
+    (name,) = spec.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+
+    def register(
+        fn: Callable[[S, CheckContext], CheckResult],
+    ) -> Callable[[S, CheckContext], CheckResult]:
+        IMPLEMENTATIONS[name] = fn
+        return fn
+
+    return register
+
+
+def _where(kind: str, name: str, namespace: str | None) -> str:
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+# -- objects -------------------------------------------------------------------------------
+
+
+@implements(types.ResourceExists)
+def resource_exists(spec: types.ResourceExists, ctx: CheckContext) -> CheckResult:
+    obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
+    where = _where(spec.kind, spec.name, spec.namespace)
+    if obj is None:
+        return CheckResult(Status.FAILED, f"{where} does not exist")
+    return CheckResult(Status.PASSED, f"{where} exists", evidence={"uid": obj["metadata"]["uid"]})
+
+
+@implements(types.FieldEquals)
+def field_equals(spec: types.FieldEquals, ctx: CheckContext) -> CheckResult:
+    obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
+    where = _where(spec.kind, spec.name, spec.namespace)
+    if obj is None:
+        return CheckResult(Status.FAILED, f"{where} does not exist")
+    value = jsonpath.lookup(obj, spec.jsonpath)
+    if value is jsonpath.MISSING:
+        return CheckResult(
+            Status.FAILED,
+            f"{where} has no field {spec.jsonpath} (expected {spec.equals!r})",
+            evidence={"path": spec.jsonpath},
+        )
+    if value != spec.equals and str(value) != str(spec.equals):
+        return CheckResult(
+            Status.FAILED,
+            f"{where}: {spec.jsonpath} is {value!r}, expected {spec.equals!r}",
+            evidence={"path": spec.jsonpath, "value": value},
+        )
+    return CheckResult(
+        Status.PASSED,
+        f"{where}: {spec.jsonpath} is {value!r}",
+        evidence={"path": spec.jsonpath, "value": value},
+    )
+
+
+# -- pods ----------------------------------------------------------------------------------
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _containers(pod: dict[str, Any]) -> list[str]:
+    spec = pod.get("spec") or {}
+    names = [c.get("name", "") for c in spec.get("containers") or []]
+    # Native sidecars (newer Istio) are init containers that keep running.
+    names += [
+        c.get("name", "")
+        for c in spec.get("initContainers") or []
+        if c.get("restartPolicy") == "Always"
+    ]
+    return names
+
+
+@implements(types.PodsReady)
+def pods_ready(spec: types.PodsReady, ctx: CheckContext) -> CheckResult:
+    pods = ctx.kube.list("v1", "Pod", spec.namespace, spec.selector)
+    pods = [p for p in pods if selectors.matches(spec.selector, p["metadata"].get("labels"))]
+    ready = [p["metadata"]["name"] for p in pods if _ready(p)]
+    not_ready = [p["metadata"]["name"] for p in pods if not _ready(p)]
+    evidence = {"ready": ready, "not_ready": not_ready, "min_ready": spec.min_ready}
+    where = f"pods {spec.selector} in {spec.namespace}"
+    if len(ready) >= spec.min_ready:
+        return CheckResult(Status.PASSED, f"{len(ready)} {where} ready", evidence=evidence)
+    if not pods:
+        return CheckResult(
+            Status.FAILED,
+            f"no {where}",
+            hint=f"kubectl get pods -n {spec.namespace} --show-labels",
+            evidence=evidence,
+        )
+    return CheckResult(
+        Status.PENDING,
+        f"{len(ready)} of {spec.min_ready} {where} ready; not ready yet: {', '.join(not_ready)}",
+        hint=f"kubectl get pods -n {spec.namespace}; kubectl describe pod {not_ready[0]} "
+        f"-n {spec.namespace}",
+        evidence=evidence,
+    )
+
+
+@implements(types.SidecarInjected)
+def sidecar_injected(spec: types.SidecarInjected, ctx: CheckContext) -> CheckResult:
+    pods = ctx.kube.list("v1", "Pod", spec.namespace, spec.selector)
+    ns = ctx.kube.get("v1", "Namespace", spec.namespace) or {}
+    labels = (ns.get("metadata") or {}).get("labels") or {}
+    without = [p["metadata"]["name"] for p in pods if spec.container not in _containers(p)]
+    problems = []
+    injection = labels.get("istio-injection")
+    revision = labels.get("istio.io/rev")
+    if injection != "enabled" and not revision:
+        problems.append(
+            f"namespace {spec.namespace} does not have the label istio-injection=enabled"
+            + (f" (it is {injection!r})" if injection else "")
+        )
+    if not pods:
+        problems.append(f"no pods {spec.selector} in {spec.namespace}")
+    if without:
+        problems.append(f"pods without the {spec.container} sidecar: {', '.join(without)}")
+    evidence = {
+        "namespace_labels": labels,
+        "pods": [p["metadata"]["name"] for p in pods],
+        "without_sidecar": without,
+    }
+    return CheckResult.from_problems(
+        problems,
+        f"all {len(pods)} pods {spec.selector} run {spec.container}",
+        hint=f"kubectl label namespace {spec.namespace} istio-injection=enabled --overwrite, "
+        f"then kubectl rollout restart deployment -n {spec.namespace}",
+        evidence=evidence,
+    )
+
+
+# -- Istio routing -------------------------------------------------------------------------
+
+
+def _short_host(host: str, namespace: str) -> str:
+    for suffix in (f".{namespace}.svc.cluster.local", f".{namespace}.svc", f".{namespace}"):
+        if host.endswith(suffix):
+            return host[: -len(suffix)]
+    return host
+
+
+def route_weights(vs: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+    """Weight per subset of the VirtualService's default HTTP route, and notes about it.
+
+    The default route is the first without ``match`` (Envoy takes the first that
+    matches); destinations are summed per subset, in any order.
+    """
+    notes: list[str] = []
+    http = (vs.get("spec") or {}).get("http") or []
+    if not http:
+        return {}, ["it has no http routes"]
+    default = next((r for r in http if not r.get("match")), http[0])
+    route = default.get("route") or []
+    weights: dict[str, int] = {}
+    for dest in route:
+        subset = (dest.get("destination") or {}).get("subset") or "(no subset)"
+        # Istio: a lone destination without weight gets everything.
+        weight = dest.get("weight", 100 if len(route) == 1 else 0)
+        weights[subset] = weights.get(subset, 0) + int(weight or 0)
+    total = sum(weights.values())
+    if route and total != 100:
+        notes.append(f"the weights add up to {total}, not 100")
+    return weights, notes
+
+
+@implements(types.VirtualServiceWeights)
+def virtualservice_weights(spec: types.VirtualServiceWeights, ctx: CheckContext) -> CheckResult:
+    vs = ctx.kube.get(ISTIO_API, "VirtualService", spec.name, spec.namespace)
+    where = f"VirtualService {spec.namespace}/{spec.name}"
+    if vs is None:
+        return CheckResult(
+            Status.FAILED,
+            f"{where} does not exist",
+            hint=f"kubectl get virtualservice -n {spec.namespace}; recreate it with the "
+            "lesson's solve script (kubelab solve ...) or your own manifest",
+            evidence={"expected": spec.expect},
+        )
+    weights, problems = route_weights(vs)
+    problems = [f"{where}: {p}" for p in problems]
+    for subset in sorted(set(spec.expect) | set(weights)):
+        got, want = weights.get(subset, 0), spec.expect.get(subset, 0)
+        if got != want:
+            problems.append(f"subset {subset} gets {got}%, expected {want}%")
+    dr_name = spec.destination_rule or spec.name
+    dr = ctx.kube.get(ISTIO_API, "DestinationRule", dr_name, spec.namespace)
+    defined = [s.get("name") for s in ((dr or {}).get("spec") or {}).get("subsets") or []]
+    used = [s for s, w in weights.items() if s != "(no subset)"]
+    if dr is None:
+        problems.append(
+            f"DestinationRule {spec.namespace}/{dr_name} does not exist, so subsets "
+            f"{', '.join(used) or '(none)'} are undefined"
+        )
+    else:
+        missing = [s for s in used if s not in defined]
+        if missing:
+            problems.append(
+                f"DestinationRule {spec.namespace}/{dr_name} does not define subset "
+                f"{', '.join(missing)} (it defines {', '.join(map(str, defined)) or 'none'})"
+            )
+    expected_text = ", ".join(f"{k} {v}%" for k, v in spec.expect.items())
+    return CheckResult.from_problems(
+        problems,
+        f"{where} sends {expected_text}",
+        hint=f"kubectl get virtualservice {spec.name} -n {spec.namespace} -o yaml",
+        evidence={"weights": weights, "expected": spec.expect, "subsets_defined": defined},
+    )
+
+
+# -- traffic -------------------------------------------------------------------------------
+
+
+def _destination(spec: types.TrafficSplit | types.HttpStable) -> Destination:
+    return Destination(spec.service, spec.namespace, spec.port, spec.path)
+
+
+@implements(types.TrafficSplit)
+def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
+    plan = (
+        stats.plan_for(spec.expect, spec.samples)
+        if spec.samples
+        else stats.plan_samples(spec.expect)
+    )
+    sampler = ctx.sampler(spec)
+    dest = _destination(spec)
+    started = time.monotonic()
+    samples = sampler.sample(dest, plan.samples, spec.timeout_seconds, ctx.concurrency)
+    if any(s.hung and s.version is None for s in samples):
+        samples = attribute_hung(
+            samples, sampler.hanging_versions(dest, spec.expect, spec.timeout_seconds)
+        )
+    seconds = round(time.monotonic() - started, 2)
+    answered, hung, unknown = tally(samples)
+    evidence: dict[str, Any] = {
+        "samples": len(samples),
+        "counts": dict(answered),
+        "hung": dict(hung),
+        "unanswered": unknown,
+        "accepted": {v: list(r) for v, r in plan.accept.items()},
+        "expected": spec.expect,
+        "seconds": seconds,
+    }
+    if not samples:
+        return CheckResult(
+            Status.ERROR,
+            f"could not send requests to {dest.host}",
+            hint=f"kubectl get pod {spec.tester} -n {spec.namespace}",
+            evidence=evidence,
+        )
+    if len(samples) < plan.samples // 2 or unknown == len(samples):
+        return CheckResult(
+            Status.PENDING,
+            f"only {len(samples) - unknown} of {plan.samples} requests to {dest.host} got an "
+            "answer from a version; is the app still starting?",
+            hint=f"kubectl get pods -n {spec.namespace}",
+            evidence=evidence,
+        )
+    problems = []
+    for version in sorted(set(spec.expect) | set(answered)):
+        count = answered.get(version, 0)
+        lo, hi = plan.accept.get(version, (0, 0))
+        if not lo <= count <= hi:
+            share = 100 * count / len(samples)
+            problems.append(
+                f"{version} got {count} of {len(samples)} requests ({share:.0f}%), expected "
+                f"{spec.expect.get(version, 0)}% (accepted {lo}-{hi})"
+            )
+    if unknown:
+        problems.append(f"{unknown} requests got no answer that names a version")
+    summary = ", ".join(
+        f"{v} {answered.get(v, 0)}" + (f" ({hung[v]} hung)" if hung.get(v) else "")
+        for v in sorted(set(spec.expect) | set(answered))
+    )
+    hung_note = ""
+    if hung:
+        hung_note = f"; {sum(hung.values())} requests hung past {spec.timeout_seconds:g}s"
+    return CheckResult.from_problems(
+        problems,
+        f"{len(samples)} requests to {dest.host}: {summary}{hung_note}",
+        hint=f"kubectl get virtualservice {spec.service} -n {spec.namespace} -o yaml",
+        evidence=evidence,
+    )
+
+
+@implements(types.HttpStable)
+def http_stable(spec: types.HttpStable, ctx: CheckContext) -> CheckResult:
+    sampler = ctx.sampler(spec)
+    dest = _destination(spec)
+    started = time.monotonic()
+    samples = sampler.sample(dest, spec.requests, spec.timeout_seconds, min(ctx.concurrency, 20))
+    seconds = round(time.monotonic() - started, 2)
+    answered, hung, _ = tally(samples)
+    failed = [s for s in samples if not s.ok]
+    evidence = {
+        "requests": len(samples),
+        "counts": dict(answered),
+        "hung": dict(hung),
+        "failed": len(failed),
+        "seconds": seconds,
+    }
+    problems = []
+    if len(samples) < spec.requests:
+        problems.append(f"only {len(samples)} of {spec.requests} requests could be sent")
+    if hung:
+        problems.append(
+            f"{sum(hung.values())} requests hung past {spec.timeout_seconds:g}s "
+            f"({', '.join(f'{v}: {n}' for v, n in sorted(hung.items()))})"
+        )
+    errors = [s for s in failed if not s.hung]
+    if errors:
+        codes = sorted({s.status for s in errors})
+        problems.append(f"{len(errors)} requests failed (HTTP {', '.join(map(str, codes))})")
+    if spec.expect_version:
+        others = {v: n for v, n in answered.items() if v != spec.expect_version}
+        if others:
+            problems.append(
+                "answers from other versions than "
+                f"{spec.expect_version}: {', '.join(f'{v} {n}' for v, n in sorted(others.items()))}"
+            )
+    by = f" by {spec.expect_version}" if spec.expect_version else ""
+    return CheckResult.from_problems(
+        problems,
+        f"all {len(samples)} requests to {dest.host} answered in time{by} ({seconds:g}s)",
+        hint=f"kubectl get virtualservice {spec.service} -n {spec.namespace} -o yaml",
+        evidence=evidence,
+    )
+
+
+# -- metrics and traces --------------------------------------------------------------------
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+}
+
+
+def _component_service(ctx: CheckContext, component: str) -> tuple[str, str, int]:
+    from kubelab.errors import SetupError
+
+    if component not in ctx.services:
+        raise SetupError(f"{component} is not available on this cluster")
+    return ctx.services[component]
+
+
+@implements(types.MetricsQuery)
+def metrics_query(spec: types.MetricsQuery, ctx: CheckContext) -> CheckResult:
+    namespace, service, port = _component_service(ctx, "victoria-metrics")
+    text = ctx.kube.service_proxy_get(
+        namespace, service, port, "/api/v1/query", {"query": spec.query}
+    )
+    try:
+        data = json.loads(text)
+        result = data["data"]["result"]
+    except (ValueError, KeyError, TypeError):
+        return CheckResult(
+            Status.ERROR, f"VictoriaMetrics gave an unreadable answer: {text[:200]!r}"
+        )
+    evidence: dict[str, Any] = {"query": spec.query, "series": len(result)}
+    if not result:
+        # An empty result is "no data yet", never a pass (see the MetricsQuery docstring).
+        status = Status.PENDING if spec.on_empty == "pending" else Status.FAILED
+        return CheckResult(
+            status,
+            "the query returned no data yet (no matching series)",
+            hint="Generate traffic and wait for the next scrape (about 30 s).",
+            evidence=evidence,
+        )
+    value = float(result[0]["value"][1])
+    evidence["value"] = value
+    ok = _COMPARE[spec.compare](value, spec.value)
+    return CheckResult(
+        Status.PASSED if ok else Status.FAILED,
+        f"query value {value:g} {'is' if ok else 'is not'} {spec.compare} {spec.value:g}",
+        evidence=evidence,
+    )
+
+
+@implements(types.JaegerTraces)
+def jaeger_traces(spec: types.JaegerTraces, ctx: CheckContext) -> CheckResult:
+    namespace, service, port = _component_service(ctx, "jaeger")
+    params = {
+        "service": spec.service,
+        "lookback": f"{spec.lookback_minutes}m",
+        "limit": str(max(spec.min_traces, 20)),
+    }
+    text = ctx.kube.service_proxy_get(namespace, service, port, "/api/traces", params)
+    try:
+        traces = json.loads(text).get("data") or []
+    except (ValueError, AttributeError):
+        return CheckResult(Status.ERROR, f"Jaeger gave an unreadable answer: {text[:200]!r}")
+    evidence = {"service": spec.service, "traces": len(traces)}
+    if len(traces) >= spec.min_traces:
+        return CheckResult(
+            Status.PASSED, f"Jaeger has {len(traces)} traces of {spec.service}", evidence=evidence
+        )
+    return CheckResult(
+        Status.PENDING,
+        f"Jaeger has {len(traces)} of {spec.min_traces} traces of {spec.service} so far",
+        hint="Send some requests, then wait a few seconds for the spans to arrive.",
+        evidence=evidence,
+    )

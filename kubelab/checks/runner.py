@@ -1,0 +1,105 @@
+"""Run an exercise's checks and gather one outcome (the grader and ``kubelab check``).
+
+A check never crashes the run: an unreachable API, a kind the cluster does not serve or
+a bug in a check becomes that check's ``error`` result with a message, and the other
+checks still run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubelab.checks import types
+from kubelab.checks.builtin import IMPLEMENTATIONS, CheckContext
+from kubelab.checks.result import CheckResult, Status, worst
+from kubelab.errors import KubelabError
+from kubelab.lessons.model import Exercise
+
+
+@dataclass
+class CheckOutcome:
+    id: str
+    type: str
+    required: bool
+    result: CheckResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": str(self.result.status),
+            "message": self.result.message,
+            "hint": self.result.hint,
+            "evidence": self.result.evidence,
+        }
+
+
+@dataclass
+class ExerciseOutcome:
+    lesson: str
+    exercise: str
+    checks: list[CheckOutcome]
+
+    @property
+    def status(self) -> Status:
+        return worst(c.result.status for c in self.checks if c.required)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented shape of ``kubelab check --output json``."""
+        return {
+            "lesson": self.lesson,
+            "exercise": self.exercise,
+            "status": str(self.status),
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+def run_check(spec: types.CheckSpec, ctx: CheckContext) -> CheckResult:
+    """One check, whatever happens: failures to check become ``error`` results."""
+    try:
+        return IMPLEMENTATIONS[spec.type](spec, ctx)
+    except KubelabError as exc:
+        return CheckResult(Status.ERROR, exc.message, exc.hint)
+    except Exception as exc:  # a bug in a check must not hide the other checks' results
+        return CheckResult(
+            Status.ERROR,
+            f"the {spec.type} check failed unexpectedly: {type(exc).__name__}: {exc}",
+            "Run again with --verbose; if it persists, report it.",
+        )
+
+
+def run_exercise(
+    lesson_id: str,
+    exercise: Exercise,
+    ctx: CheckContext,
+    only: list[str] | None = None,
+) -> ExerciseOutcome:
+    outcomes = []
+    for index, spec in enumerate(exercise.checks):
+        check_id = exercise.check_id(index)
+        if only and check_id not in only:
+            continue
+        outcomes.append(CheckOutcome(check_id, spec.type, spec.required, run_check(spec, ctx)))
+    return ExerciseOutcome(lesson_id, exercise.id, outcomes)
+
+
+def wait_for_exercise(
+    lesson_id: str,
+    exercise: Exercise,
+    ctx: CheckContext,
+    timeout: float,
+    poll: float = 2.0,
+    on_attempt: Callable[[ExerciseOutcome], None] | None = None,
+) -> ExerciseOutcome:
+    """Re-run while the outcome is ``pending`` (pods starting, metrics not scraped yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = run_exercise(lesson_id, exercise, ctx)
+        if on_attempt:
+            on_attempt(outcome)
+        if outcome.status is not Status.PENDING or time.monotonic() + poll > deadline:
+            return outcome
+        time.sleep(poll)
