@@ -1,0 +1,763 @@
+"""The sandbox's Kubernetes-compatible HTTP API (aiohttp), served on 127.0.0.1.
+
+kubectl and the official Python client talk to it as to a real cluster: discovery and
+OpenAPI (``api_discovery``), get/list/watch (``api_watch``), create, replace, the four
+patch types, delete, the status and scale subresources, server-side Tables for
+``kubectl get`` (``api_tables``), and pods/exec and pods/log (``api_stream``). Objects
+live in a :class:`~kubelab.sandbox.store.Store` shared with the sandbox controller on
+the same event loop. Every request needs the bearer token; every error is a Kubernetes
+``Status`` with the code, reason and message kube-apiserver would send, so kubectl
+prints the same errors.
+
+:func:`start_api` starts it on a free (or given) port over HTTPS with a throwaway
+self-signed certificate (kubectl sends a kubeconfig's token only to https servers; see
+``api_tls``); ``server.kubeconfig(token)`` is the kubeconfig for it and ``await
+server.stop()`` ends it, open watches and exec sessions included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from kubelab.sandbox import api_discovery, api_stream, api_tls, resources
+from kubelab.sandbox.api_stream import ExecHandler, LogHandler, query_bool
+from kubelab.sandbox.api_tables import to_table, wants_table
+from kubelab.sandbox.api_watch import serve_watch
+from kubelab.sandbox.resources import ResourceType
+from kubelab.sandbox.store import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    MERGE_PATCH,
+    STALE,
+    STRATEGIC_MERGE_PATCH,
+    ApiError,
+    Filter,
+    Store,
+    apply_json_patch,
+    apply_merge_patch,
+    bad_request,
+    conflict,
+    invalid,
+    label_selector_string,
+    strategic_merge,
+    unsupported_patch,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class _Context:
+    store: Store
+    token: bytes
+    exec_handler: ExecHandler | None
+    log_handler: LogHandler | None
+    # Long-running handlers (watch, exec, log follow): when the server stops, watches end
+    # cleanly on "closing", whatever still runs a moment later is cancelled.
+    streams: set[asyncio.Task[Any]] = field(default_factory=set)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_CONTEXT = web.AppKey("kubelab_sandbox_context", _Context)
+
+
+@dataclass(frozen=True)
+class _Target:
+    rt: ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+# ------------------------------------------------------------------ responses
+
+
+def _json(body: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        headers={"Content-Type": content_type},
+    )
+
+
+def _status_response(error: ApiError) -> web.Response:
+    return _json(error.status(), error.code)
+
+
+def _not_found_path() -> ApiError:
+    return ApiError(404, "NotFound", "the server could not find the requested resource", {})
+
+
+def _method_not_allowed() -> ApiError:
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    context = request.app[_CONTEXT]
+    header = request.headers.get("Authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        credential.strip().encode(), context.token
+    ):
+        return _status_response(ApiError(401, "Unauthorized", "Unauthorized"))
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _status_response(e)
+    except web.HTTPException:
+        raise
+    except Exception as e:
+        log.exception("sandbox API: %s %s failed", request.method, request.path_qs)
+        return _status_response(ApiError(500, "InternalError", f"Internal error occurred: {e}"))
+
+
+# ------------------------------------------------------------------ routing
+
+
+def _parse_target(group: str, version: str, rest: list[str]) -> _Target:
+    if not rest:
+        raise _not_found_path()
+    if len(rest) >= 3 and rest[0] == "namespaces" and resources.by_plural(group, version, rest[2]):
+        namespace: str | None = rest[1]
+        rest = rest[2:]
+    else:
+        namespace = None
+    if len(rest) > 3:
+        raise _not_found_path()
+    rt = resources.by_plural(group, version, rest[0])
+    if rt is None:
+        raise _not_found_path()
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    if namespace is not None and not rt.namespaced:
+        raise _not_found_path()
+    if rt.namespaced and namespace is None and name is not None:
+        raise _not_found_path()
+    if sub is not None and sub not in rt.subresources:
+        raise _not_found_path()
+    return _Target(rt, namespace, name, sub)
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    parts = [p for p in request.path.split("/") if p]
+    accept = request.headers.get("Accept", "")
+    if not parts:
+        paths = ["/api", "/api/v1", "/apis", "/openapi/v3", "/version"]
+        return _json({"paths": paths})
+    head = parts[0]
+    if request.method != "GET" and head not in ("api", "apis"):
+        raise _method_not_allowed()
+    if head == "version" and len(parts) == 1:
+        return _json(api_discovery.version_info())
+    if head in ("healthz", "readyz", "livez"):
+        return web.Response(text="ok", content_type="text/plain")
+    if head == "openapi":
+        return _openapi(parts[1:])
+    if head == "api":
+        if len(parts) == 1:
+            return _discovery_root(request, core=True, accept=accept)
+        if parts[1] != "v1":
+            raise _not_found_path()
+        group, version, rest = "", "v1", parts[2:]
+    elif head == "apis":
+        if len(parts) == 1:
+            return _discovery_root(request, core=False, accept=accept)
+        if len(parts) == 2:
+            return _found(api_discovery.api_group(parts[1]))
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        raise _not_found_path()
+    if not rest:
+        if request.method != "GET":
+            raise _method_not_allowed()
+        return _found(api_discovery.api_resource_list(group, version))
+    watch_path = rest[0] == "watch"  # the deprecated /watch/ prefix
+    target = _parse_target(group, version, rest[1:] if watch_path else rest)
+    return await _handle(request, target, watch_path)
+
+
+def _found(body: dict[str, Any] | None) -> web.Response:
+    if body is None:
+        raise _not_found_path()
+    return _json(body)
+
+
+def _discovery_root(request: web.Request, *, core: bool, accept: str) -> web.Response:
+    aggregated = api_discovery.wants_aggregated(accept)
+    if aggregated is not None:
+        content_type, api_version = aggregated
+        return _json(api_discovery.aggregated_discovery(core, api_version), 200, content_type)
+    if core:
+        host = request.host or "127.0.0.1"
+        return _json(api_discovery.api_versions(host))
+    return _json(api_discovery.api_group_list())
+
+
+def _openapi(rest: list[str]) -> web.Response:
+    if rest == ["v3"]:
+        return _json(api_discovery.openapi_v3_root())
+    if len(rest) >= 3 and rest[0] == "v3":
+        if rest[1] == "api" and len(rest) == 3:
+            return _found(api_discovery.openapi_v3_document("", rest[2]))
+        if rest[1] == "apis" and len(rest) == 4:
+            return _found(api_discovery.openapi_v3_document(rest[2], rest[3]))
+    # /openapi/v2 (protobuf) is not served; kubectl does not need it (see api_discovery).
+    raise _not_found_path()
+
+
+# ------------------------------------------------------------------ request helpers
+
+
+async def _body(request: web.Request, *, allow_empty: bool = False) -> Any:
+    content_type = request.content_type.lower()
+    raw = await request.read()
+    if "protobuf" in content_type or "cbor" in content_type:
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f'the body of the request was in an unknown format - "{content_type}" is not '
+            "supported by the kubelab sandbox; send application/json",
+        )
+    if not raw.strip():
+        if allow_empty:
+            return None
+        raise bad_request("the request body is empty")
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        if "yaml" not in content_type:
+            raise bad_request(f"the request body is not valid JSON: {e}") from None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise bad_request(f"the request body is not valid YAML: {e}") from None
+
+
+def _dry_run(request: web.Request, options: Any = None) -> bool:
+    values = request.query.getall("dryRun", [])
+    if isinstance(options, dict) and isinstance(options.get("dryRun"), list):
+        values = [*values, *options["dryRun"]]
+    for value in values:
+        if value != "All":
+            raise bad_request(f'invalid dry run option "{value}": only "All" is supported')
+    return bool(values)
+
+
+def _check_body(target: _Target, body: Any, *, url_name: str | None) -> dict[str, Any]:
+    """The object in a create/replace body, matched against the URL like kube-apiserver."""
+    rt = target.rt
+    if not isinstance(body, dict):
+        raise bad_request(
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+            "the body is not an object"
+        )
+    kind = body.get("kind")
+    if kind is not None and kind != rt.kind:
+        raise bad_request(
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+            f'the object has kind "{kind}"'
+        )
+    api_version = body.get("apiVersion")
+    if api_version is not None:
+        group = str(api_version).rpartition("/")[0]
+        if group != rt.group:
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version ({rt.api_version})"
+            )
+    meta = body.get("metadata")
+    if meta is None:
+        meta = body["metadata"] = {}
+    if not isinstance(meta, dict):
+        raise bad_request("metadata must be an object")
+    if url_name is not None and meta.get("name") not in (None, url_name):
+        raise bad_request(
+            f"the name of the object ({meta.get('name')}) does not match the name on the URL "
+            f"({url_name})"
+        )
+    if url_name is not None:
+        meta["name"] = url_name
+    if rt.namespaced:
+        if meta.get("namespace") not in (None, "", target.namespace):
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        meta["namespace"] = target.namespace
+    return body
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "")
+    if not raw:
+        return 0
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise bad_request(f'invalid limit "{raw}"') from None
+
+
+def _timeout(request: web.Request) -> float | None:
+    raw = request.query.get("timeoutSeconds", "")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise bad_request(f'invalid timeoutSeconds "{raw}"') from None
+
+
+def _key_of(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _encode_continue(key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"start": key}).encode()).decode()
+
+
+def _decode_continue(token: str) -> str:
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
+    except (ValueError, KeyError, TypeError):
+        message = "The provided continue parameter is too old; start a new list without it."
+        raise ApiError(410, "Expired", message) from None
+
+
+# ------------------------------------------------------------------ verbs
+
+
+async def _handle(request: web.Request, target: _Target, watch_path: bool) -> web.StreamResponse:
+    method = request.method
+    sub = target.subresource
+    if sub in ("exec", "log"):
+        return await _stream(request, target)
+    if sub == "scale":
+        return await _scale(request, target)
+    if sub == "status":
+        if method == "GET":
+            return _object_response(request, target.rt, _get(request, target))
+        if method in ("PUT", "PATCH"):
+            return await _write(request, target)
+        raise _method_not_allowed()
+    watch = watch_path or query_bool(request.query, "watch")
+    if target.name is None:
+        if method == "GET":
+            return await (_watch(request, target) if watch else _list(request, target))
+        if method == "POST":
+            return await _create(request, target)
+        if method == "DELETE":
+            return await _delete_collection(request, target)
+        raise _method_not_allowed()
+    if method == "GET":
+        if watch:
+            return await _watch(request, target)
+        return _object_response(request, target.rt, _get(request, target))
+    if method in ("PUT", "PATCH"):
+        return await _write(request, target)
+    if method == "DELETE":
+        return await _delete(request, target)
+    raise _method_not_allowed()
+
+
+def _store(request: web.Request) -> Store:
+    return request.app[_CONTEXT].store
+
+
+def _get(request: web.Request, target: _Target) -> dict[str, Any]:
+    assert target.name is not None
+    return _store(request).get(target.rt, target.namespace, target.name)
+
+
+def _object_response(
+    request: web.Request, rt: ResourceType, obj: dict[str, Any], status: int = 200
+) -> web.Response:
+    table_version = wants_table(request.headers.get("Accept", ""))
+    if table_version is None:
+        return _json(obj, status)
+    meta = {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion", "")}
+    include = request.query.get("includeObject", "Metadata")
+    table = to_table(
+        rt, [obj], list_metadata=meta, include_object=include, api_version=table_version
+    )
+    return _json(table, status, _table_content_type(table_version))
+
+
+def _table_content_type(table_version: str) -> str:
+    return f"application/json;as=Table;v={table_version.split('/')[1]};g=meta.k8s.io"
+
+
+async def _list(request: web.Request, target: _Target) -> web.StreamResponse:
+    query = request.query
+    items, rv = _store(request).list(
+        target.rt,
+        target.namespace,
+        query.get("labelSelector", ""),
+        query.get("fieldSelector", ""),
+    )
+    meta: dict[str, Any] = {"resourceVersion": rv}
+    if query.get("continue"):
+        start = _decode_continue(query["continue"])
+        items = [o for o in items if _key_of(o) > start]
+    limit = _limit(request)
+    if limit and len(items) > limit:
+        meta["continue"] = _encode_continue(_key_of(items[limit - 1]))
+        meta["remainingItemCount"] = len(items) - limit
+        items = items[:limit]
+    table_version = wants_table(request.headers.get("Accept", ""))
+    if table_version is not None:
+        include = query.get("includeObject", "Metadata")
+        table = to_table(
+            target.rt,
+            items,
+            list_metadata=meta,
+            include_object=include,
+            api_version=table_version,
+        )
+        return _json(table, content_type=_table_content_type(table_version))
+    body = {
+        "kind": target.rt.list_kind,
+        "apiVersion": target.rt.api_version,
+        "metadata": meta,
+        "items": items,
+    }
+    return _json(body)
+
+
+async def _watch(request: web.Request, target: _Target) -> web.StreamResponse:
+    query = request.query
+    field_selector = query.get("fieldSelector", "")
+    if target.name is not None:
+        # GET .../name?watch=1 watches one object.
+        name_term = f"metadata.name={target.name}"
+        field_selector = f"{field_selector},{name_term}" if field_selector else name_term
+    flt = Filter.build(target.rt, target.namespace, query.get("labelSelector", ""), field_selector)
+    resource_version = query.get("resourceVersion", "")
+    if resource_version not in ("", "0") and not resource_version.isdigit():
+        raise bad_request(f'invalid resourceVersion "{resource_version}"')
+    return await _long_running(
+        request,
+        serve_watch(
+            request,
+            _store(request),
+            target.rt,
+            flt,
+            resource_version=resource_version,
+            timeout=_timeout(request),
+            table_version=wants_table(request.headers.get("Accept", "")),
+            include_object=query.get("includeObject", "Metadata"),
+            send_initial_events=query_bool(query, "sendInitialEvents"),
+            closing=request.app[_CONTEXT].closing,
+        ),
+    )
+
+
+async def _long_running(
+    request: web.Request, work: Awaitable[web.StreamResponse]
+) -> web.StreamResponse:
+    """Run a streaming handler so that stopping the server cancels it."""
+    task = asyncio.current_task()
+    streams = request.app[_CONTEXT].streams
+    if task is not None:
+        streams.add(task)
+    try:
+        return await work
+    finally:
+        if task is not None:
+            streams.discard(task)
+
+
+async def _create(request: web.Request, target: _Target) -> web.StreamResponse:
+    body = _check_body(target, await _body(request), url_name=None)
+    obj = _store(request).create(target.rt, body, dry_run=_dry_run(request))
+    return _object_response(request, target.rt, obj, 201)
+
+
+_PATCH_CONTENT_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
+
+
+async def _write(request: web.Request, target: _Target) -> web.StreamResponse:
+    """PUT and PATCH of an object or its status."""
+    assert target.name is not None
+    store = _store(request)
+    if request.method == "PUT":
+        body = _check_body(target, await _body(request), url_name=target.name)
+        obj = store.replace(
+            target.rt, body, dry_run=_dry_run(request), subresource=target.subresource
+        )
+        return _object_response(request, target.rt, obj)
+    patch_type = request.content_type.lower()
+    if patch_type not in _PATCH_CONTENT_TYPES:
+        raise unsupported_patch(strategic=not target.rt.custom)
+    patch = await _body(request)
+    created = patch_type == APPLY_PATCH and not store.exists(
+        target.rt, target.namespace, target.name
+    )
+    obj = store.patch(
+        target.rt,
+        target.namespace,
+        target.name,
+        patch_type,
+        patch,
+        request.query.get("fieldManager"),
+        dry_run=_dry_run(request),
+        subresource=target.subresource,
+    )
+    return _object_response(request, target.rt, obj, 201 if created else 200)
+
+
+async def _delete(request: web.Request, target: _Target) -> web.StreamResponse:
+    assert target.name is not None
+    options = await _body(request, allow_empty=True)
+    options = options if isinstance(options, dict) else {}
+    policy = request.query.get("propagationPolicy") or options.get("propagationPolicy")
+    if options.get("orphanDependents") is True:
+        policy = "Orphan"
+    obj = _store(request).delete(
+        target.rt,
+        target.namespace,
+        target.name,
+        propagation_policy=policy,
+        dry_run=_dry_run(request, options),
+        preconditions=options.get("preconditions"),
+    )
+    return _object_response(request, target.rt, obj)
+
+
+async def _delete_collection(request: web.Request, target: _Target) -> web.StreamResponse:
+    store = _store(request)
+    options = await _body(request, allow_empty=True)
+    options = options if isinstance(options, dict) else {}
+    dry_run = _dry_run(request, options)
+    policy = request.query.get("propagationPolicy") or options.get("propagationPolicy")
+    items, _ = store.list(
+        target.rt,
+        target.namespace,
+        request.query.get("labelSelector", ""),
+        request.query.get("fieldSelector", ""),
+    )
+    deleted = []
+    for item in items:
+        meta = item["metadata"]
+        with contextlib.suppress(ApiError):  # already gone through a cascade
+            deleted.append(
+                store.delete(
+                    target.rt,
+                    meta.get("namespace"),
+                    meta["name"],
+                    propagation_policy=policy,
+                    dry_run=dry_run,
+                )
+            )
+    body = {
+        "kind": target.rt.list_kind,
+        "apiVersion": target.rt.api_version,
+        "metadata": {"resourceVersion": str(store.resource_version)},
+        "items": deleted,
+    }
+    return _json(body)
+
+
+# ------------------------------------------------------------------ scale
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    selector = status.get("selector")
+    if not isinstance(selector, str):
+        selector = label_selector_string(spec.get("selector"))
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": spec.get("replicas", 0)},
+        "status": {"replicas": status.get("replicas", 0), "selector": selector},
+    }
+
+
+async def _scale(request: web.Request, target: _Target) -> web.StreamResponse:
+    assert target.name is not None
+    store, rt = _store(request), target.rt
+    current = _get(request, target)
+    scale = _scale_of(current)
+    if request.method == "GET":
+        return _json(scale)
+    if request.method == "PUT":
+        wanted = await _body(request)
+    elif request.method == "PATCH":
+        patch_type = request.content_type.lower()
+        patch = await _body(request)
+        if patch_type == JSON_PATCH:
+            wanted = apply_json_patch(scale, patch)
+        elif patch_type == MERGE_PATCH:
+            wanted = apply_merge_patch(scale, patch)
+        elif patch_type == STRATEGIC_MERGE_PATCH:
+            wanted = strategic_merge(scale, patch)
+        else:
+            raise unsupported_patch(strategic=True)  # Scale is a built-in kind
+    else:
+        raise _method_not_allowed()
+    if not isinstance(wanted, dict):
+        raise bad_request("the Scale must be an object")
+    given_rv = (wanted.get("metadata") or {}).get("resourceVersion")
+    if given_rv and str(given_rv) != str(scale["metadata"].get("resourceVersion")):
+        raise conflict(rt, target.name, STALE)
+    replicas = (wanted.get("spec") or {}).get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        problem = f"spec.replicas: Invalid value: {replicas!r}: must be greater than or equal to 0"
+        raise invalid(rt, target.name, [problem])
+    updated = store.patch(
+        rt,
+        target.namespace,
+        target.name,
+        MERGE_PATCH,
+        {"spec": {"replicas": replicas}},
+        dry_run=_dry_run(request),
+    )
+    return _json(_scale_of(updated))
+
+
+# ------------------------------------------------------------------ exec and logs
+
+
+async def _stream(request: web.Request, target: _Target) -> web.StreamResponse:
+    assert target.name is not None and target.namespace is not None
+    context = request.app[_CONTEXT]
+    if target.subresource == "exec":
+        if request.method not in ("GET", "POST"):
+            raise _method_not_allowed()
+        work = api_stream.serve_exec(
+            request, context.store, target.namespace, target.name, context.exec_handler
+        )
+    else:
+        if request.method != "GET":
+            raise _method_not_allowed()
+        work = api_stream.serve_log(
+            request, context.store, target.namespace, target.name, context.log_handler
+        )
+    return await _long_running(request, work)
+
+
+# ------------------------------------------------------------------ app and server
+
+
+def create_api_app(
+    store: Store,
+    token: str,
+    exec_handler: ExecHandler | None = None,
+    log_handler: LogHandler | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``store``; every request needs ``token``."""
+    if not token:
+        raise ValueError("the sandbox API needs a non-empty token")
+    app = web.Application(middlewares=[_middleware], client_max_size=16 * 1024 * 1024)
+    app[_CONTEXT] = _Context(store, token.encode(), exec_handler, log_handler)
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+
+    async def stop_streams(app: web.Application) -> None:
+        context = app[_CONTEXT]
+        context.closing.set()
+        if context.streams:
+            await asyncio.wait(set(context.streams), timeout=0.5)
+        for task in list(context.streams):
+            task.cancel()
+
+    app.on_shutdown.append(stop_streams)
+    return app
+
+
+@dataclass
+class ApiServer:
+    """A running sandbox API; ``await stop()`` ends it."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+    ca_pem: bytes | None  # the server's self-signed certificate; None for plain HTTP
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.ca_pem is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def kubeconfig(
+        self, token: str, namespace: str = "default", name: str = "kubelab-sandbox"
+    ) -> dict[str, Any]:
+        """A kubeconfig (as a dict, write it as JSON or YAML) for kubectl and the client."""
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": cluster}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [
+                {"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}
+            ],
+            "current-context": name,
+        }
+
+    async def stop(self) -> None:
+        """Close the port and end open watches, exec sessions and log streams."""
+        if self.runner.server is not None:
+            await self.runner.cleanup()
+
+
+async def serve(
+    app: web.Application, *, host: str = "127.0.0.1", port: int = 0, tls: bool = True
+) -> ApiServer:
+    """Serve ``app`` on ``host:port`` (0: a free port), over HTTPS with a fresh
+    self-signed certificate unless ``tls`` is False (then kubectl cannot authenticate:
+    client-go sends kubeconfig credentials only over https; see ``api_tls``)."""
+    certificate = api_tls.self_signed() if tls else None
+    # handler_cancellation: a watch whose client went away ends at once instead of at its
+    # timeout. The short shutdown timeout bounds stop() when a handler ignores cancellation.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    try:
+        context = certificate.server_context() if certificate else None
+        site = web.TCPSite(runner, host, port, ssl_context=context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1]
+    return ApiServer(runner, host, int(bound), certificate.cert_pem if certificate else None)
+
+
+async def start_api(
+    store: Store,
+    token: str,
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    tls: bool = True,
+    exec_handler: ExecHandler | None = None,
+    log_handler: LogHandler | None = None,
+) -> ApiServer:
+    """Create the app for ``store`` and serve it on 127.0.0.1 (a free port unless given);
+    ``server.kubeconfig(token)`` is what kubectl and the Python client need."""
+    app = create_api_app(store, token, exec_handler, log_handler)
+    return await serve(app, host=host, port=port, tls=tls)
