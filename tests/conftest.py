@@ -14,9 +14,17 @@ SHARED = ROOT.parent / "shared"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """No test reads or writes the developer's real kubelab state."""
-    home = tmp_path_factory.mktemp("kubelab-home")
+def _isolated_home(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """No test reads or writes the developer's real kubelab state.
+
+    A module that shares one kubelab home between its tests (one sandbox for all of them)
+    sets ``SHARED_HOME`` to that folder.
+    """
+    home = getattr(request.module, "SHARED_HOME", None) or tmp_path_factory.mktemp("kubelab-home")
     monkeypatch.setenv("KUBELAB_HOME", str(home))
     monkeypatch.delenv("KUBELAB_LANG", raising=False)
     return home

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from kubelab.checks import jsonpath, selectors, stats, types
 from kubelab.checks.result import CheckResult, Status
-from kubelab.checks.traffic import Destination, Sampler, attribute_hung, tally
+from kubelab.checks.traffic import Destination, Sample, Sampler, attribute_hung, tally
 from kubelab.cluster.kube import Kube
 
 ISTIO_API = "networking.istio.io/v1"
@@ -30,7 +30,11 @@ class CheckContext:
     sampler: Callable[[types.TrafficSplit | types.HttpStable], Sampler]
     # component name -> (namespace, service, port) of its HTTP API (metrics, traces)
     services: dict[str, tuple[str, str, int]] = field(default_factory=dict)
-    concurrency: int = 100
+    # Requests in flight at once: every sample at once up to this, so a check takes about
+    # one timeout even when most requests hang (the sampler may lower it).
+    concurrency: int = 500
+    # Pause before re-sampling a split that looks wrong (route changes take a moment).
+    settle_seconds: float = 1.5
 
 
 Impl = Callable[[Any, CheckContext], CheckResult]
@@ -97,7 +101,7 @@ def field_equals(spec: types.FieldEquals, ctx: CheckContext) -> CheckResult:
 # -- pods ----------------------------------------------------------------------------------
 
 
-def _ready(pod: dict[str, Any]) -> bool:
+def pod_ready(pod: dict[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
@@ -118,8 +122,8 @@ def _containers(pod: dict[str, Any]) -> list[str]:
 def pods_ready(spec: types.PodsReady, ctx: CheckContext) -> CheckResult:
     pods = ctx.kube.list("v1", "Pod", spec.namespace, spec.selector)
     pods = [p for p in pods if selectors.matches(spec.selector, p["metadata"].get("labels"))]
-    ready = [p["metadata"]["name"] for p in pods if _ready(p)]
-    not_ready = [p["metadata"]["name"] for p in pods if not _ready(p)]
+    ready = [p["metadata"]["name"] for p in pods if pod_ready(p)]
+    not_ready = [p["metadata"]["name"] for p in pods if not pod_ready(p)]
     evidence = {"ready": ready, "not_ready": not_ready, "min_ready": spec.min_ready}
     where = f"pods {spec.selector} in {spec.namespace}"
     if len(ready) >= spec.min_ready:
@@ -256,6 +260,30 @@ def _destination(spec: types.TrafficSplit | types.HttpStable) -> Destination:
     return Destination(spec.service, spec.namespace, spec.port, spec.path)
 
 
+def _split_samples(
+    spec: types.TrafficSplit,
+    ctx: CheckContext,
+    sampler: Sampler,
+    dest: Destination,
+    plan: stats.SamplePlan,
+) -> list[Sample]:
+    samples = sampler.sample(dest, plan.samples, spec.timeout_seconds, ctx.concurrency)
+    if any(s.hung and s.version is None for s in samples):
+        samples = attribute_hung(
+            samples, sampler.hanging_versions(dest, spec.expect, spec.timeout_seconds)
+        )
+    return samples
+
+
+def _within(plan: stats.SamplePlan, samples: list[Sample]) -> bool:
+    answered, _, unknown = tally(samples)
+    if unknown or not samples:
+        return False
+    return all(lo <= answered.get(v, 0) <= hi for v, (lo, hi) in plan.accept.items()) and not set(
+        answered
+    ) - set(plan.accept)
+
+
 @implements(types.TrafficSplit)
 def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
     plan = (
@@ -266,11 +294,12 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
     sampler = ctx.sampler(spec)
     dest = _destination(spec)
     started = time.monotonic()
-    samples = sampler.sample(dest, plan.samples, spec.timeout_seconds, ctx.concurrency)
-    if any(s.hung and s.version is None for s in samples):
-        samples = attribute_hung(
-            samples, sampler.hanging_versions(dest, spec.expect, spec.timeout_seconds)
-        )
+    samples = _split_samples(spec, ctx, sampler, dest, plan)
+    if not _within(plan, samples) and ctx.settle_seconds:
+        # A route changed a moment ago may not have reached every proxy yet (Istio pushes
+        # config asynchronously, and so does the sandbox): sample once more before failing.
+        time.sleep(ctx.settle_seconds)
+        samples = _split_samples(spec, ctx, sampler, dest, plan)
     seconds = round(time.monotonic() - started, 2)
     answered, hung, unknown = tally(samples)
     evidence: dict[str, Any] = {

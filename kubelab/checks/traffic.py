@@ -157,7 +157,11 @@ class ExecSampler:
         self.tester = tester
         self.namespace = namespace
 
+    # curl processes the tester pod runs at once (it has small resource limits).
+    MAX_CONCURRENCY = 100
+
     def _run(self, url: str, count: int, timeout: float, concurrency: int) -> list[str]:
+        concurrency = min(concurrency, self.MAX_CONCURRENCY)
         client_timeout = timeout + 1.0
         result = self.kube.exec(
             self.namespace,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
+    junit = "junit"
 
 
 @dataclass
@@ -38,9 +39,18 @@ class Options:
         return self.output is OutputFormat.json
 
 
-def options(ctx: typer.Context) -> Options:
+def options(ctx: typer.Context, formats: tuple[str, ...] = ("table", "json")) -> Options:
+    """The global options, refusing an ``--output`` format this command cannot write."""
     obj = ctx.find_root().obj
-    return obj if isinstance(obj, Options) else Options()
+    opts = obj if isinstance(obj, Options) else Options()
+    if opts.output.value not in formats:
+        from kubelab.errors import UsageError
+
+        raise UsageError(
+            f"`kubelab {ctx.info_name}` cannot write --output {opts.output.value}",
+            hint=f"Use --output {' or '.join(formats)}.",
+        )
+    return opts
 
 
 _consoles: dict[str, Console] = {}

@@ -25,9 +25,9 @@ def doctor(
     provider: Annotated[
         str,
         typer.Option(
-            "--provider", "-p", help="Provider you will use: existing, kind, hetzner or gke."
+            "--provider", "-p", help="Provider you will use: sandbox, existing, kind, hetzner, gke."
         ),
-    ] = "existing",
+    ] = "sandbox",
 ) -> None:
     """Check tools and credentials; exit 0 only if the chosen provider has what it needs."""
     from kubelab.errors import ExitCode, UsageError

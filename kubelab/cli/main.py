@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from kubelab import __version__
-from kubelab.cli import doctor, lessons, up
+from kubelab.cli import doctor, lessons, lessontest, lifecycle, student, up
 from kubelab.cli.common import Options, OutputFormat, console
 from kubelab.errors import ExitCode, KubelabError
 from kubelab.i18n import detect_lang
@@ -42,7 +42,10 @@ def main(
         bool, typer.Option("--verbose", "-v", help="Narrate what happens; tracebacks on errors.")
     ] = False,
     output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="table for people, json for machines.")
+        OutputFormat,
+        typer.Option(
+            "--output", "-o", help="table for people, json for machines (junit: kubelab test)."
+        ),
     ] = OutputFormat.table,
     lang: Annotated[
         str | None,
@@ -68,6 +71,14 @@ app.command("show")(lessons.show)
 app.command("validate")(lessons.validate)
 app.command("doctor")(doctor.doctor)
 app.command("up")(up.up)
+app.command("down")(lifecycle.down)
+app.command("status")(lifecycle.status)
+app.command("exercise")(student.exercise)
+app.command("hint")(student.hint)
+app.command("check")(student.check)
+app.command("progress")(student.progress)
+app.command("solve")(student.solve)
+app.command("test")(lessontest.test)
 
 _GLOBAL_FLAGS = {"--verbose", "-v"}
 _GLOBAL_OPTIONS = {"--output", "-o", "--lang"}

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubelab.cli.common import console, options, print_json
+from kubelab.cli.common import Options, console, options, print_json
+
+if TYPE_CHECKING:
+    from kubelab.lessons.loader import LoadedLesson
 
 
 def up(
     ctx: typer.Context,
     lesson: Annotated[str, typer.Argument(help="Lesson id (see `kubelab lessons`) or folder.")],
     provider: Annotated[
-        str, typer.Option("--provider", "-p", help="existing, kind, hetzner or gke.")
-    ] = "existing",
+        str, typer.Option("--provider", "-p", help="sandbox, existing, kind, hetzner or gke.")
+    ] = "sandbox",
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print the plan and render every object; touch nothing."),
@@ -27,7 +32,7 @@ def up(
     ] = None,
 ) -> None:
     """Set up a lesson: cluster, components, images, deploy, first checks."""
-    from kubelab.errors import SetupError, UsageError
+    from kubelab.errors import UsageError
     from kubelab.lessons.loader import display_path, find_lesson
     from kubelab.lessons.plan import build_plan, render, write_rendered
     from kubelab.providers.requirements import PROVIDERS
@@ -38,14 +43,11 @@ def up(
         )
     if out is not None and not dry_run:
         raise UsageError("--out is only used with --dry-run", hint="Add --dry-run.")
-    if not dry_run:
-        raise SetupError(
-            "this version of kubelab can only plan and render lessons",
-            hint=f"Run `kubelab up {lesson} --dry-run --out DIR` to see and validate what "
-            "would be deployed.",
-        )
     opts = options(ctx)
     loaded = find_lesson(lesson)
+    if not dry_run:
+        _up(opts, loaded, provider)
+        return
     rendered = render(loaded)
     plan = build_plan(loaded, provider, rendered)
     with tempfile.TemporaryDirectory(prefix="kubelab-dry-run-") as tmp:
@@ -89,3 +91,59 @@ def up(
             con.print(f"Written to {escape(display_path(out))}/ (manifests/, values/, plan.json).")
         else:
             con.print("Add --out DIR to keep the rendered files.")
+
+
+def _up(opts: Options, loaded: LoadedLesson, provider_name: str) -> None:
+    from rich.markup import escape
+
+    from kubelab.lessons.runner import LessonRunner
+    from kubelab.providers import get_provider
+    from kubelab.state import StateStore
+
+    provider = get_provider(provider_name)
+    err = console(stderr=True)
+    step_started = time.monotonic()
+
+    def report(step: str, message: str) -> None:
+        nonlocal step_started
+        took = time.monotonic() - step_started
+        step_started = time.monotonic()
+        if not opts.json:
+            err.print(f"[green]✓[/] [bold]{step}[/]: {escape(message)} [dim]({took:.1f}s)[/]")
+
+    runner = LessonRunner(loaded, provider, StateStore(), report)
+    with (
+        err.status(f"setting up {loaded.lesson.id} on {provider_name}...", spinner="dots")
+        if (not opts.json and err.is_terminal)
+        else contextlib.nullcontext()
+    ):
+        result = runner.up()
+    details = result.record.details
+    first = result.first
+    if opts.json:
+        print_json(
+            {
+                "lesson": loaded.lesson.id,
+                "provider": provider_name,
+                "kubeconfig": details.get("kubeconfig"),
+                "ingress": details.get("ingress"),
+                "namespace": details.get("namespace"),
+                "seconds": round(result.seconds, 2),
+                "first_exercise": first.to_json() if first else None,
+            }
+        )
+        return
+    out = console()
+    out.print(f"[bold green]{loaded.lesson.id} is ready[/] ({result.seconds:.1f}s).")
+    if provider_name == "sandbox":
+        out.print(
+            "This is the offline sandbox: Envoy plays Istio's routing; Kiali, Jaeger, "
+            "VictoriaMetrics and Gitea are not part of it, and the exercises that need "
+            "them are skipped."
+        )
+    out.print(f"  export KUBECONFIG={details.get('kubeconfig')}")
+    if details.get("ingress"):
+        out.print(f"  ingress: {details.get('ingress')}")
+    if first is not None:
+        out.print(f"  first exercise ({first.exercise}): checks {first.status}")
+    out.print("Start with: [bold]kubelab exercise[/]")

@@ -16,6 +16,8 @@ from typing import Any
 
 from kubelab.errors import KubelabError, SetupError
 
+FIELD_MANAGER = "kubelab"
+
 
 class ClusterUnreachable(SetupError):
     """The API server did not answer (down, wrong address, expired credentials)."""
@@ -140,13 +142,64 @@ class Kube:
         items: list[dict[str, Any]] = result.to_dict().get("items") or []
         return items
 
+    # -- writing ---------------------------------------------------------------------------
+
+    def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply ``obj`` (created when missing, else merged; kubelab owns it)."""
+        from kubernetes.client.exceptions import ApiException
+
+        meta = obj.get("metadata") or {}
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        try:
+            result = self._call(
+                lambda: resource.server_side_apply(
+                    body=obj,
+                    name=meta["name"],
+                    namespace=meta.get("namespace") if resource.namespaced else None,
+                    field_manager=field_manager,
+                    force_conflicts=True,
+                    _request_timeout=self.timeout,
+                )
+            )
+        except ApiException as exc:
+            raise self._api_error(exc, f"{obj['kind']} {meta.get('name')}") from exc
+        applied: dict[str, Any] = result.to_dict()
+        return applied
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete one object; False when it was already gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        resource = self._resource(api_version, kind)
+        try:
+            self._call(
+                lambda: resource.delete(
+                    name=name,
+                    namespace=namespace if resource.namespaced else None,
+                    _request_timeout=self.timeout,
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise self._api_error(exc, f"{kind} {name}") from exc
+        return True
+
     def _api_error(self, exc: Any, what: str) -> KubelabError:
         if exc.status in (401, 403):
             return SetupError(
                 f"the cluster refused to show {what} ({exc.status} {exc.reason})",
                 hint="Your credentials may have expired or lack rights; ask the instructor.",
             )
-        return KubelabError(f"the cluster answered {exc.status} {exc.reason} for {what}")
+        detail = ""
+        try:
+            import json
+
+            detail = json.loads(exc.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            pass
+        message = f"the cluster answered {exc.status} {exc.reason} for {what}"
+        return KubelabError(f"{message}: {detail}" if detail else message)
 
     # -- exec and proxy --------------------------------------------------------------------
 

@@ -74,6 +74,11 @@ class Exercise(StrictModel):
         description="components the exercise needs beyond its checks' own (e.g. kiali)",
     )
     checks: list[Check] = Field(min_length=1)
+    passes_before_solve: bool = Field(
+        default=False,
+        description="an observation exercise: its checks already pass before its solve "
+        "script runs (kubelab test then does not expect them to fail first)",
+    )
 
     def check_id(self, index: int) -> str:
         """The check's id: its own, else its type (numbered when a type repeats)."""

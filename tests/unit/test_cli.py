@@ -112,7 +112,7 @@ def test_doctor_ready_when_provider_needs_are_met(capsys, monkeypatch, tmp_path)
         script.write_text("#!/bin/sh\necho fake-1.0\n")
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:/usr/bin:/bin")
-    assert run(["doctor", "-o", "json"]) == 0
+    assert run(["doctor", "--provider", "existing", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["ready"] is True
 
 
@@ -121,10 +121,10 @@ def test_doctor_unknown_provider(capsys):
     assert "unknown provider 'aws'" in capsys.readouterr().err
 
 
-def test_up_without_dry_run_says_what_to_do(capsys):
-    assert run(["up", "istio-traffic-splitting"]) == 4
+def test_up_on_a_provider_not_available_yet_says_what_to_do(capsys):
+    assert run(["up", "istio-traffic-splitting", "--provider", "existing"]) == 4
     err = capsys.readouterr().err
-    assert "--dry-run" in err and "Traceback" not in err
+    assert "--provider sandbox" in err and "--dry-run" in err and "Traceback" not in err
 
 
 def test_bad_flag_is_a_usage_error_from_a_real_process():

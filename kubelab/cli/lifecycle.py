@@ -1,0 +1,102 @@
+"""``kubelab down`` and ``kubelab status``: what runs, and removing it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from kubelab.cli.common import console, options, print_json
+
+
+def down(
+    ctx: typer.Context,
+    lesson: Annotated[str | None, typer.Argument(help="Lesson id (default: every lesson).")] = None,
+) -> None:
+    """Remove what `kubelab up` created for a lesson (the sandbox stops entirely)."""
+    from kubelab.lessons.loader import find_lesson
+    from kubelab.lessons.runner import LessonRunner
+    from kubelab.providers import get_provider
+    from kubelab.providers.sandbox import leftover_pids, sandbox_dir, stop
+    from kubelab.state import StateStore
+
+    opts = options(ctx)
+    store = StateStore()
+    state = store.load()
+    names = [lesson] if lesson else list(state.lessons)
+    removed: list[str] = []
+    for name in names:
+        record = state.lessons.get(name)
+        if record is None:
+            continue
+        if record.provider:
+            runner = LessonRunner(find_lesson(name), get_provider(record.provider), store)
+            removed += runner.down()
+        else:
+            with store.transaction() as st:
+                st.lessons.pop(name, None)
+    # A sandbox no lesson claims (crashed, or its state lost) is cleaned up too.
+    if not lesson and (leftover_pids() or sandbox_dir().exists()):
+        pids = stop()
+        if pids:
+            removed.append(f"stopped a leftover sandbox ({len(pids)} processes)")
+    if opts.json:
+        print_json({"removed": removed, "lessons": names})
+        return
+    out = console()
+    for line in removed:
+        out.print(f"[green]✓[/] {line}")
+    out.print("Nothing was running." if not removed and not names else "Done.")
+
+
+def status(ctx: typer.Context) -> None:
+    """What is running: lessons, their provider, kubeconfig, ingress, progress."""
+    from kubelab.providers.sandbox import current, leftover_pids
+    from kubelab.state import StateStore
+
+    opts = options(ctx)
+    state = StateStore().load()
+    sandbox = current()
+    lessons: list[dict[str, Any]] = []
+    for record in state.lessons.values():
+        if not record.steps_done:
+            continue
+        alive = None if record.provider != "sandbox" else sandbox is not None
+        lessons.append(
+            {
+                "lesson": record.lesson,
+                "provider": record.provider,
+                "kubeconfig": record.details.get("kubeconfig"),
+                "ingress": record.details.get("ingress"),
+                "namespace": record.details.get("namespace"),
+                "steps_done": record.steps_done,
+                "running": alive,
+                "passed": sum(p.status == "passed" for p in record.progress.values()),
+            }
+        )
+    crashed = sandbox is None and bool(leftover_pids())
+    if opts.json:
+        top = lessons[-1] if lessons else {}
+        print_json({**top, "lessons": lessons, "sandbox_crashed": crashed})
+        return
+    out = console()
+    if not lessons:
+        out.print("No lesson is running. Start one: kubelab up istio-traffic-splitting")
+    for item in lessons:
+        state_text = {True: "[green]running[/]", False: "[red]not running[/]", None: ""}[
+            item["running"]
+        ]
+        out.print(f"[bold]{item['lesson']}[/] on {item['provider']} {state_text}")
+        out.print(f"  kubeconfig: {item['kubeconfig']}")
+        if item["ingress"]:
+            out.print(f"  ingress:    {item['ingress']}")
+        out.print(f"  steps done: {', '.join(item['steps_done'])}")
+        out.print(f"  exercises passed: {item['passed']}")
+        if item["running"] is False:
+            out.print(
+                "  The sandbox is not running: `kubelab up LESSON --provider sandbox` restarts it."
+            )
+    if crashed:
+        out.print(
+            "[yellow]A crashed sandbox left processes behind: `kubelab down` removes them.[/]"
+        )

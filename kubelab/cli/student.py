@@ -1,0 +1,277 @@
+"""Student commands: ``exercise``, ``hint``, ``check``, ``progress`` and ``solve``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from kubelab.cli.common import Options, console, options, print_json
+
+LessonOption = Annotated[
+    str | None,
+    typer.Option("--lesson", "-l", help="Lesson id (default: the running lesson)."),
+]
+ExerciseArg = Annotated[
+    str | None, typer.Argument(help="Exercise id (default: the current exercise).")
+]
+
+_STATUS_STYLE = {
+    "passed": "green",
+    "failed": "red",
+    "pending": "yellow",
+    "error": "magenta",
+    "not-started": "dim",
+    "unavailable": "dim",
+}
+
+
+def _unavailable_text(session: Any, exercise: Any) -> str:
+    needed = sorted(exercise.needed_components() - (session.available or set()))
+    return (
+        f"This exercise needs {', '.join(needed)}, which the {session.record.provider} "
+        "cluster does not have; it is skipped here. Run the lesson on a real cluster "
+        "(kind, or any kubeconfig) to do it."
+    )
+
+
+def exercise(
+    ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOption = None
+) -> None:
+    """Show what to do now: the current exercise (or the one named)."""
+    from kubelab.lessons.session import open_session
+
+    opts = options(ctx)
+    session = open_session(_store(), lesson)
+    ex = session.exercise(exercise_id)
+    lessons = session.loaded.lesson
+    number = lessons.exercises.index(ex) + 1
+    available = session.available_here(ex)
+    if opts.json:
+        print_json(
+            {
+                "lesson": lessons.id,
+                "exercise": ex.id,
+                "number": number,
+                "of": len(lessons.exercises),
+                "title": ex.title.get(opts.lang),
+                "instructions": ex.instructions.get(opts.lang),
+                "hints": len(ex.hints),
+                "available": available,
+                "status": session.progress(ex.id).status,
+            }
+        )
+        return
+    from rich.markdown import Markdown
+    from rich.panel import Panel
+
+    out = console()
+    out.print(
+        Panel.fit(
+            f"[bold]{number}/{len(lessons.exercises)} {ex.title.get(opts.lang)}[/]  ({ex.id})",
+            border_style="cyan",
+        )
+    )
+    if not available:
+        out.print(f"[yellow]{_unavailable_text(session, ex)}[/]")
+    out.print(Markdown(ex.instructions.get(opts.lang)))
+    out.print(f"[dim]kubelab hint {ex.id}  ·  kubelab check {ex.id}  ·  {len(ex.hints)} hint(s)[/]")
+
+
+def hint(ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOption = None) -> None:
+    """Show one more hint for the exercise each time it is called."""
+    from kubelab.lessons.session import open_session, record_progress
+
+    opts = options(ctx)
+    store = _store()
+    session = open_session(store, lesson)
+    ex = session.exercise(exercise_id)
+    shown = session.progress(ex.id).hints_shown
+    index = min(shown, len(ex.hints) - 1)
+    if shown < len(ex.hints):
+        record_progress(store, session.loaded.lesson.id, ex.id, hint_shown=True)
+    last = index == len(ex.hints) - 1
+    text = ex.hints[index].get(opts.lang)
+    if opts.json:
+        print_json(
+            {
+                "lesson": session.loaded.lesson.id,
+                "exercise": ex.id,
+                "hint": index + 1,
+                "of": len(ex.hints),
+                "text": text,
+                "last": last,
+            }
+        )
+        return
+    from rich.markdown import Markdown
+
+    out = console()
+    out.print(f"[bold]Hint {index + 1}/{len(ex.hints)}[/] for {ex.id}:")
+    out.print(Markdown(text))
+    if last and shown >= len(ex.hints):
+        out.print("[dim]That was the last hint. `kubelab check` tells what is still wrong.[/]")
+
+
+def _print_outcome(opts: Options, outcome: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_header=True)
+    table.add_column("CHECK", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("DETAILS", overflow="fold")
+    for check in outcome.checks:
+        style = _STATUS_STYLE.get(str(check.result.status), "")
+        details = escape(check.result.message)
+        if check.result.hint and str(check.result.status) != "passed":
+            details += f"\n[dim]hint: {escape(check.result.hint)}[/]"
+        table.add_row(check.id, f"[{style}]{check.result.status}[/]", details)
+    out = console()
+    out.print(table)
+    status = str(outcome.status)
+    style = _STATUS_STYLE.get(status, "")
+    out.print(f"Exercise {outcome.exercise}: [bold {style}]{status}[/]")
+
+
+def check(
+    ctx: typer.Context,
+    exercise_id: ExerciseArg = None,
+    lesson: LessonOption = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", help="Keep re-checking while pending, up to this many seconds."),
+    ] = 0.0,
+) -> None:
+    """Run the exercise's checks, record the result; exit 0 when all pass, 1 otherwise."""
+    from kubelab.checks.result import Status
+    from kubelab.checks.runner import wait_for_exercise
+    from kubelab.errors import ExitCode, UsageError
+    from kubelab.lessons.runner import check_context
+    from kubelab.lessons.session import open_session, record_progress
+    from kubelab.providers import get_provider
+
+    opts = options(ctx)
+    store = _store()
+    session = open_session(store, lesson)
+    ex = session.exercise(exercise_id)
+    if not session.deployed or not session.record.provider:
+        raise UsageError(
+            f"lesson {session.loaded.lesson.id} is not running, so there is nothing to check",
+            hint=f"kubelab up {session.loaded.lesson.id} --provider sandbox",
+        )
+    if not session.available_here(ex):
+        raise UsageError(f"cannot check {ex.id} here", hint=_unavailable_text(session, ex))
+    provider = get_provider(session.record.provider)
+    started = time.monotonic()
+    if not opts.json:
+        console(stderr=True).print(f"[dim]checking {ex.id}...[/]")
+    outcome = wait_for_exercise(
+        session.loaded.lesson.id, ex, check_context(provider, session.record), wait, poll=2.0
+    )
+    record_progress(store, session.loaded.lesson.id, ex.id, status=str(outcome.status))
+    if opts.json:
+        print_json(outcome.to_json())
+    else:
+        _print_outcome(opts, outcome)
+        if outcome.status is Status.PASSED:
+            nxt = _next_exercise(session, ex)
+            console().print(
+                f"Well done. Next: kubelab exercise {nxt.id}" if nxt else "Lesson complete!"
+            )
+        console(stderr=True).print(f"[dim]{time.monotonic() - started:.1f}s[/]")
+    if outcome.status is not Status.PASSED:
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
+
+
+def _next_exercise(session: Any, current: Any) -> Any:
+    exercises = session.loaded.lesson.exercises
+    for ex in exercises[exercises.index(current) + 1 :]:
+        if session.available_here(ex):
+            return ex
+    return None
+
+
+def progress(ctx: typer.Context, lesson: LessonOption = None) -> None:
+    """Where you are: every exercise with its last check result."""
+    from kubelab.lessons.session import open_session
+
+    opts = options(ctx)
+    session = open_session(_store(), lesson)
+    current = session.current()
+    rows = []
+    for ex in session.loaded.lesson.exercises:
+        p = session.progress(ex.id)
+        status = p.status if session.available_here(ex) else "unavailable"
+        rows.append(
+            {
+                "exercise": ex.id,
+                "title": ex.title.get(opts.lang),
+                "status": status,
+                "checked_at": p.checked_at,
+                "attempts": p.attempts,
+                "hints_shown": p.hints_shown,
+                "current": ex.id == current.id,
+            }
+        )
+    done = sum(r["status"] == "passed" for r in rows)
+    if opts.json:
+        print_json({"lesson": session.loaded.lesson.id, "passed": done, "exercises": rows})
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("", "EXERCISE", "TITLE", "STATUS", "ATTEMPTS", "HINTS"):
+        table.add_column(column)
+    for r in rows:
+        style = _STATUS_STYLE.get(str(r["status"]), "")
+        table.add_row(
+            "→" if r["current"] else "",
+            str(r["exercise"]),
+            str(r["title"]),
+            f"[{style}]{r['status']}[/]",
+            str(r["attempts"]),
+            str(r["hints_shown"]),
+        )
+    out = console()
+    out.print(table)
+    out.print(f"{done} of {len(rows)} exercises passed.")
+
+
+def solve(
+    ctx: typer.Context,
+    exercise_id: Annotated[str, typer.Argument(help="Exercise id.")],
+    lesson: LessonOption = None,
+) -> None:
+    """Run the exercise's solve script (for instructors and lesson tests)."""
+    from kubelab.lessons.session import open_session
+    from kubelab.lessons.solve import run_solve
+
+    opts = options(ctx)
+    session = open_session(_store(), lesson)
+    ex = session.exercise(exercise_id)
+    result = run_solve(session.loaded, ex, session.record, capture=opts.json)
+    if opts.json:
+        print_json(
+            {
+                "lesson": session.loaded.lesson.id,
+                "exercise": ex.id,
+                "exit_code": result.returncode,
+                "output": result.output,
+                "seconds": result.seconds,
+            }
+        )
+    if result.returncode != 0:
+        from kubelab.errors import SetupError
+
+        raise SetupError(
+            f"solve script of {ex.id} exited with code {result.returncode}",
+            hint="Its output is above; is the lesson running (kubelab status)?",
+        )
+
+
+def _store() -> Any:
+    from kubelab.state import StateStore
+
+    return StateStore()

@@ -1,0 +1,53 @@
+"""The Provider interface: where a lesson's cluster comes from and how to reach it.
+
+A provider prepares a cluster (``ensure_cluster``), says what the cluster offers (which
+components can be installed, whether images must be built), how checks send traffic
+through its mesh, and removes what it created (``teardown``). ``preflight`` fails fast,
+naming the missing tool or credential and how to get it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubelab.checks.traffic import Sampler
+from kubelab.checks.types import HttpStable, TrafficSplit
+from kubelab.cluster.kube import Kube
+
+
+@dataclass
+class ClusterInfo:
+    kubeconfig: Path
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(ABC):
+    name: str
+    # False where Helm components cannot be installed (the sandbox): exercises that need
+    # them are marked unavailable instead.
+    installs_components: bool = True
+    builds_images: bool = True
+
+    @abstractmethod
+    def preflight(self) -> None:
+        """Raise :class:`~kubelab.errors.SetupError` naming what is missing and the fix."""
+
+    @abstractmethod
+    def ensure_cluster(self, namespace: str) -> ClusterInfo:
+        """A reachable cluster (created or reused); idempotent."""
+
+    @abstractmethod
+    def teardown(self, details: dict[str, Any]) -> list[str]:
+        """Remove what the provider created; returns a line per thing removed."""
+
+    @abstractmethod
+    def sampler(
+        self, kube: Kube, details: dict[str, Any], spec: TrafficSplit | HttpStable
+    ) -> Sampler:
+        """How a traffic check reaches the mesh on this provider."""
+
+    def available_components(self, lesson_components: list[str]) -> set[str]:
+        return set(lesson_components) if self.installs_components else set()

@@ -1,0 +1,597 @@
+"""The sandbox's kubelet and deployment controller, and the glue to its Envoy.
+
+It watches the in-memory store and makes the objects real on this machine:
+
+* a Deployment gets Pod objects (labels from its template, an ``istio-proxy`` container
+  when its namespace has ``istio-injection=enabled``, as Istio's webhook would add), and
+  every pod of an ``app-backend`` image runs as a real ``python -m app_backend`` process
+  with the container's env; its Ready condition follows ``/readyz``;
+* a changed pod template (``kubectl rollout restart``, a new env) rolls the pods over, a
+  deleted pod is replaced, a process that exits is restarted (restartCount counts it);
+* pods of other images (the in-mesh ``curl-test`` tester) run no process: they are Ready
+  shells that ``kubectl exec`` runs commands in, on this machine, with ``http_proxy``
+  pointing at the Envoy so ``curl http://app-backend/`` goes through the mesh;
+* every change to Services, DestinationRules, VirtualServices, Gateways or pod readiness
+  rebuilds the Envoy configuration.
+
+PIDs of every process started are kept in ``processes.json`` so a crashed sandbox can be
+cleaned up by the next ``up`` or ``down``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubelab.sandbox.envoy import Endpoint as EnvoyEndpoint
+from kubelab.sandbox.envoy import EnvoyProcess, build_config
+from kubelab.sandbox.resources import by_kind
+from kubelab.sandbox.store import ApiError, Store, WatchEvent
+
+log = logging.getLogger("kubelab.sandbox")
+
+APP_IMAGE_HINT = "app-backend"
+SIDECAR = "istio-proxy"
+_ROUTING_KINDS = {"Service", "VirtualService", "DestinationRule", "Gateway", "Pod"}
+_PR_SET_PDEATHSIG = 1
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM this child when the sandbox daemon dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _without_times(status: dict[str, Any]) -> Any:
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if not k.endswith("Time")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(status)
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class PodRuntime:
+    """What runs for one pod: at most one app process."""
+
+    namespace: str
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    runs_app: bool
+    port: int = 0
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    ready: bool = False
+    started_at: str = field(default_factory=_now)
+    task: asyncio.Task[None] | None = None
+
+
+class Controller:
+    """Reconciles Deployments into pods and processes, and pods into Envoy routes."""
+
+    def __init__(
+        self,
+        store: Store,
+        workdir: Path,
+        envoy: EnvoyProcess,
+        probe_interval: float = 0.2,
+    ) -> None:
+        self.store = store
+        self.workdir = workdir
+        self.envoy = envoy
+        self.probe_interval = probe_interval
+        self.pods: dict[tuple[str, str], PodRuntime] = {}
+        self._queue: asyncio.Queue[WatchEvent] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._routing_dirty = asyncio.Event()
+        self._stopping = False
+        # Deployments are reconciled when their spec changes (generation), not when the
+        # controller's own status writes come back as events.
+        self._generations: dict[tuple[str, str], int] = {}
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._queue = self.store.subscribe()
+        self._tasks = [
+            asyncio.create_task(self._events(), name="sandbox-events"),
+            asyncio.create_task(self._routing(), name="sandbox-routing"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._queue is not None:
+            self.store.unsubscribe(self._queue)
+        await asyncio.gather(*(self._stop_pod(rt) for rt in list(self.pods.values())))
+        self.pods.clear()
+        self._write_pids()
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _events(self) -> None:
+        assert self._queue is not None
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._handle(event)
+            except Exception:  # one bad object must not stop the sandbox
+                log.exception("sandbox controller failed on %s", event.type)
+
+    async def _handle(self, event: WatchEvent) -> None:
+        kind = event.resource.kind
+        obj = event.object
+        meta = obj.get("metadata") or {}
+        if kind == "Deployment":
+            key = (meta.get("namespace", ""), meta.get("name", ""))
+            if event.type == "DELETED":
+                self._generations.pop(key, None)
+                await self._delete_pods_of(*key)
+            elif self._generations.get(key) != meta.get("generation"):
+                self._generations[key] = meta.get("generation", 0)
+                await self._reconcile_deployment(obj)
+        elif kind == "Pod":
+            key = (meta.get("namespace", ""), meta.get("name", ""))
+            if event.type == "DELETED":
+                runtime = self.pods.pop(key, None)
+                if runtime:
+                    await self._stop_pod(runtime)
+                    self._write_pids()
+                owner = self._owner(obj)
+                if owner and not self._stopping:
+                    deployment = self._get("apps/v1", "Deployment", key[0], owner)
+                    if deployment:
+                        await self._reconcile_deployment(deployment)
+            elif event.type == "ADDED" and key not in self.pods:
+                await self._start_pod(obj)
+        elif kind == "Namespace" and event.type == "DELETED":
+            for key in [k for k in self.pods if k[0] == meta.get("name")]:
+                await self._stop_pod(self.pods.pop(key))
+            self._write_pids()
+        if kind in _ROUTING_KINDS:
+            self._routing_dirty.set()
+
+    def _get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.store.get(by_kind(api_version, kind), namespace, name)
+        except ApiError:
+            return None
+
+    @staticmethod
+    def _owner(pod: dict[str, Any]) -> str | None:
+        for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+            if ref.get("kind") == "Deployment":
+                return str(ref.get("name"))
+        return None
+
+    # -- deployments -----------------------------------------------------------------------
+
+    async def _reconcile_deployment(self, deployment: dict[str, Any]) -> None:
+        meta = deployment["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = deployment.get("spec") or {}
+        template = spec.get("template") or {}
+        desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+        current_hash = template_hash(template)
+        pods_rt = by_kind("v1", "Pod")
+        pods, _ = self.store.list(pods_rt, namespace)
+        owned = [p for p in pods if self._owner(p) == name]
+        current = [
+            p for p in owned if p["metadata"]["labels"].get("pod-template-hash") == current_hash
+        ]
+        old = [p for p in owned if p not in current]
+        for _ in range(desired - len(current)):
+            self._create_pod(deployment, template, current_hash)
+        for extra in current[desired:]:
+            self._delete_pod(namespace, extra["metadata"]["name"])
+        # Roll over: old pods go once the new ones answer (maxUnavailable 0).
+        new_ready = sum(
+            1
+            for p in current[:desired]
+            if self.pods.get((namespace, p["metadata"]["name"]))
+            and self.pods[(namespace, p["metadata"]["name"])].ready
+        )
+        if old and new_ready >= desired:
+            for pod in old:
+                self._delete_pod(namespace, pod["metadata"]["name"])
+        self._update_deployment_status(deployment)
+
+    def _create_pod(self, deployment: dict[str, Any], template: dict[str, Any], hash_: str) -> None:
+        meta = deployment["metadata"]
+        namespace = meta["namespace"]
+        labels = dict((template.get("metadata") or {}).get("labels") or {})
+        labels["pod-template-hash"] = hash_
+        spec = json.loads(json.dumps(template.get("spec") or {}))
+        if self._injection_enabled(namespace):
+            names = [c.get("name") for c in spec.get("containers") or []]
+            if SIDECAR not in names:
+                spec.setdefault("containers", []).append(
+                    {
+                        "name": SIDECAR,
+                        "image": "docker.io/istio/proxyv2:sandbox",
+                        "args": ["proxy", "sidecar"],
+                    }
+                )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{meta['name']}-{hash_}-{secrets.token_hex(3)[:5]}",
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": dict((template.get("metadata") or {}).get("annotations") or {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": meta["name"],
+                        "uid": meta.get("uid", ""),
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": spec,
+        }
+        self.store.create(by_kind("v1", "Pod"), pod)
+
+    def _delete_pod(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(ApiError):
+            self.store.delete(by_kind("v1", "Pod"), namespace, name)
+
+    async def _delete_pods_of(self, namespace: str, deployment: str) -> None:
+        pods, _ = self.store.list(by_kind("v1", "Pod"), namespace)
+        for pod in pods:
+            if self._owner(pod) == deployment:
+                self._delete_pod(namespace, pod["metadata"]["name"])
+
+    def _injection_enabled(self, namespace: str) -> bool:
+        ns = self._get("v1", "Namespace", "", namespace) or {}
+        labels = (ns.get("metadata") or {}).get("labels") or {}
+        return labels.get("istio-injection") == "enabled"
+
+    def _update_deployment_status(self, deployment: dict[str, Any]) -> None:
+        meta = deployment["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = deployment.get("spec") or {}
+        desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+        current_hash = template_hash(spec.get("template") or {})
+        pods, _ = self.store.list(by_kind("v1", "Pod"), namespace)
+        owned = [p for p in pods if self._owner(p) == name]
+        updated = [
+            p for p in owned if p["metadata"]["labels"].get("pod-template-hash") == current_hash
+        ]
+        ready = [p for p in owned if self._pod_ready(namespace, p["metadata"]["name"])]
+        updated_ready = [p for p in updated if p in ready]
+        available = len(updated_ready) >= desired
+        status = {
+            "observedGeneration": meta.get("generation", 1),
+            "replicas": len(owned),
+            "updatedReplicas": len(updated),
+            "readyReplicas": len(ready),
+            "availableReplicas": len(ready),
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "True" if available else "False",
+                    "reason": "MinimumReplicasAvailable"
+                    if available
+                    else "MinimumReplicasUnavailable",
+                    "lastUpdateTime": _now(),
+                    "lastTransitionTime": _now(),
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable" if available else "ReplicaSetUpdated",
+                    "lastUpdateTime": _now(),
+                    "lastTransitionTime": _now(),
+                },
+            ],
+        }
+        if len(owned) != len(ready):
+            status["unavailableReplicas"] = len(owned) - len(ready)
+        if _without_times(status) == _without_times(deployment.get("status") or {}):
+            return  # unchanged: no write, no event
+        with contextlib.suppress(ApiError):
+            self.store.update_status(by_kind("apps/v1", "Deployment"), namespace, name, status)
+
+    def _pod_ready(self, namespace: str, name: str) -> bool:
+        runtime = self.pods.get((namespace, name))
+        return bool(runtime and runtime.ready)
+
+    # -- pods and processes ----------------------------------------------------------------
+
+    async def _start_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        containers = (pod.get("spec") or {}).get("containers") or []
+        app = next((c for c in containers if APP_IMAGE_HINT in str(c.get("image", ""))), None)
+        env = {
+            e["name"]: str(e.get("value", ""))
+            for e in (app or {}).get("env") or []
+            if "name" in e and "valueFrom" not in e
+        }
+        runtime = PodRuntime(
+            namespace, name, env, self.workdir / "logs" / f"{namespace}_{name}.log", app is not None
+        )
+        self.pods[(namespace, name)] = runtime
+        runtime.task = asyncio.create_task(self._run_pod(runtime, pod), name=f"pod-{name}")
+
+    async def _run_pod(self, runtime: PodRuntime, pod: dict[str, Any]) -> None:
+        if not runtime.runs_app:
+            runtime.ready = True
+            self._set_pod_status(runtime, pod)
+            return
+        import aiohttp
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+            while not self._stopping:
+                await self._spawn(runtime)
+                self._set_pod_status(runtime, pod)
+                assert runtime.process is not None
+                while runtime.process.returncode is None:
+                    ready = await self._probe(session, runtime.port)
+                    if ready != runtime.ready:
+                        runtime.ready = ready
+                        self._set_pod_status(runtime, pod)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            runtime.process.wait(),
+                            self.probe_interval if not runtime.ready else 2.0,
+                        )
+                runtime.ready = False
+                runtime.restarts += 1
+                self._set_pod_status(runtime, pod)
+                await asyncio.sleep(min(10.0, 0.5 * runtime.restarts))
+
+    async def _spawn(self, runtime: PodRuntime) -> None:
+        runtime.port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+            **runtime.env,
+            "HOST": "127.0.0.1",
+            "PORT": str(runtime.port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        with open(runtime.log_path, "ab") as logfile:
+            runtime.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "app_backend",
+                env=env,
+                stdout=logfile,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        runtime.started_at = _now()
+        self._write_pids()
+
+    async def _probe(self, session: Any, port: int) -> bool:
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                return bool(resp.status == 200)
+        except Exception:
+            return False
+
+    async def _stop_pod(self, runtime: PodRuntime) -> None:
+        if runtime.task is not None:
+            runtime.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runtime.task
+        process = runtime.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 3.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        runtime.ready = False
+
+    def _set_pod_status(self, runtime: PodRuntime, pod: dict[str, Any]) -> None:
+        containers = (pod.get("spec") or {}).get("containers") or []
+        running = runtime.process is None or runtime.process.returncode is None
+        statuses = [
+            {
+                "name": c.get("name", ""),
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": runtime.ready,
+                "started": running,
+                "restartCount": runtime.restarts,
+                "state": {"running": {"startedAt": runtime.started_at}}
+                if running
+                else {"waiting": {"reason": "CrashLoopBackOff"}},
+            }
+            for c in containers
+        ]
+        ready = "True" if runtime.ready else "False"
+        status = {
+            "phase": "Running" if running else "Pending",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "hostIP": "127.0.0.1",
+            "startTime": runtime.started_at,
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastTransitionTime": runtime.started_at,
+                },
+                {"type": "Initialized", "status": "True", "lastTransitionTime": runtime.started_at},
+                {"type": "ContainersReady", "status": ready, "lastTransitionTime": _now()},
+                {"type": "Ready", "status": ready, "lastTransitionTime": _now()},
+            ],
+            "containerStatuses": statuses,
+        }
+        try:
+            self.store.update_status(by_kind("v1", "Pod"), runtime.namespace, runtime.name, status)
+        except ApiError:
+            return
+        owner = self._owner(pod)
+        if owner:
+            deployment = self._get("apps/v1", "Deployment", runtime.namespace, owner)
+            if deployment:
+                self._schedule(self._reconcile_deployment(deployment))
+        self._routing_dirty.set()
+
+    def _schedule(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    def _write_pids(self) -> None:
+        pids = [
+            rt.process.pid
+            for rt in self.pods.values()
+            if rt.process is not None and rt.process.returncode is None
+        ]
+        if self.envoy.pid:
+            pids.append(self.envoy.pid)
+        path = self.workdir / "processes.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pids": pids}))
+        os.replace(tmp, path)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def endpoints(self) -> list[EnvoyEndpoint]:
+        pods, _ = self.store.list(by_kind("v1", "Pod"))
+        out = []
+        for pod in pods:
+            meta = pod["metadata"]
+            runtime = self.pods.get((meta["namespace"], meta["name"]))
+            if runtime is None or not runtime.runs_app or not runtime.port:
+                continue
+            out.append(
+                EnvoyEndpoint(
+                    namespace=meta["namespace"],
+                    labels=dict(meta.get("labels") or {}),
+                    host="127.0.0.1",
+                    port=runtime.port,
+                    ready=runtime.ready,
+                )
+            )
+        return out
+
+    def routing_objects(self) -> list[dict[str, Any]]:
+        objects: list[dict[str, Any]] = []
+        for api_version, kind in (
+            ("v1", "Service"),
+            ("networking.istio.io/v1", "VirtualService"),
+            ("networking.istio.io/v1", "DestinationRule"),
+            ("networking.istio.io/v1", "Gateway"),
+        ):
+            items, _ = self.store.list(by_kind(api_version, kind))
+            for item in items:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+            objects.extend(items)
+        return objects
+
+    async def _routing(self) -> None:
+        """Rebuild Envoy's routes after changes, at most every 50 ms (changes come in bursts)."""
+        while True:
+            await self._routing_dirty.wait()
+            await asyncio.sleep(0.05)
+            self._routing_dirty.clear()
+            config = build_config(self.routing_objects(), self.endpoints())
+            for warning in config.warnings:
+                log.info("routing: %s", warning)
+            try:
+                await self.envoy.update(config)
+            except Exception:
+                log.exception("could not update Envoy")
+
+    # -- exec and logs ---------------------------------------------------------------------
+
+    async def exec(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None,
+        command: list[str],
+        stdin: bool,
+        tty: bool,
+    ) -> asyncio.subprocess.Process:
+        """Run ``command`` for ``kubectl exec`` on this machine, inside the 'mesh'."""
+        obj = self._get("v1", "Pod", namespace, pod)
+        if obj is None:
+            raise ApiError(404, "NotFound", f'pods "{pod}" not found')
+        names = [c.get("name") for c in (obj.get("spec") or {}).get("containers") or []]
+        if container and container not in names:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {pod}")
+        proxy = f"http://127.0.0.1:{self.envoy.listen_port}"
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env.update({"http_proxy": proxy, "HTTP_PROXY": proxy, "POD_NAME": pod})
+        return await asyncio.create_subprocess_exec(
+            *command,
+            env=env,
+            cwd=str(self.workdir),
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+
+    async def logs(
+        self, namespace: str, pod: str, container: str | None, follow: bool, tail_lines: int | None
+    ) -> AsyncIterator[bytes]:
+        runtime = self.pods.get((namespace, pod))
+        if runtime is None:
+            raise ApiError(404, "NotFound", f'pods "{pod}" not found')
+        path = runtime.log_path
+        data = path.read_bytes() if path.exists() else b""
+        if tail_lines is not None:
+            data = b"".join(data.splitlines(keepends=True)[-tail_lines:]) if tail_lines else b""
+        yield data
+        offset = path.stat().st_size if path.exists() else 0
+        while follow and (namespace, pod) in self.pods:
+            await asyncio.sleep(0.3)
+            if path.exists() and path.stat().st_size > offset:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                offset += len(chunk)
+                yield chunk

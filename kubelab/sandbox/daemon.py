@@ -1,0 +1,111 @@
+"""The sandbox process: store + API + controller + Envoy, until SIGTERM.
+
+Started detached by ``kubelab up --provider sandbox`` (``python -m kubelab.sandbox.daemon
+--dir DIR``). When everything answers it writes ``DIR/kubeconfig`` (0600: it holds the
+API token) and then ``DIR/runtime.json`` (ports and PID), which is the signal that it is
+ready. On SIGTERM it stops every app process and Envoy and removes ``runtime.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+RUNTIME_FILE = "runtime.json"
+KUBECONFIG_FILE = "kubeconfig"
+CONTEXT = "kubelab-sandbox"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` atomically with mode 0600."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _validator(obj: dict[str, Any]) -> list[str]:
+    """Custom resources are checked against their CRD schema, as an API server does."""
+    from kubelab.validation.manifests import crd_kinds, validate_object
+
+    group_version = str(obj.get("apiVersion", ""))
+    if group_version.rpartition("/")[0] not in {gv.rpartition("/")[0] for gv in crd_kinds()}:
+        return []
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in validate_object(obj)]
+
+
+async def serve(workdir: Path, namespace: str) -> None:
+    from kubelab.sandbox.api import start_api
+    from kubelab.sandbox.controller import Controller, free_port
+    from kubelab.sandbox.envoy import EnvoyProcess, build_config
+    from kubelab.sandbox.store import Store
+
+    token = secrets.token_urlsafe(32)
+    # Namespaces stay Terminating for a moment before their contents go, as on a real
+    # cluster, so `kubectl delete -f` of a namespace and its objects succeeds.
+    store = Store(validate=_validator, namespace_termination=0.5)
+    envoy = EnvoyProcess(workdir / "envoy", listen_port=free_port())
+    controller = Controller(store, workdir, envoy)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await envoy.start(build_config([], []))
+    try:
+        server = await start_api(
+            store, token, exec_handler=controller.exec, log_handler=controller.logs
+        )
+        try:
+            await controller.start()
+            kubeconfig = server.kubeconfig(token, namespace, CONTEXT)
+            write_private(workdir / KUBECONFIG_FILE, json.dumps(kubeconfig, indent=2) + "\n")
+            runtime = {
+                "pid": os.getpid(),
+                "api": server.url,
+                "ingress": f"http://127.0.0.1:{envoy.listen_port}",
+                "envoy_pid": envoy.pid,
+                "kubeconfig": str(workdir / KUBECONFIG_FILE),
+            }
+            write_private(workdir / RUNTIME_FILE, json.dumps(runtime, indent=2) + "\n")
+            logging.getLogger("kubelab.sandbox").info("sandbox ready: %s", runtime["api"])
+            await stop.wait()
+        finally:
+            await controller.stop()
+            await server.stop()
+    finally:
+        await envoy.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / RUNTIME_FILE).unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubelab.sandbox.daemon")
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--namespace", default="default")
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(args.dir, args.namespace))
+    except Exception as exc:
+        logging.getLogger("kubelab.sandbox").exception("sandbox failed: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The traffic-splitting lesson, end to end in the sandbox, through the real CLI.
+
+One sandbox serves the whole module: `kubelab up` (a detached daemon: API, Envoy, app
+processes), then the course's own kubectl commands, the checks, student-mangled states,
+and finally `kubelab down`, after which no process it started may be left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from kubelab.tools import find_tool
+
+pytestmark = [
+    pytest.mark.skipif(find_tool("helm") is None, reason="helm missing: scripts/install-tools.sh"),
+    pytest.mark.skipif(
+        find_tool("kubectl") is None, reason="kubectl missing: scripts/install-tools.sh"
+    ),
+    pytest.mark.timeout(300),
+]
+
+SHARED_HOME = Path(tempfile.mkdtemp(prefix="kubelab-sandbox-test-"))
+ENV = {"KUBELAB_HOME": str(SHARED_HOME)}
+LESSON = "istio-traffic-splitting"
+
+
+def kubelab(*args: str, timeout: float = 180):
+    return run_cli(*args, env=ENV, timeout=timeout)
+
+
+def kubectl(kubeconfig: str, *args: str, check: bool = True):
+    proc = subprocess.run(
+        [str(find_tool("kubectl")), "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def check_json(exercise: str):
+    proc = kubelab("check", exercise, "--output", "json")
+    data = json.loads(proc.stdout)
+    return proc.returncode, data, {c["id"]: c for c in data["checks"]}
+
+
+def pids_alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            continue
+        alive.append(pid)
+    return alive
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    proc = kubelab("up", LESSON, "--provider", "sandbox")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Kiali, Jaeger, VictoriaMetrics and Gitea are not part of it" in proc.stdout
+    status = json.loads(kubelab("status", "--output", "json").stdout)
+    yield status
+    kubelab("down")
+
+
+def sandbox_pids():
+    workdir = SHARED_HOME / "sandbox"
+    runtime = json.loads((workdir / "runtime.json").read_text())
+    recorded = json.loads((workdir / "processes.json").read_text())["pids"]
+    return [runtime["pid"], runtime["envoy_pid"], *recorded]
+
+
+def test_status_names_provider_kubeconfig_ingress_and_lesson(sandbox):
+    assert sandbox["provider"] == "sandbox"
+    assert sandbox["lesson"] == LESSON
+    assert sandbox["ingress"].startswith("http://127.0.0.1:")
+    assert Path(sandbox["kubeconfig"]).is_file()
+    assert oct(Path(sandbox["kubeconfig"]).stat().st_mode & 0o777) == "0o600"
+
+
+def test_pods_have_labels_and_a_sidecar(sandbox):
+    out = kubectl(
+        sandbox["kubeconfig"],
+        "get",
+        "pods",
+        "-n",
+        "istio",
+        "-l",
+        "app=app-backend",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.labels.version} {range .spec.containers[*]}"
+        "{.name} {end}{'\\n'}{end}",
+    ).stdout
+    lines = sorted(line.strip() for line in out.strip().splitlines())
+    assert lines == ["v1 app-backend istio-proxy", "v2 app-backend istio-proxy"]
+
+
+def test_first_exercise_passes_and_course_command_counts_versions(sandbox):
+    code, data, checks = check_json("observe-initial-split")
+    assert code == 0, data
+    assert set(data) == {"lesson", "exercise", "status", "checks"}
+    assert set(checks["traffic-split"]) == {"id", "type", "status", "message", "hint", "evidence"}
+    # The course's own command, unchanged, through `kubectl exec` into curl-test.
+    out = kubectl(
+        sandbox["kubeconfig"],
+        "exec",
+        "-n",
+        "istio",
+        "curl-test",
+        "--",
+        "sh",
+        "-c",
+        "for i in $(seq 1 10); do curl -s --max-time 1 http://app-backend/ || echo timeout; done",
+    ).stdout
+    assert out.count("\n") == 10
+    assert "v2 - Request" in out or "v1 - Request" in out or "timeout" in out
+
+
+def test_v1_hangs_and_the_split_check_shows_it(sandbox):
+    # By now v1 has answered more than BUG_AFTER=30 requests: it hangs, and the split
+    # check counts those hung requests for v1 and still grades the split.
+    code, data, checks = check_json("observe-initial-split")
+    split = checks["traffic-split"]
+    assert code == 0, data
+    assert split["evidence"]["hung"].get("v1", 0) > 0
+    assert "hung" in split["message"]
+    assert split["evidence"]["seconds"] < 6
+
+
+def test_course_patch_moves_to_50_50(sandbox):
+    code, _, checks = check_json("split-50-50")
+    assert code == 1
+    assert "subset v1 gets 90%, expected 50%" in checks["virtualservice-weights"]["message"]
+    kubectl(
+        sandbox["kubeconfig"],
+        "patch",
+        "virtualservice",
+        "app-backend",
+        "-n",
+        "istio",
+        "--type=json",
+        '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":50},'
+        '{"op":"replace","path":"/spec/http/0/route/1/weight","value":50}]',
+    )
+    time.sleep(1.0)  # Envoy applies a VirtualService change within a second
+    code, data, checks = check_json("split-50-50")
+    assert code == 0, data
+
+
+@pytest.mark.parametrize(
+    ("mangle", "expected"),
+    [
+        (
+            ["delete", "virtualservice", "app-backend", "-n", "istio"],
+            "VirtualService istio/app-backend does not exist",
+        ),
+        (
+            [
+                "patch",
+                "virtualservice",
+                "app-backend",
+                "-n",
+                "istio",
+                "--type=json",
+                '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":45},'
+                '{"op":"replace","path":"/spec/http/0/route/1/weight","value":55}]',
+            ],
+            "subset v1 gets 45%, expected 50%; subset v2 gets 55%, expected 50%",
+        ),
+        (
+            [
+                "patch",
+                "virtualservice",
+                "app-backend",
+                "-n",
+                "istio",
+                "--type=json",
+                '-p=[{"op":"replace","path":"/spec/http/0/route/1/weight","value":25},'
+                '{"op":"add","path":"/spec/http/0/route/-","value":{"destination":'
+                '{"host":"app-backend","subset":"v3"},"weight":25}}]',
+            ],
+            "subset v2 gets 25%, expected 50%; subset v3 gets 25%, expected 0%; "
+            "DestinationRule istio/app-backend does not define subset v3",
+        ),
+        (
+            [
+                "patch",
+                "destinationrule",
+                "app-backend",
+                "-n",
+                "istio",
+                "--type=json",
+                '-p=[{"op":"remove","path":"/spec/subsets/1"}]',
+            ],
+            "DestinationRule istio/app-backend does not define subset v2 (it defines v1)",
+        ),
+    ],
+    ids=["vs-deleted", "weights-45-55", "three-destinations", "subset-missing-in-dr"],
+)
+def test_mangled_routing_gives_a_precise_failure(sandbox, mangle, expected):
+    snapshot = {
+        kind: kubectl(
+            sandbox["kubeconfig"], "get", kind, "app-backend", "-n", "istio", "-o", "json"
+        ).stdout
+        for kind in ("virtualservice", "destinationrule")
+    }
+    kubectl(sandbox["kubeconfig"], *mangle)
+    try:
+        proc = kubelab("check", "split-50-50", "--output", "json")
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        checks = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+        weights = checks["virtualservice-weights"]
+        assert weights["status"] == "failed"
+        assert expected in weights["message"], weights["message"]
+    finally:
+        for text in snapshot.values():
+            obj = json.loads(text)
+            for key in (
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ):
+                obj["metadata"].pop(key, None)
+            kind = obj["kind"].lower()
+            kubectl(
+                sandbox["kubeconfig"], "delete", kind, "app-backend", "-n", "istio", check=False
+            )
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+                json.dump(obj, fh)
+            kubectl(sandbox["kubeconfig"], "create", "-f", fh.name)
+
+
+def test_wrong_namespace_label_is_named(sandbox):
+    kubectl(
+        sandbox["kubeconfig"],
+        "label",
+        "namespace",
+        "istio",
+        "istio-injection=disabled",
+        "--overwrite",
+    )
+    try:
+        proc = kubelab("check", "observe-initial-split", "--output", "json")
+        checks = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+        assert proc.returncode == 1
+        assert checks["sidecar-injected"]["status"] == "failed"
+        assert (
+            "namespace istio does not have the label istio-injection=enabled (it is 'disabled')"
+            in checks["sidecar-injected"]["message"]
+        )
+        assert "kubectl label namespace istio" in checks["sidecar-injected"]["hint"]
+    finally:
+        kubectl(
+            sandbox["kubeconfig"],
+            "label",
+            "namespace",
+            "istio",
+            "istio-injection=enabled",
+            "--overwrite",
+        )
+
+
+def test_rollout_to_v2_then_stable(sandbox):
+    kubectl(
+        sandbox["kubeconfig"],
+        "patch",
+        "virtualservice",
+        "app-backend",
+        "-n",
+        "istio",
+        "--type=json",
+        '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":0},'
+        '{"op":"replace","path":"/spec/http/0/route/1/weight","value":100}]',
+    )
+    time.sleep(1.0)
+    code, data, _ = check_json("rollout-v2")
+    assert code == 0, data
+    code, data, checks = check_json("confirm-stable")
+    assert code == 0, data
+    assert checks["http-stable"]["evidence"]["counts"] == {"v2": 300}
+
+
+def test_unavailable_exercise_says_why(sandbox):
+    proc = kubelab("check", "kiali-graph")
+    assert proc.returncode == 2
+    assert "needs kiali, victoria-metrics" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_progress_records_the_checks(sandbox):
+    data = json.loads(kubelab("progress", "--output", "json").stdout)
+    statuses = {e["exercise"]: e["status"] for e in data["exercises"]}
+    assert statuses["rollout-v2"] == "passed"
+    assert statuses["kiali-graph"] == "unavailable"
+
+
+def test_zz_down_leaves_no_process(sandbox):
+    pids = sandbox_pids()
+    assert pids_alive(pids) == pids  # all running before
+    proc = kubelab("down")
+    assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + 10
+    while pids_alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_alive(pids) == []
+    assert not (SHARED_HOME / "sandbox").exists()
+    assert json.loads(kubelab("status", "--output", "json").stdout)["lessons"] == []
