@@ -313,7 +313,53 @@ def test_progress_records_the_checks(sandbox):
     assert statuses["kiali-graph"] == "unavailable"
 
 
-def test_zz_down_leaves_no_process(sandbox):
+def test_exec_sampler_through_the_tester_pod(sandbox):
+    """The real-cluster transport (curl in the in-mesh tester, via the API's exec) works
+    against the sandbox too, and names the subset of hung requests."""
+    from kubelab.checks.traffic import Destination, ExecSampler, tally
+    from kubelab.cluster.kube import Kube
+
+    def weights(v1: int, v2: int) -> None:
+        kubectl(
+            sandbox["kubeconfig"],
+            "patch",
+            "virtualservice",
+            "app-backend",
+            "-n",
+            "istio",
+            "--type=json",
+            f'-p=[{{"op":"replace","path":"/spec/http/0/route/0/weight","value":{v1}}},'
+            f'{{"op":"replace","path":"/spec/http/0/route/1/weight","value":{v2}}}]',
+        )
+        time.sleep(0.5)
+
+    weights(50, 50)
+    try:
+        sampler = ExecSampler(Kube(Path(sandbox["kubeconfig"])), "curl-test", "istio")
+        samples = sampler.sample(Destination("app-backend", "istio"), 40, 1.0, 40)
+    finally:
+        weights(0, 100)
+    answered, hung, unknown = tally(samples)
+    assert len(samples) == 40 and unknown == 0
+    assert set(answered) == {"v1", "v2"}
+    assert hung.get("v2", 0) == 0  # v2 never hangs
+    assert hung["v1"] == answered["v1"]  # v1 hung long ago: every v1 request is named
+
+
+def test_exercise_and_hints_in_both_languages(sandbox):
+    proc = kubelab("exercise", "split-50-50", "--lang", "pt")
+    assert proc.returncode == 0 and "Mude a divisão para 50/50" in proc.stdout
+    first = json.loads(kubelab("hint", "split-50-50", "-o", "json").stdout)
+    second = json.loads(kubelab("hint", "split-50-50", "-o", "json", "--lang", "pt").stdout)
+    third = json.loads(kubelab("hint", "split-50-50", "-o", "json").stdout)
+    assert (first["hint"], second["hint"], third["hint"]) == (1, 2, 2)
+    assert second["last"] is True and "peso do primeiro destino" in second["text"]
+    progress = json.loads(kubelab("progress", "-o", "json").stdout)
+    hints = {e["exercise"]: e["hints_shown"] for e in progress["exercises"]}
+    assert hints["split-50-50"] == 2
+
+
+def test_zz_down_leaves_no_process(sandbox):  # runs last (module order)
     pids = sandbox_pids()
     assert pids_alive(pids) == pids  # all running before
     proc = kubelab("down")
