@@ -100,7 +100,7 @@ def show(
             f"{i}. **{e.title.get(lang)}** (`{e.id}`)" for i, e in enumerate(data.exercises, 1)
         )
     )
-    console().print(Markdown("\n\n".join(parts)))
+    console().print(Markdown("\n\n".join(parts)), soft_wrap=False)
 
 
 def validate(

@@ -75,7 +75,7 @@ def exercise(
     )
     if not available:
         out.print(f"[yellow]{_unavailable_text(session, ex)}[/]")
-    out.print(Markdown(ex.instructions.get(opts.lang)))
+    out.print(Markdown(ex.instructions.get(opts.lang)), soft_wrap=False)
     out.print(f"[dim]kubelab hint {ex.id}  ·  kubelab check {ex.id}  ·  {len(ex.hints)} hint(s)[/]")
 
 
@@ -109,7 +109,7 @@ def hint(ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOpti
 
     out = console()
     out.print(f"[bold]Hint {index + 1}/{len(ex.hints)}[/] for {ex.id}:")
-    out.print(Markdown(text))
+    out.print(Markdown(text), soft_wrap=False)
     if last and shown >= len(ex.hints):
         out.print("[dim]That was the last hint. `kubelab check` tells what is still wrong.[/]")
 
