@@ -1,0 +1,656 @@
+"""The Helm values every catalog release is installed with, and the objects applied beside them.
+
+``kubelab.components.catalog`` pins the charts; this module says how each one is configured
+for a class cluster. The installer calls :func:`values_for` for each release (it hashes the
+result to skip releases whose values did not change, so the same settings always give the
+same dict) and applies :func:`extra_manifests` of a component once its releases are ready.
+Nothing here talks to a cluster or holds a secret: the Gitea admin password lives in a Secret
+the installer creates before installing Gitea (keys ``username`` and ``password``), and the
+values only name that Secret.
+
+How the pieces fit together:
+
+- istiod sends every span to Jaeger through an OpenTelemetry extension provider (OTLP gRPC on
+  Jaeger's port 4317), selected mesh-wide by ``meshConfig.defaultProviders.tracing`` and by the
+  ``mesh-default`` Telemetry object, sampling 100% (a class generates little traffic).
+- VictoriaMetrics scrapes the Envoy sidecars (container port 15090 ``/stats/prometheus``),
+  istiod (15014 ``/metrics``) and annotated pods. Istio's metrics merging is off, so an app's
+  ``prometheus.io/*`` annotations keep pointing at the app and no series is scraped twice.
+- Kiali reads VictoriaMetrics and Jaeger at their in-cluster URLs; Flagger reads
+  VictoriaMetrics too.
+- With a ``domain``, Gitea, Kiali and Jaeger get hostnames ``<name>.<domain>`` on the Istio
+  ingress gateway; with ``tls`` cert-manager gets them a Let's Encrypt certificate (HTTP-01
+  through that gateway).
+
+Where each key was read and rendered is in ``docs/components.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubelab.components import catalog
+from kubelab.components.catalog import Component, Release
+from kubelab.errors import UsageError
+
+LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+#: Name of the Istio extension provider (meshConfig) that sends traces to Jaeger.
+TRACING_PROVIDER = "jaeger"
+#: VictoriaMetrics' scrape interval, also told to Kiali (it sizes its rate() windows on it).
+SCRAPE_INTERVAL = "15s"
+#: How long VictoriaMetrics keeps samples (also told to Kiali).
+RETENTION = "7d"
+#: The Istio Gateway holding the dashboards' hostnames, in the istio-system namespace.
+DASHBOARD_GATEWAY = "kubelab-dashboards"
+#: The Secret (istio-system) cert-manager writes the dashboards' certificate into.
+DASHBOARD_TLS_SECRET = "kubelab-dashboards-tls"
+#: The ClusterIssuer created with ``tls``.
+CLUSTER_ISSUER = "letsencrypt"
+#: Components whose UI gets a hostname under ``domain`` unless told otherwise.
+DEFAULT_EXPOSED = frozenset({"gitea", "kiali", "jaeger"})
+
+_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+@dataclass(frozen=True)
+class InstallSettings:
+    """What varies between clusters; everything else about a release is fixed here."""
+
+    # Wildcard DNS name whose subdomains point at the ingress gateway (e.g. "lab.example.org"
+    # gives gitea.lab.example.org); None: the UIs are reached with `kubelab open` only.
+    domain: str | None = None
+    # Let's Encrypt certificates for those hostnames (needs domain and email).
+    tls: bool = False
+    email: str | None = None
+    acme_server: str = LETSENCRYPT_PRODUCTION
+    # Service type of the ingress gateway: LoadBalancer on clouds, NodePort on kind.
+    gateway_service_type: str = "LoadBalancer"
+    # Fixed node ports for the gateway's http/https ports (kind's extraPortMappings need them).
+    gateway_http_node_port: int | None = None
+    gateway_https_node_port: int | None = None
+    # Fixed node port of Gitea's http Service (NodePort instead of ClusterIP), for clusters
+    # whose nodes pull images from Gitea's registry on localhost:<port> (kind).
+    gitea_node_port: int | None = None
+    # StorageClass of the VictoriaMetrics and Gitea volumes; None: the cluster's default.
+    storage_class: str | None = None
+    # Secret (namespace gitea, keys username/password) holding the Gitea admin account.
+    gitea_admin_secret: str = "gitea-admin"
+    # host[:port] under which nodes and the image builder reach Gitea's registry; it becomes
+    # Gitea's ROOT_URL (the registry's token realm) and wins over gitea.<domain>.
+    registry_host: str | None = None
+    # The components being installed (their names); None means every component. Kiali and
+    # Istio only point at Jaeger when it is installed, and only installed UIs get hostnames.
+    components: frozenset[str] | None = None
+    # Which installed UIs get a hostname under domain.
+    exposed: frozenset[str] = field(default=DEFAULT_EXPOSED)
+    # Percentage of requests traced.
+    trace_sampling: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.gateway_service_type not in _SERVICE_TYPES:
+            raise UsageError(
+                f"gateway service type {self.gateway_service_type!r} is not one of "
+                f"{', '.join(_SERVICE_TYPES)}"
+            )
+        if self.domain is not None and not _HOSTNAME.match(self.domain):
+            raise UsageError(
+                f"domain {self.domain!r} is not a DNS name",
+                hint="Give the wildcard DNS name without '*.' (for example lab.example.org).",
+            )
+        if self.tls and (not self.domain or not self.email):
+            raise UsageError(
+                "TLS needs a domain and an email address",
+                hint="Pass --domain and --email with --tls (Let's Encrypt needs both).",
+            )
+        if self.registry_host is not None and not _HOST_PORT.match(self.registry_host):
+            raise UsageError(f"registry host {self.registry_host!r} is not host[:port]")
+        for port in (
+            self.gateway_http_node_port,
+            self.gateway_https_node_port,
+            self.gitea_node_port,
+        ):
+            if port is not None and not 30000 <= port <= 32767:
+                raise UsageError(f"node port {port} is outside 30000-32767")
+        if not 0.0 <= self.trace_sampling <= 100.0:
+            raise UsageError(f"trace sampling {self.trace_sampling} is not a percentage")
+
+    def installs(self, component: str) -> bool:
+        """Whether ``component`` is part of this installation."""
+        return self.components is None or component in self.components
+
+
+# ----------------------------------------------------------------------------- addresses
+
+
+def service_url(endpoint: catalog.Endpoint, path: str = "") -> str:
+    """In-cluster URL of ``(namespace, service, port)``."""
+    namespace, service, port = endpoint
+    return f"http://{service}.{namespace}.svc.cluster.local:{port}{path}"
+
+
+def _api(component: str) -> catalog.Endpoint:
+    endpoint = catalog.CATALOG[component].api
+    assert endpoint is not None, component
+    return endpoint
+
+
+def metrics_url() -> str:
+    """The Prometheus-compatible query URL of VictoriaMetrics (Kiali, Flagger, analyses)."""
+    return service_url(_api("victoria-metrics"))
+
+
+def tracing_query_url() -> str:
+    """Jaeger's HTTP query API (``/api/traces``), as Kiali reads it."""
+    return service_url(_api("jaeger"))
+
+
+def public_host(component: str, settings: InstallSettings) -> str | None:
+    """The hostname ``component``'s UI gets on the ingress gateway, if any."""
+    if settings.domain is None or component not in settings.exposed:
+        return None
+    if not settings.installs(component) or catalog.CATALOG[component].ui is None:
+        return None
+    return f"{component}.{settings.domain}"
+
+
+def public_url(component: str, settings: InstallSettings) -> str | None:
+    """``https://`` (with tls) or ``http://`` URL of ``component``'s public hostname."""
+    host = public_host(component, settings)
+    if host is None:
+        return None
+    return f"{'https' if settings.tls else 'http'}://{host}/"
+
+
+def gitea_root_url(settings: InstallSettings) -> str:
+    """Gitea's ROOT_URL: the registry host, else its public hostname, else the in-cluster URL."""
+    if settings.registry_host:
+        return f"http://{settings.registry_host}/"
+    return public_url("gitea", settings) or service_url(_api("gitea"), "/")
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def _istio_base(settings: InstallSettings) -> dict[str, Any]:
+    # base/values.yaml: the CRDs and the default revision's validating webhook.
+    return {"defaultRevision": "default"}
+
+
+def _istiod(settings: InstallSettings) -> dict[str, Any]:
+    # istio-control/istio-discovery/values.yaml: meshConfig is merged over the chart's mesh
+    # (templates/configmap.yaml, mergeOverwrite) into the `istio` ConfigMap.
+    default_providers: dict[str, Any] = {
+        # Setting defaultProviders switches off the chart's own default (metrics:
+        # [prometheus], templates/_helpers.tpl "default-prometheus"); without it Envoy
+        # would emit no istio_* metrics (pilot/pkg/model/telemetry.go mergeMetrics).
+        "metrics": ["prometheus"],
+    }
+    mesh: dict[str, Any] = {
+        # Envoy stats are scraped on 15090 directly; apps keep their own annotations.
+        "enablePrometheusMerge": False,
+        "enableTracing": settings.installs("jaeger"),
+        "defaultProviders": default_providers,
+    }
+    if settings.installs("jaeger"):
+        default_providers["tracing"] = [TRACING_PROVIDER]
+        namespace, service, _ = _api("jaeger")
+        mesh["extensionProviders"] = [
+            {
+                "name": TRACING_PROVIDER,
+                "opentelemetry": {
+                    "service": f"{service}.{namespace}.svc.cluster.local",
+                    "port": catalog.JAEGER_OTLP_GRPC_PORT,
+                },
+            }
+        ]
+    return {
+        "meshConfig": mesh,
+        # PILOT_TRACE_SAMPLING: the sampling percentage when a Telemetry object sets none.
+        "traceSampling": settings.trace_sampling,
+        # The chart asks for 500m/2Gi; a class cluster's istiod needs far less.
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
+    }
+
+
+def _gateway(settings: InstallSettings) -> dict[str, Any]:
+    # gateway/values.yaml (validated by gateway/values.schema.json).
+    service: dict[str, Any] = {"type": settings.gateway_service_type}
+    if settings.gateway_http_node_port or settings.gateway_https_node_port:
+        # The ports list replaces the chart's; same three ports, with fixed node ports.
+        ports: list[dict[str, Any]] = [
+            {"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021},
+            {"name": "http2", "port": 80, "protocol": "TCP", "targetPort": 80},
+            {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443},
+        ]
+        if settings.gateway_http_node_port:
+            ports[1]["nodePort"] = settings.gateway_http_node_port
+        if settings.gateway_https_node_port:
+            ports[2]["nodePort"] = settings.gateway_https_node_port
+        service["ports"] = ports
+    return {
+        # The lesson's Gateway selects istio: ingressgateway; the chart's selector labels
+        # take these over the release-name defaults (templates/_helpers.tpl).
+        "labels": {"app": catalog.GATEWAY_RELEASE, "istio": "ingressgateway"},
+        "service": service,
+    }
+
+
+def _scrape_config() -> dict[str, Any]:
+    """VictoriaMetrics' scrape configuration (Prometheus format, ``server.scrape.config``)."""
+    pod_labels: list[dict[str, Any]] = [
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    ]
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL},
+        "scrape_configs": [
+            {
+                "job_name": "victoriametrics",
+                "static_configs": [{"targets": [f"localhost:{catalog.VM_PORT}"]}],
+            },
+            {
+                # Every Envoy (sidecars and gateways) exposes its stats, istio_requests_total
+                # included, on container port 15090 named http-envoy-prom
+                # (istio-discovery/files/injection-template.yaml, gateway-injection-template.yaml).
+                "job_name": "envoy-stats",
+                "metrics_path": "/stats/prometheus",
+                "kubernetes_sd_configs": [{"role": "pod"}],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                        "action": "keep",
+                        "regex": ".*-envoy-prom",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_container_port_number"],
+                        "action": "keep",
+                        "regex": "15090",
+                    },
+                    *pod_labels,
+                ],
+            },
+            {
+                # istiod's own metrics: container port 15014 (http-monitoring), /metrics
+                # (istio-discovery/templates/deployment.yaml).
+                "job_name": "istiod",
+                "kubernetes_sd_configs": [
+                    {"role": "pod", "namespaces": {"names": [catalog.ISTIO_NAMESPACE]}}
+                ],
+                "relabel_configs": [
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_label_app",
+                            "__meta_kubernetes_pod_container_port_number",
+                        ],
+                        "action": "keep",
+                        "regex": "istiod;15014",
+                    },
+                    *pod_labels,
+                ],
+            },
+            {
+                # Pods that ask for it with prometheus.io/scrape|port|path annotations (the
+                # apps, Jaeger, Flagger). Port 15020 is the Istio agent's merged endpoint that
+                # gateway pods announce: their Envoy stats already come from envoy-stats.
+                "job_name": "kubernetes-pods",
+                "kubernetes_sd_configs": [{"role": "pod"}],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_container_init"],
+                        "action": "drop",
+                        "regex": "true",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "action": "keep",
+                        "regex": "true",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_port"],
+                        "action": "drop",
+                        "regex": "15020",
+                    },
+                    {
+                        # One target per pod: the container port the annotation names.
+                        "source_labels": [
+                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                            "__meta_kubernetes_pod_container_port_number",
+                        ],
+                        "action": "keep_if_equal",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                        "action": "replace",
+                        "target_label": "__metrics_path__",
+                        "regex": "(.+)",
+                    },
+                    *pod_labels,
+                ],
+            },
+        ],
+    }
+
+
+def _victoria_metrics(settings: InstallSettings) -> dict[str, Any]:
+    # victoria-metrics-single/values.yaml: server.scrape.config becomes the scrape.yml of
+    # the <fullname>-scrapeconfig ConfigMap passed as -promscrape.config.
+    return {
+        "server": {
+            # Service (and StatefulSet) name: catalog.VM_SERVICE, port 8428.
+            "fullnameOverride": catalog.VM_SERVICE,
+            "retentionPeriod": RETENTION,
+            "persistentVolume": {
+                "enabled": True,
+                "size": "4Gi",
+                "storageClassName": settings.storage_class or "",
+            },
+            "scrape": {"enabled": True, "config": _scrape_config()},
+        }
+    }
+
+
+def _jaeger(settings: InstallSettings) -> dict[str, Any]:
+    # jaeger/values.yaml: without `userconfig` the all-in-one image runs its built-in
+    # configuration: memory storage, OTLP on 4317/4318, zipkin on 9411, query on 16686.
+    return {"fullnameOverride": catalog.JAEGER_SERVICE}
+
+
+def _kiali(settings: InstallSettings) -> dict[str, Any]:
+    # kiali-server/values.yaml mirrors the Kiali CR; keys below: kiali/kiali config/config.go.
+    vm = metrics_url()
+    external: dict[str, Any] = {
+        "prometheus": {
+            "url": vm,
+            # VictoriaMetrics answers Prometheus' health endpoint (lib/httpserver).
+            "health_check_url": f"{vm}/-/healthy",
+            # Kiali asks Prometheus for its scrape interval (/api/v1/status/config) and
+            # retention (/api/v1/status/runtimeinfo, which VictoriaMetrics lacks); with
+            # thanos_proxy it takes both from here instead (handlers/config.go).
+            "thanos_proxy": {
+                "enabled": True,
+                "scrape_interval": SCRAPE_INTERVAL,
+                "retention_period": RETENTION,
+            },
+        },
+        "grafana": {"enabled": False},
+        "tracing": {"enabled": False},
+    }
+    if settings.installs("jaeger"):
+        external["tracing"] = {
+            "enabled": True,
+            "provider": "jaeger",
+            "internal_url": tracing_query_url(),
+            "use_grpc": False,
+            "external_url": public_url("jaeger", settings) or "",
+        }
+    return {
+        "auth": {"strategy": "anonymous"},
+        "deployment": {"view_only_mode": False, "ingress": {"enabled": False}},
+        "external_services": external,
+        "server": {"port": catalog.KIALI_PORT, "web_root": "/kiali"},
+    }
+
+
+def _gitea(settings: InstallSettings) -> dict[str, Any]:
+    # gitea/values.yaml; defaults filled in by templates/_helpers.tpl
+    # (gitea.inline_configuration.defaults).
+    root_url = gitea_root_url(settings)
+    host_port = root_url.split("://", 1)[1].rstrip("/")
+    domain = host_port.split(":", 1)[0]
+    # A normal ClusterIP (the chart's default is headless), so the gateway can route to it;
+    # or a NodePort when the nodes pull from the registry through one.
+    http_service: dict[str, Any] = {
+        "type": "ClusterIP",
+        "port": catalog.GITEA_PORT,
+        "clusterIP": "",
+    }
+    if settings.gitea_node_port:
+        http_service.update(type="NodePort", nodePort=settings.gitea_node_port)
+    return {
+        "replicaCount": 1,
+        # One pod on a ReadWriteOnce volume: stop the old pod before starting the new one.
+        "strategy": {"type": "Recreate", "rollingUpdate": None},
+        "postgresql": {"enabled": False},
+        "postgresql-ha": {"enabled": False},
+        "valkey": {"enabled": False},
+        "valkey-cluster": {"enabled": False},
+        "persistence": {
+            "enabled": True,
+            "size": "1Gi",
+            "storageClass": settings.storage_class,
+        },
+        "service": {"http": http_service},
+        "gitea": {
+            "admin": {
+                "existingSecret": settings.gitea_admin_secret,
+                "email": "admin@kubelab.invalid",
+                "passwordMode": "keepUpdated",
+            },
+            "config": {
+                "server": {
+                    "DOMAIN": domain,
+                    "ROOT_URL": root_url,
+                    "SSH_DOMAIN": domain,
+                    # Also the http Service's targetPort (templates/gitea/httpService.yaml),
+                    # which is empty unless set here.
+                    "HTTP_PORT": catalog.GITEA_PORT,
+                },
+                "database": {"DB_TYPE": "sqlite3"},
+                "session": {"PROVIDER": "memory"},
+                "cache": {"ADAPTER": "memory"},
+                "queue": {"TYPE": "level"},
+                "packages": {"ENABLED": True},
+                "service": {"DISABLE_REGISTRATION": True},
+            },
+        },
+    }
+
+
+def _cert_manager(settings: InstallSettings) -> dict[str, Any]:
+    # cert-manager/values.yaml: crds.enabled installs the CRDs as templates; keep leaves them
+    # (and so every Certificate) in place when the release is uninstalled.
+    return {"crds": {"enabled": True, "keep": True}}
+
+
+def _flagger(settings: InstallSettings) -> dict[str, Any]:
+    # flagger/values.yaml; the CRDs come from the chart's crds/ folder.
+    return {"meshProvider": "istio", "metricsServer": metrics_url()}
+
+
+def _loadtester(settings: InstallSettings) -> dict[str, Any]:
+    # loadtester/values.yaml: Service flagger-loadtester, port 80.
+    return {"fullnameOverride": catalog.LOADTESTER_RELEASE}
+
+
+def _argo_rollouts(settings: InstallSettings) -> dict[str, Any]:
+    # argo-rollouts/values.yaml: installCRDs is on by default.
+    return {"dashboard": {"enabled": True}}
+
+
+_VALUES = {
+    "istio-base": _istio_base,
+    "istiod": _istiod,
+    catalog.GATEWAY_RELEASE: _gateway,
+    "victoria-metrics": _victoria_metrics,
+    "jaeger": _jaeger,
+    "kiali": _kiali,
+    "gitea": _gitea,
+    "cert-manager": _cert_manager,
+    "flagger": _flagger,
+    catalog.LOADTESTER_RELEASE: _loadtester,
+    "argo-rollouts": _argo_rollouts,
+}
+
+
+def values_for(release: Release, settings: InstallSettings) -> dict[str, Any]:
+    """The exact values ``release`` is installed with (a fresh dict on each call)."""
+    try:
+        build = _VALUES[release.name]
+    except KeyError:
+        raise KeyError(f"no values for release {release.name!r}") from None
+    return build(settings)
+
+
+# ----------------------------------------------------------------------------- manifests
+
+
+def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/managed-by": "kubelab"}}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def telemetry_manifest(settings: InstallSettings) -> dict[str, Any]:
+    """The mesh-wide Telemetry object: every proxy traces to Jaeger at the sampling rate."""
+    return {
+        "apiVersion": "telemetry.istio.io/v1",
+        "kind": "Telemetry",
+        "metadata": _meta("mesh-default", catalog.ISTIO_NAMESPACE),
+        "spec": {
+            "tracing": [
+                {
+                    "providers": [{"name": TRACING_PROVIDER}],
+                    "randomSamplingPercentage": settings.trace_sampling,
+                }
+            ]
+        },
+    }
+
+
+def _exposed(settings: InstallSettings) -> list[str]:
+    return sorted(name for name in catalog.CATALOG if public_host(name, settings))
+
+
+def dashboard_gateway(settings: InstallSettings) -> dict[str, Any] | None:
+    """The Istio Gateway serving the UIs' hostnames (None without a domain)."""
+    hosts = [f"*/{public_host(name, settings)}" for name in _exposed(settings)]
+    if not hosts:
+        return None
+    # With tls the hostnames are served on 443 only: port 80 is left to the Ingress cert-manager
+    # creates for each HTTP-01 challenge (a catch-all route of ours for the same host would
+    # shadow the challenge path).
+    server: dict[str, Any] = (
+        {
+            "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+            "hosts": hosts,
+            "tls": {"mode": "SIMPLE", "credentialName": DASHBOARD_TLS_SECRET},
+        }
+        if settings.tls
+        else {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts}
+    )
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": _meta(DASHBOARD_GATEWAY, catalog.ISTIO_NAMESPACE),
+        "spec": {"selector": {"istio": "ingressgateway"}, "servers": [server]},
+    }
+
+
+def dashboard_route(component: Component, settings: InstallSettings) -> dict[str, Any] | None:
+    """The VirtualService sending ``<component>.<domain>`` to its UI (None when not exposed)."""
+    host = public_host(component.name, settings)
+    if host is None or component.ui is None:
+        return None
+    namespace, service, port = component.ui
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": _meta(component.name, namespace),
+        "spec": {
+            "hosts": [host],
+            "gateways": [f"{catalog.ISTIO_NAMESPACE}/{DASHBOARD_GATEWAY}"],
+            "http": [
+                {
+                    "route": [
+                        {
+                            "destination": {
+                                "host": f"{service}.{namespace}.svc.cluster.local",
+                                "port": {"number": port},
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def tls_manifests(settings: InstallSettings) -> list[dict[str, Any]]:
+    """With ``tls``: the ACME ClusterIssuer, Istio's IngressClass and the UIs' Certificate.
+
+    cert-manager answers HTTP-01 challenges with a temporary Ingress of class ``istio``,
+    which istiod serves on the ingress gateway (its Kubernetes Ingress support needs the
+    IngressClass); the certificate lands in istio-system, where the Gateway reads it.
+    """
+    if not settings.tls:
+        return []
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": _meta("istio"),
+            "spec": {"controller": "istio.io/ingress-controller"},
+        },
+        {
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "ClusterIssuer",
+            "metadata": _meta(CLUSTER_ISSUER),
+            "spec": {
+                "acme": {
+                    "server": settings.acme_server,
+                    "email": settings.email,
+                    "privateKeySecretRef": {"name": f"{CLUSTER_ISSUER}-account-key"},
+                    "solvers": [{"http01": {"ingress": {"ingressClassName": "istio"}}}],
+                }
+            },
+        },
+    ]
+    hosts = [h for name in _exposed(settings) if (h := public_host(name, settings))]
+    if hosts:
+        objects.append(
+            {
+                "apiVersion": "cert-manager.io/v1",
+                "kind": "Certificate",
+                "metadata": _meta(DASHBOARD_GATEWAY, catalog.ISTIO_NAMESPACE),
+                "spec": {
+                    "secretName": DASHBOARD_TLS_SECRET,
+                    "dnsNames": hosts,
+                    "issuerRef": {
+                        "name": CLUSTER_ISSUER,
+                        "kind": "ClusterIssuer",
+                        "group": "cert-manager.io",
+                    },
+                },
+            }
+        )
+    return objects
+
+
+def extra_manifests(component: Component, settings: InstallSettings) -> list[dict[str, Any]]:
+    """Objects to apply once ``component``'s releases are ready (validated in the tests)."""
+    objects: list[dict[str, Any]] = []
+    if component.name == "istio":
+        if settings.installs("jaeger"):
+            objects.append(telemetry_manifest(settings))
+        gateway = dashboard_gateway(settings)
+        if gateway is not None:
+            objects.append(gateway)
+    elif component.name == "cert-manager":
+        objects.extend(tls_manifests(settings))
+    route = dashboard_route(component, settings)
+    if route is not None:
+        objects.append(route)
+    return objects
+
+
+def component_names(names: list[str], settings: InstallSettings) -> list[str]:
+    """A lesson's components plus what the settings call for (cert-manager with ``tls``)."""
+    extra = ["cert-manager"] if settings.tls and "cert-manager" not in names else []
+    return [*names, *extra]
