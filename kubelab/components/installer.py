@@ -93,9 +93,13 @@ def reversed_dag(nodes: Iterable[Node], run: Callable[[str], Callable[[], str]])
     return [Node(n.name, tuple(dependents[n.name]), run(n.name), n.title) for n in nodes]
 
 
+# helm installs mostly wait for pods to become ready, so several at once cost little.
+DEFAULT_PARALLEL = 8
+
+
 def run_dag(
     nodes: Iterable[Node],
-    max_parallel: int = 4,
+    max_parallel: int = DEFAULT_PARALLEL,
     progress: ProgressSink | None = None,
 ) -> list[NodeResult]:
     """Run every node after its dependencies; raise ``SetupError`` naming the failures."""
