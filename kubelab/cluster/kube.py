@@ -1,22 +1,60 @@
-"""Reading a Kubernetes API with the official client: get, list, exec, service proxy.
+"""Talking to a Kubernetes API with the official client: read, apply, delete, wait, exec, proxy.
 
-Everything kubelab reads from a cluster (checks, status) goes through :class:`Kube`. It
-hides the client's shape (dynamic discovery of kinds, exec over websockets, the API
-server's service proxy) and turns transport failures into kubelab errors that say which
-cluster could not be reached. The ``kubernetes`` package is imported on first use only.
+Everything kubelab reads from or writes to a cluster goes through :class:`Kube`. It hides
+the client's shape (dynamic discovery of kinds, exec over websockets, the API server's
+service proxy, port-forward) and turns failures into kubelab errors that say which
+object or cluster was involved. The ``kubernetes`` package is imported on first use only.
+
+Three rules hold for every request:
+
+* **Retries.** Each request goes through :func:`~kubelab.cluster.retry.call_with_retry`
+  (429 honouring Retry-After, 5xx, dropped connections and read timeouts, with backoff
+  under the per-Kube deadline). urllib3's own retries are switched off so there is one
+  policy, not two stacked ones.
+* **Idempotent writes.** Objects are written with server-side apply (a PATCH that means
+  "make it look like this"), never POST, so resending after a lost answer is harmless.
+* **No needless writes.** :meth:`Kube.apply` first reads the live object and sends
+  nothing when it already holds every applied field (see :func:`contains`); a second
+  ``kubelab up`` therefore makes zero mutating calls. :attr:`Kube.mutations` counts the
+  writes that were sent.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
+import contextlib
+import copy
+import functools
+import hashlib
+import json
+import logging
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from kubelab.errors import KubelabError, SetupError
+from kubelab.cluster import portforward as pf
+from kubelab.cluster.retry import RetryPolicy, call_with_retry, classify_kube_error
+from kubelab.errors import KubelabError, KubelabTimeout, SetupError
 
 FIELD_MANAGER = "kubelab"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+LESSON_LABEL = "kubelab.dev/lesson"
+#: A digest of the object as kubelab last applied it (labels included). Stored on the
+#: object so that dropping a field from a manifest changes the digest, makes the applied
+#: object differ from the live one, and so gets applied (server-side apply then removes
+#: the field kubelab no longer sets); a subset check alone cannot see removals.
+APPLIED_HASH_ANNOTATION = "kubelab.dev/applied-hash"
+WAIT_HINT = "kubelab status --verbose"
+
+CRD_API = "apiextensions.k8s.io/v1"
+CRD_KIND = "CustomResourceDefinition"
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class ClusterUnreachable(SetupError):
@@ -34,30 +72,321 @@ class ExecResult:
     stderr: str
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A wait's "not yet", saying what was seen (it is falsy, like None)."""
+
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+# -- labels, fingerprints and the no-op test ---------------------------------------------------
+
+
+def kubelab_labels(lesson_id: str) -> dict[str, str]:
+    """The labels on every object kubelab applies for lesson ``lesson_id``; ``down``
+    deletes by them."""
+    return {MANAGED_BY_LABEL: "kubelab", LESSON_LABEL: lesson_id}
+
+
+def lesson_selector(lesson_id: str) -> str:
+    """The label selector matching what kubelab applied for ``lesson_id``."""
+    return f"{MANAGED_BY_LABEL}=kubelab,{LESSON_LABEL}={lesson_id}"
+
+
+def stamp_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``obj`` carrying ``labels``; its other labels are kept as they are."""
+    out = copy.deepcopy(dict(obj))
+    meta = out.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    return out
+
+
+def applied_fingerprint(obj: Mapping[str, Any]) -> str:
+    """A digest of ``obj`` (key order and the fingerprint annotation itself ignored)."""
+    body = copy.deepcopy(dict(obj))
+    annotations = (body.get("metadata") or {}).get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(APPLIED_HASH_ANNOTATION, None)
+        if not annotations:
+            body["metadata"].pop("annotations")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def with_fingerprint(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``obj`` annotated with its :func:`applied_fingerprint`."""
+    out = copy.deepcopy(dict(obj))
+    digest = applied_fingerprint(out)
+    meta = out.setdefault("metadata", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_HASH_ANNOTATION: digest}
+    return out
+
+
+def _scalar_equal(live: Any, want: Any) -> bool:
+    # bool is an int in Python; True must not match 1 the way the API would not either.
+    if isinstance(live, bool) or isinstance(want, bool):
+        return type(live) is type(want) and live == want
+    if isinstance(live, int | float) and isinstance(want, int | float):
+        return float(live) == float(want)
+    return bool(live == want)
+
+
+def contains(live: Any, want: Any) -> bool:
+    """Whether ``live`` already holds everything in ``want``.
+
+    Maps may carry more keys in ``live`` (defaults, fields of other managers, status);
+    lists must have the same length, compared item by item in order (a list that grew
+    or shrank needs an apply). ``null`` in ``want`` asks for the field to be unset; an
+    empty map or list in ``want`` matches a field the server dropped.
+    """
+    if isinstance(want, dict):
+        if not isinstance(live, dict):
+            return not want and live is None
+        for key, value in want.items():
+            if value is None:
+                if live.get(key) is not None:
+                    return False
+            elif key not in live:
+                if value not in ({}, []):
+                    return False
+            elif not contains(live[key], value):
+                return False
+        return True
+    if isinstance(want, list):
+        if not isinstance(live, list):
+            return not want and live is None
+        return len(live) == len(want) and all(
+            contains(a, b) for a, b in zip(live, want, strict=True)
+        )
+    return _scalar_equal(live, want)
+
+
+def _comparable(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an applied object that the live object must hold for a no-op."""
+    want = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "status")}
+    if desired.get("kind") == "Secret" and isinstance(want.get("stringData"), dict):
+        # stringData is write-only: the server folds it into data, base64-encoded.
+        data = dict(want.get("data") or {})
+        for key, value in want.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        want["data"] = data
+    return want
+
+
+# -- apply order ------------------------------------------------------------------------------
+
+# Namespaces and CRDs first (everything else may live in one or be one), then helm's
+# install order for built-in kinds; custom resources (unknown kinds) come last.
+_INSTALL_ORDER = [
+    "Namespace",
+    "CustomResourceDefinition",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicationController",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "IngressClass",
+    "Ingress",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+]
+_RANK = {kind: i for i, kind in enumerate(_INSTALL_ORDER)}
+
+
+def install_rank(kind: str) -> int:
+    """Where ``kind`` goes in an apply: lower first; unknown kinds (custom resources) last."""
+    return _RANK.get(kind, len(_INSTALL_ORDER))
+
+
+def apply_order(objects: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``objects`` in apply order; the given order is kept within a kind."""
+    return sorted(objects, key=lambda o: install_rank(str(o.get("kind", ""))))
+
+
+def _ref(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{str(obj.get('kind', '')).lower()}/{meta.get('name')}" + (f" in {ns}" if ns else "")
+
+
+# -- rollout status, as ``kubectl rollout status`` reads it ------------------------------------
+
+
+def rollout_status(kind: str, obj: Mapping[str, Any] | None) -> Pending | None:
+    """None when the rollout of ``obj`` is complete, else :class:`Pending` with kubectl's
+    words. A rollout that cannot finish (progress deadline exceeded, a strategy that has
+    no rollout) raises :class:`KubelabError` at once rather than running out the clock."""
+    if obj is None:
+        return Pending("it does not exist yet")
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    name = meta.get("name")
+    generation = int(meta.get("generation") or 0)
+    observed = int(status.get("observedGeneration") or 0)
+    kind_l = kind.lower()
+    if kind == "Deployment":
+        if generation > observed:
+            return Pending("waiting for the deployment spec update to be observed")
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "Progressing" and cond.get("reason") == (
+                "ProgressDeadlineExceeded"
+            ):
+                raise KubelabError(
+                    f"deployment {name} exceeded its progress deadline",
+                    hint=f"kubectl describe deployment {name} -n {meta.get('namespace')}",
+                )
+        replicas = spec.get("replicas", 1)
+        updated = int(status.get("updatedReplicas") or 0)
+        total = int(status.get("replicas") or 0)
+        available = int(status.get("availableReplicas") or 0)
+        if replicas is not None and updated < replicas:
+            return Pending(f"{updated} out of {replicas} new replicas have been updated")
+        if total > updated:
+            return Pending(f"{total - updated} old replicas are pending termination")
+        if available < updated:
+            return Pending(f"{available} of {updated} updated replicas are available")
+        return None
+    if kind == "StatefulSet":
+        strategy = spec.get("updateStrategy") or {}
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            raise KubelabError(
+                f"statefulset {name}: rollout status is only available for the "
+                "RollingUpdate strategy"
+            )
+        if observed == 0 or generation > observed:
+            return Pending("waiting for the statefulset spec update to be observed")
+        replicas = spec.get("replicas", 1)
+        ready = int(status.get("readyReplicas") or 0)
+        if replicas is not None and ready < replicas:
+            return Pending(f"{ready} of {replicas} pods are ready")
+        partition = (strategy.get("rollingUpdate") or {}).get("partition")
+        if partition is not None and replicas is not None:
+            updated = int(status.get("updatedReplicas") or 0)
+            if updated < replicas - partition:
+                return Pending(
+                    f"partitioned rollout: {updated} of {replicas - partition} pods updated"
+                )
+            return None
+        if status.get("updateRevision") != status.get("currentRevision"):
+            updated = int(status.get("updatedReplicas") or 0)
+            return Pending(
+                f"{updated} pods at revision {status.get('updateRevision')}, "
+                "rolling update in progress"
+            )
+        return None
+    if kind == "DaemonSet":
+        strategy = spec.get("updateStrategy") or {}
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            raise KubelabError(
+                f"daemonset {name}: rollout status is only available for the RollingUpdate strategy"
+            )
+        if generation > observed:
+            return Pending("waiting for the daemonset spec update to be observed")
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        updated = int(status.get("updatedNumberScheduled") or 0)
+        available = int(status.get("numberAvailable") or 0)
+        if updated < desired:
+            return Pending(f"{updated} out of {desired} new pods have been updated")
+        if available < desired:
+            return Pending(f"{available} of {desired} updated pods are available")
+        return None
+    raise KubelabError(f"cannot wait for the rollout of a {kind_l}: not a workload kind")
+
+
+def condition_met(obj: Mapping[str, Any] | None, condition: str, want: str = "True") -> bool:
+    """Whether ``status.conditions`` of ``obj`` has ``condition`` with status ``want``."""
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == condition:
+            return str(cond.get("status")) == want
+    return False
+
+
+def _timed_dynamic_client(client: Any, timeout: float) -> Any:
+    """The client's DynamicClient, except that requests without a timeout get ``timeout``:
+    its discovery requests carry none, and a stalled API server would hang them forever."""
+    from kubernetes.dynamic import DynamicClient
+
+    class TimedDynamicClient(DynamicClient):
+        def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+            params.setdefault("_request_timeout", timeout)
+            return super().request(method, path, body, **params)
+
+    return TimedDynamicClient(client)  # type: ignore[no-untyped-call]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value >= 1 else f"{value:g}s"
+
+
 class Kube:
-    """A connection to one cluster, from a kubeconfig file (and optional context)."""
+    """A connection to one cluster, from a kubeconfig file (and optional context).
+
+    ``timeout`` bounds one HTTP request; ``retry`` (deadline, backoff, and the injectable
+    sleep/clock that the waits use too) bounds one call with all its retries; ``poll`` is
+    the default interval of the ``wait_*`` methods (tests pass 0).
+    """
 
     def __init__(
-        self, kubeconfig: Path | None = None, context: str | None = None, timeout: float = 15.0
+        self,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+        timeout: float = 15.0,
+        *,
+        retry: RetryPolicy | None = None,
+        poll: float = 2.0,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.poll = poll
+        self.mutations = 0  # PATCH/DELETE calls sent (one each, however many attempts)
+        self.retries = 0  # attempts that failed transiently and were made again
         self._api_client: Any = None
         self._dynamic: Any = None
-        self._lock = threading.Lock()
+        # Reentrant: creating the dynamic client under the lock may need api_client().
+        self._lock = threading.RLock()
 
     # -- clients ---------------------------------------------------------------------------
 
     def api_client(self) -> Any:
         with self._lock:
             if self._api_client is None:
-                from kubernetes import config
+                from kubernetes import client, config
 
+                configuration = client.Configuration()
+                # One retry policy (ours, with a deadline), not urllib3's immediate retries
+                # stacked under it: a read timeout would otherwise cost 4 timeouts per try.
+                configuration.retries = False
                 try:
                     self._api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
                         config_file=str(self.kubeconfig) if self.kubeconfig else None,
                         context=self.context,
+                        client_configuration=configuration,
                     )
                 except (config.ConfigException, OSError, TypeError, ValueError) as exc:
                     where = self.kubeconfig or "the default kubeconfig"
@@ -68,38 +397,83 @@ class Kube:
                     ) from exc
             return self._api_client
 
+    def _host(self) -> str:
+        return str(getattr(self.api_client().configuration, "host", "the cluster"))
+
     def _resource(self, api_version: str, kind: str) -> Any:
-        from kubernetes.dynamic import DynamicClient
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
         client = self.api_client()
         with self._lock:
             if self._dynamic is None:
-                self._dynamic = self._call(
-                    lambda: DynamicClient(client)  # type: ignore[no-untyped-call]
+                # Discovery is several GETs; a transient failure in any retries the lot.
+                self._dynamic = self._request(
+                    lambda _t: _timed_dynamic_client(client, self.timeout), what="API discovery"
                 )
         try:
-            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+            return self._request(
+                lambda _t: self._dynamic.resources.get(api_version=api_version, kind=kind),
+                what=f"API discovery of {kind}",
+            )
         except ResourceNotFoundError:
             raise KindNotServed(
                 f"the cluster does not serve {kind} ({api_version})",
                 hint="Is the component that defines it installed? `kubelab status`",
             ) from None
 
-    def _call(self, fn: Any) -> Any:
-        """Run ``fn`` turning transport errors into :class:`ClusterUnreachable`."""
+    def _request(self, fn: Callable[[float], T], *, idempotent: bool = True, what: str = "") -> T:
+        """``fn(request_timeout)`` under the retry policy; transport errors that outlast it
+        become :class:`ClusterUnreachable`. API errors (``ApiException``) propagate for the
+        caller to map, since only it knows that a 404 means "absent"."""
         import urllib3
 
+        attempts = 0
+        start = self.retry.clock()
+
+        def attempt(remaining: float) -> T:
+            nonlocal attempts
+            attempts += 1
+            # Never let one request outlive the call's deadline.
+            return fn(max(min(self.timeout, remaining), 0.001))
+
+        def note_retry(n: int, exc: BaseException, delay: float) -> None:
+            with self._lock:
+                self.retries += 1
+            log.debug("%s: attempt %d failed (%s); retrying in %.2fs", what, n, exc, delay)
+
         try:
-            return fn()
+            return call_with_retry(
+                attempt,
+                self.retry,
+                functools.partial(classify_kube_error, idempotent=idempotent),
+                on_retry=note_retry,
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            host = getattr(self.api_client().configuration, "host", "the cluster")
+            spent = self.retry.clock() - start
+            tries = f" (gave up after {attempts} attempts in {spent:.0f}s)" if attempts > 1 else ""
             raise ClusterUnreachable(
-                f"cannot reach the Kubernetes API at {host}: {type(exc).__name__}",
+                f"cannot reach the Kubernetes API at {self._host()}: {type(exc).__name__}{tries}",
                 hint="Is the cluster (or the sandbox) running? `kubelab status` tells.",
             ) from exc
 
+    def _mutated(self) -> None:
+        with self._lock:
+            self.mutations += 1
+
     # -- reading ---------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """The API server's version (``gitVersion``, e.g. ``v1.31.4``); the cheapest call
+        that proves the cluster answers and the credentials are accepted."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        api = client.VersionApi(self.api_client())
+        try:
+            info = self._request(lambda t: api.get_code(_request_timeout=t), what="version")
+        except ApiException as exc:
+            raise self._api_error(exc, "its version") from exc
+        return str(getattr(info, "git_version", "") or "")
 
     def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
@@ -109,13 +483,22 @@ class Kube:
 
         resource = self._resource(api_version, kind)
         try:
-            obj = self._call(
-                lambda: resource.get(name=name, namespace=namespace, _request_timeout=self.timeout)
+            return self._get(resource, name, namespace)
+        except ApiException as exc:
+            raise self._api_error(exc, f"{kind} {name}") from exc
+
+    def _get(self, resource: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self._request(
+                lambda t: resource.get(name=name, namespace=namespace, _request_timeout=t),
+                what=f"get {resource.kind} {name}",
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise self._api_error(exc, f"{kind} {name}") from exc
+            raise
         result: dict[str, Any] = obj.to_dict()
         return result
 
@@ -125,83 +508,281 @@ class Kube:
         kind: str,
         namespace: str | None = None,
         label_selector: str = "",
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         from kubernetes.client.exceptions import ApiException
 
         resource = self._resource(api_version, kind)
         try:
-            result = self._call(
-                lambda: resource.get(
-                    namespace=namespace,
+            result = self._request(
+                lambda t: resource.get(
+                    namespace=namespace if resource.namespaced else None,
                     label_selector=label_selector or None,
-                    _request_timeout=self.timeout,
-                )
+                    _request_timeout=t,
+                ),
+                what=f"list {kind}",
             )
         except ApiException as exc:
             raise self._api_error(exc, f"{kind} list") from exc
-        items: list[dict[str, Any]] = result.to_dict().get("items") or []
+        items: builtins.list[dict[str, Any]] = result.to_dict().get("items") or []
         return items
 
     # -- writing ---------------------------------------------------------------------------
 
-    def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
-        """Server-side apply ``obj`` (created when missing, else merged; kubelab owns it)."""
+    def apply(
+        self,
+        obj: Mapping[str, Any],
+        field_manager: str = FIELD_MANAGER,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Server-side apply ``obj`` (created when missing, else merged; kubelab owns its
+        fields) and return the live object.
+
+        ``labels`` (e.g. :func:`kubelab_labels`) are added to the object's own. Nothing is
+        sent when the live object already holds every field of the applied one, including
+        the :data:`APPLIED_HASH_ANNOTATION` digest that kubelab stamps on it.
+        """
         from kubernetes.client.exceptions import ApiException
 
-        meta = obj.get("metadata") or {}
-        resource = self._resource(obj["apiVersion"], obj["kind"])
+        desired = with_fingerprint(stamp_labels(obj, labels or {}))
+        meta = desired["metadata"]
+        name = meta["name"]
+        what = f"{desired['kind']} {name}"
+        resource = self._resource(desired["apiVersion"], desired["kind"])
+        namespace = (meta.get("namespace") or "default") if resource.namespaced else None
         try:
-            result = self._call(
-                lambda: resource.server_side_apply(
-                    body=obj,
-                    name=meta["name"],
-                    namespace=meta.get("namespace") if resource.namespaced else None,
+            live = self._get(resource, name, namespace)
+        except ApiException:
+            live = None  # cannot read it (RBAC?): let the apply itself succeed or say why
+        if live is not None and contains(live, _comparable(desired)):
+            log.debug("%s is up to date; not applied", what)
+            return live
+        self._mutated()
+        try:
+            result = self._request(
+                lambda t: resource.server_side_apply(
+                    body=desired,
+                    name=name,
+                    namespace=namespace,
                     field_manager=field_manager,
                     force_conflicts=True,
-                    _request_timeout=self.timeout,
-                )
+                    _request_timeout=t,
+                ),
+                what=f"apply {what}",
             )
         except ApiException as exc:
-            raise self._api_error(exc, f"{obj['kind']} {meta.get('name')}") from exc
+            raise self._api_error(exc, what, verb="apply") from exc
         applied: dict[str, Any] = result.to_dict()
         return applied
 
+    def apply_all(
+        self,
+        objects: Iterable[Mapping[str, Any]],
+        *,
+        labels: Mapping[str, str] | None = None,
+        crd_timeout: float = 60.0,
+    ) -> builtins.list[dict[str, Any]]:
+        """Apply ``objects`` in :func:`apply_order` and return the live objects (in that
+        order). Custom resources wait until the CRDs applied before them are Established,
+        so the API serves their kind."""
+        ordered = apply_order(objects)
+        results: builtins.list[dict[str, Any]] = []
+        crds: builtins.list[str] = []
+        crds_ready = False
+        for obj in ordered:
+            kind = str(obj.get("kind", ""))
+            if crds and not crds_ready and install_rank(kind) == len(_INSTALL_ORDER):
+                for crd in crds:
+                    self.wait_condition(CRD_API, CRD_KIND, crd, None, "Established", crd_timeout)
+                crds_ready = True
+            results.append(self.apply(obj, labels=labels))
+            if kind == CRD_KIND:
+                crds.append(str((obj.get("metadata") or {}).get("name")))
+        return results
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Delete one object; False when it was already gone."""
+        """Delete one object (dependents in the background); False when it was already gone."""
+        resource = self._resource(api_version, kind)
+        return self._delete(resource, name, namespace if resource.namespaced else None)
+
+    def _delete(self, resource: Any, name: str, namespace: str | None) -> bool:
         from kubernetes.client.exceptions import ApiException
 
-        resource = self._resource(api_version, kind)
-        try:
-            self._call(
-                lambda: resource.delete(
-                    name=name,
-                    namespace=namespace if resource.namespaced else None,
-                    _request_timeout=self.timeout,
-                )
+        attempts = 0
+
+        def send(timeout: float) -> Any:
+            nonlocal attempts
+            attempts += 1
+            return resource.delete(
+                name=name,
+                namespace=namespace,
+                propagation_policy="Background",
+                _request_timeout=timeout,
             )
+
+        self._mutated()
+        try:
+            self._request(send, what=f"delete {resource.kind} {name}")
         except ApiException as exc:
             if exc.status == 404:
-                return False
-            raise self._api_error(exc, f"{kind} {name}") from exc
+                # After a lost answer the retry finds it gone: our first attempt deleted it.
+                return attempts > 1
+            raise self._api_error(exc, f"{resource.kind} {name}", verb="delete") from exc
         return True
 
-    def _api_error(self, exc: Any, what: str) -> KubelabError:
+    def delete_by_label(
+        self,
+        selector: str,
+        kinds: Sequence[tuple[str, str]],
+        namespace: str | None = None,
+        *,
+        timeout: float = 120.0,
+        poll: float | None = None,
+    ) -> builtins.list[str]:
+        """Delete every object of ``kinds`` ((apiVersion, kind) pairs) matching the label
+        ``selector`` (in ``namespace``, else everywhere), then wait until they are gone.
+
+        Kinds go in reverse apply order (custom resources first, namespaces last); kinds
+        the cluster does not serve are skipped. Returns what was deleted, as
+        ``kind/name in namespace`` strings.
+        """
+        if not selector.strip():
+            # An empty selector matches everything: never what `down` means.
+            raise ValueError("delete_by_label needs a non-empty label selector")
+        ordered = sorted(kinds, key=lambda k: install_rank(k[1]), reverse=True)
+        served: builtins.list[tuple[str, str]] = []
+        deleted: builtins.list[str] = []
+        for api_version, kind in ordered:
+            try:
+                resource = self._resource(api_version, kind)
+            except KindNotServed:
+                continue
+            served.append((api_version, kind))
+            for item in self.list(api_version, kind, namespace, selector):
+                meta = item.get("metadata") or {}
+                item_ns = meta.get("namespace") if resource.namespaced else None
+                if self._delete(resource, meta["name"], item_ns):
+                    deleted.append(_ref({"kind": kind, "metadata": meta}))
+
+        def leftovers() -> Pending | bool:
+            left = [
+                _ref({**item, "kind": kind})
+                for api_version, kind in served
+                for item in self.list(api_version, kind, namespace, selector)
+            ]
+            if left:
+                return Pending(f"{len(left)} still there: {', '.join(left[:5])}")
+            return True
+
+        self.wait_for(
+            leftovers,
+            timeout=timeout,
+            poll=poll,
+            what=f"objects labelled {selector} to be deleted",
+            namespace=namespace,
+        )
+        return deleted
+
+    def _api_error(self, exc: Any, what: str, verb: str = "show") -> KubelabError:
         if exc.status in (401, 403):
             return SetupError(
-                f"the cluster refused to show {what} ({exc.status} {exc.reason})",
+                f"the cluster refused to {verb} {what} ({exc.status} {exc.reason})",
                 hint="Your credentials may have expired or lack rights; ask the instructor.",
             )
         detail = ""
-        try:
-            import json
-
+        with contextlib.suppress(ValueError, AttributeError):
             detail = json.loads(exc.body or "{}").get("message", "")
-        except (ValueError, AttributeError):
-            pass
         message = f"the cluster answered {exc.status} {exc.reason} for {what}"
         return KubelabError(f"{message}: {detail}" if detail else message)
 
-    # -- exec and proxy --------------------------------------------------------------------
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait_for(
+        self,
+        fn: Callable[[], T | Pending | None],
+        *,
+        timeout: float,
+        what: str,
+        namespace: str | None = None,
+        poll: float | None = None,
+    ) -> T:
+        """Call ``fn`` every ``poll`` seconds (default: this Kube's) until it returns a
+        truthy value, and return it; :class:`KubelabTimeout` after ``timeout`` seconds,
+        naming ``what`` and the last :class:`Pending` reason ``fn`` gave."""
+        interval = self.poll if poll is None else poll
+        clock, sleep = self.retry.clock, self.retry.sleep
+        start = clock()
+        while True:
+            value = fn()
+            if value and not isinstance(value, Pending):
+                return value
+            if clock() - start >= timeout:
+                where = f" in namespace {namespace}" if namespace else ""
+                seen = f": {value.reason}" if isinstance(value, Pending) and value.reason else ""
+                raise KubelabTimeout(
+                    f"timed out waiting for {what}{where} ({_seconds(timeout)}){seen}. "
+                    f"Try: {WAIT_HINT}"
+                )
+            sleep(interval)
+
+    def wait_rollout(
+        self,
+        kind: str,
+        name: str,
+        namespace: str,
+        *,
+        timeout: float = 300.0,
+        poll: float | None = None,
+    ) -> dict[str, Any]:
+        """Wait until a Deployment, StatefulSet or DaemonSet has rolled out (the test of
+        ``kubectl rollout status``) and return it."""
+        if kind not in ("Deployment", "StatefulSet", "DaemonSet"):
+            raise ValueError(f"no rollout status for kind {kind}")
+
+        def done() -> dict[str, Any] | Pending:
+            obj = self.get("apps/v1", kind, name, namespace)
+            pending = rollout_status(kind, obj)
+            if pending is not None:  # (a Pending is falsy: test it against None)
+                return pending
+            assert obj is not None  # rollout_status returns None only for an object
+            return obj
+
+        return self.wait_for(
+            done, timeout=timeout, poll=poll, what=f"{kind.lower()}/{name}", namespace=namespace
+        )
+
+    def wait_condition(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        condition: str,
+        timeout: float = 120.0,
+        *,
+        status: str = "True",
+        poll: float | None = None,
+    ) -> dict[str, Any]:
+        """Wait until the object has ``status.conditions[type=condition].status == status``
+        and return it (e.g. a CRD ``Established``, a Deployment ``Available``)."""
+
+        def met() -> dict[str, Any] | Pending:
+            obj = self.get(api_version, kind, name, namespace)
+            if obj is None:
+                return Pending("it does not exist yet")
+            if condition_met(obj, condition, status):
+                return obj
+            return Pending(f"condition {condition} is not {status} yet")
+
+        return self.wait_for(
+            met,
+            timeout=timeout,
+            poll=poll,
+            what=f"{kind.lower()}/{name} to be {condition}",
+            namespace=namespace,
+        )
+
+    # -- exec, proxy and port-forward --------------------------------------------------------
 
     def exec(
         self,
@@ -228,13 +809,16 @@ class Kube:
         if container:
             kwargs["container"] = container
         try:
-            resp = self._call(
-                lambda: stream(core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs)
+            # Not idempotent (the command may have run): only never-sent requests retry.
+            resp = self._request(
+                lambda _t: stream(core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs),
+                idempotent=False,
+                what=f"exec in {namespace}/{pod}",
             )
         except ApiException as exc:
             raise self._api_error(exc, f"exec in pod {namespace}/{pod}") from exc
-        out: list[str] = []
-        err: list[str] = []
+        out: builtins.list[str] = []
+        err: builtins.list[str] = []
         try:
             resp.run_forever(timeout=timeout)
             out.append(resp.read_stdout() or "")
@@ -253,18 +837,76 @@ class Kube:
         api = self.api_client()
         url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
         try:
-            data = self._call(
-                lambda: api.call_api(
+            data = self._request(
+                lambda t: api.call_api(
                     url,
                     "GET",
-                    query_params=list(params.items()),
+                    query_params=builtins.list(params.items()),
                     response_type="str",
                     auth_settings=["BearerToken"],
                     _preload_content=False,
-                    _request_timeout=self.timeout,
-                )
+                    _request_timeout=t,
+                ),
+                what=f"proxy to service {namespace}/{service}",
             )
         except ApiException as exc:
             raise self._api_error(exc, f"service {namespace}/{service}") from exc
         text: str = data[0].data.decode("utf-8", "replace")
         return text
+
+    def forward_target(self, namespace: str, target: str, remote_port: int) -> tuple[str, int]:
+        """The pod and container port that ``port_forward(namespace, target, remote_port)``
+        reaches: a ready pod behind a Service (its targetPort), or the named Pod itself."""
+        kind, name = pf.parse_target(target)
+        if kind in ("service", ""):
+            service = self.get("v1", "Service", name, namespace)
+            if service is not None:
+                selector = (service.get("spec") or {}).get("selector") or {}
+                if not selector:
+                    raise pf.PortForwardError(
+                        f"service {namespace}/{name} has no selector: no pod to forward to"
+                    )
+                labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+                pod = pf.pick_pod(
+                    self.list("v1", "Pod", namespace, labels), f"service {namespace}/{name}"
+                )
+                port = pf.container_port(pod, pf.service_target_port(service, remote_port))
+                return pod["metadata"]["name"], port
+            if kind == "service":
+                raise pf.PortForwardError(f"service {name} not found in namespace {namespace}")
+        pod_obj = self.get("v1", "Pod", name, namespace)
+        if pod_obj is None:
+            raise pf.PortForwardError(f"no service or pod named {name} in namespace {namespace}")
+        ready = pf.pick_pod([pod_obj], f"pod {namespace}/{name}")
+        return name, pf.container_port(ready, remote_port)
+
+    def _open_forward_stream(self, namespace: str, pod: str, port: int) -> pf.Stream:
+        """One new stream to ``pod:port`` through the API server (the only real-client part
+        of port-forwarding; the sandbox API does not serve it)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import portforward
+
+        core = client.CoreV1Api(self.api_client())
+        try:
+            forwarder = self._request(
+                lambda _t: portforward(
+                    core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+                ),
+                what=f"port-forward to {namespace}/{pod}:{port}",
+            )
+        except ApiException as exc:
+            raise self._api_error(exc, f"port-forward to pod {namespace}/{pod}") from exc
+        stream: pf.Stream = forwarder.socket(port)
+        return stream
+
+    @contextlib.contextmanager
+    def port_forward(
+        self, namespace: str, service_or_pod: str, remote_port: int, local_port: int = 0
+    ) -> Iterator[int]:
+        """Forward 127.0.0.1:<port> to ``service_or_pod`` (``svc/NAME``, ``pod/NAME``, or a
+        bare name: a Service, else a Pod) port ``remote_port``, and yield the local port."""
+        pod, port = self.forward_target(namespace, service_or_pod, remote_port)
+        connect = functools.partial(self._open_forward_stream, namespace, pod, port)
+        with pf.forward(connect, local_port) as local:
+            yield local
