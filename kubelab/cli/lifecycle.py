@@ -12,6 +12,10 @@ from kubelab.cli.common import console, options, print_json
 def down(
     ctx: typer.Context,
     lesson: Annotated[str | None, typer.Argument(help="Lesson id (default: every lesson).")] = None,
+    all_components: Annotated[
+        bool,
+        typer.Option("--all", help="Also remove every component, even ones other lessons use."),
+    ] = False,
 ) -> None:
     """Remove what `kubelab up` created for a lesson (the sandbox stops entirely)."""
     from kubelab.lessons.loader import find_lesson
@@ -31,7 +35,7 @@ def down(
             continue
         if record.provider:
             runner = LessonRunner(find_lesson(name), get_provider(record.provider), store)
-            removed += runner.down()
+            removed += runner.down(all_components=all_components)
         else:
             with store.transaction() as st:
                 st.lessons.pop(name, None)
@@ -100,3 +104,52 @@ def status(ctx: typer.Context) -> None:
         out.print(
             "[yellow]A crashed sandbox left processes behind: `kubelab down` removes them.[/]"
         )
+
+
+def open_component(
+    ctx: typer.Context,
+    component: Annotated[str, typer.Argument(help="kiali, jaeger, gitea or victoria-metrics.")],
+    lesson: Annotated[str | None, typer.Option("--lesson", "-l", help="Lesson id.")] = None,
+    browser: Annotated[bool, typer.Option(help="Open a browser window.")] = True,
+) -> None:
+    """Port-forward to a dashboard and open it; Ctrl-C stops the forwarding."""
+    import time
+    import webbrowser
+    from pathlib import Path
+
+    from kubelab.cluster.kube import Kube
+    from kubelab.components.catalog import CATALOG
+    from kubelab.errors import UsageError
+    from kubelab.lessons.session import open_session
+    from kubelab.state import StateStore
+
+    opts = options(ctx)
+    names = ("kiali", "jaeger", "gitea", "victoria-metrics")
+    if component not in names:
+        raise UsageError(f"cannot open {component!r}", hint=f"Use one of: {', '.join(names)}.")
+    session = open_session(StateStore(), lesson)
+    if session.available is not None and component not in session.available:
+        raise UsageError(
+            f"{component} is not installed for {session.loaded.lesson.id} on "
+            f"{session.record.provider}",
+            hint="The sandbox has no dashboards; run the lesson on a real cluster.",
+        )
+    entry = CATALOG[component]
+    endpoint = entry.ui or entry.api
+    if endpoint is None:
+        raise UsageError(f"{component} has no web interface")
+    namespace, service, port = endpoint
+    kube = Kube(Path(session.record.details["kubeconfig"]))
+    with kube.port_forward(namespace, f"svc/{service}", port) as local:
+        url = f"http://127.0.0.1:{local}{entry.ui_path if entry.ui else '/'}"
+        if opts.json:
+            print_json({"component": component, "url": url})
+        else:
+            console().print(f"{entry.title}: {url}  (Ctrl-C to stop)")
+        if browser:
+            webbrowser.open(url)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            return

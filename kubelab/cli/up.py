@@ -6,7 +6,7 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,16 @@ def up(
         Path | None,
         typer.Option("--out", help="With --dry-run: write the rendered objects and values here."),
     ] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", help="Serve Kiali, Jaeger, Gitea and the app at *.DOMAIN."),
+    ] = None,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="With --domain: Let's Encrypt certificates.")
+    ] = False,
+    email: Annotated[
+        str | None, typer.Option("--email", help="With --tls: the ACME account email.")
+    ] = None,
 ) -> None:
     """Set up a lesson: cluster, components, images, deploy, first checks."""
     from kubelab.errors import UsageError
@@ -45,14 +55,24 @@ def up(
         raise UsageError("--out is only used with --dry-run", hint="Add --dry-run.")
     opts = options(ctx)
     loaded = find_lesson(lesson)
+    if tls and not (domain and email):
+        raise UsageError("--tls needs --domain and --email", hint="Add both, or drop --tls.")
+    choices = {"domain": domain, "tls": tls, "email": email}
     if not dry_run:
-        _up(opts, loaded, provider)
+        _up(opts, loaded, provider, choices)
         return
     rendered = render(loaded)
     plan = build_plan(loaded, provider, rendered)
+    components = []
+    if PROVIDERS[provider].installs_components:
+        from kubelab.components.deploy import component_plan
+        from kubelab.components.values import InstallSettings
+
+        settings = InstallSettings(domain=domain, tls=tls, email=email)
+        components = component_plan(loaded.lesson.components, settings)
     with tempfile.TemporaryDirectory(prefix="kubelab-dry-run-") as tmp:
         target = out if out is not None else Path(tmp)
-        write_rendered(rendered, target, plan, loaded.lesson.id)
+        write_rendered(rendered, target, plan, loaded.lesson.id, components)
         objects = [
             {
                 "kind": o.kind,
@@ -72,6 +92,7 @@ def up(
                         {"name": s.name, "description": s.description, "items": s.items}
                         for s in plan
                     ],
+                    "components": components,
                     "objects": objects,
                     "valid": True,
                     "out": str(out) if out is not None else None,
@@ -93,7 +114,7 @@ def up(
             con.print("Add --out DIR to keep the rendered files.")
 
 
-def _up(opts: Options, loaded: LoadedLesson, provider_name: str) -> None:
+def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[str, Any]) -> None:
     from rich.markup import escape
 
     from kubelab.lessons.runner import LessonRunner
@@ -111,12 +132,11 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str) -> None:
         if not opts.json:
             err.print(f"[green]✓[/] [bold]{step}[/]: {escape(message)} [dim]({took:.1f}s)[/]")
 
-    runner = LessonRunner(loaded, provider, StateStore(), report)
-    with (
-        err.status(f"setting up {loaded.lesson.id} on {provider_name}...", spinner="dots")
-        if (not opts.json and err.is_terminal)
-        else contextlib.nullcontext()
-    ):
+    from kubelab.cli.progress import LiveTable
+
+    live = LiveTable("components") if err.is_terminal and not opts.json else None
+    runner = LessonRunner(loaded, provider, StateStore(), report, progress=live, options=choices)
+    with live if live is not None else contextlib.nullcontext():
         result = runner.up()
     details = result.record.details
     first = result.first

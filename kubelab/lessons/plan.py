@@ -85,17 +85,27 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def release_values(
-    loaded: LoadedLesson, index: int, registry: str = PLACEHOLDER_REGISTRY
+    loaded: LoadedLesson,
+    index: int,
+    registry: str = PLACEHOLDER_REGISTRY,
+    pull_secrets: list[str] | None = None,
 ) -> dict[str, Any]:
     """The values of ``deploy[index]``: the lesson's, plus kubelab's labels and registry."""
     deploy = loaded.lesson.deploy[index]
-    defaults = {"image": {"registry": registry}}
+    image: dict[str, Any] = {"registry": registry}
+    if pull_secrets:
+        image["pullSecrets"] = pull_secrets
+    defaults = {"image": image}
     return deep_merge(
         deep_merge(defaults, deploy.values), {"commonLabels": lesson_labels(loaded.lesson.id)}
     )
 
 
-def render(loaded: LoadedLesson, registry: str = PLACEHOLDER_REGISTRY) -> Rendered:
+def render(
+    loaded: LoadedLesson,
+    registry: str = PLACEHOLDER_REGISTRY,
+    pull_secrets: list[str] | None = None,
+) -> Rendered:
     """Every object the deploy step applies, validated; raises ``ValidationFailed``."""
     lesson = loaded.lesson
     labels = lesson_labels(lesson.id)
@@ -116,7 +126,7 @@ def render(loaded: LoadedLesson, registry: str = PLACEHOLDER_REGISTRY) -> Render
         )
     values: dict[str, dict[str, Any]] = {}
     for i, deploy in enumerate(lesson.deploy):
-        values[deploy.release] = release_values(loaded, i, registry)
+        values[deploy.release] = release_values(loaded, i, registry, pull_secrets)
         for obj in helm.template(
             paths.data_root() / deploy.chart,
             deploy.release,
@@ -196,8 +206,14 @@ def build_plan(loaded: LoadedLesson, provider: str, rendered: Rendered | None) -
     return steps
 
 
-def write_rendered(rendered: Rendered, out: Path, plan: list[Step], lesson_id: str) -> list[Path]:
-    """Write objects (one file each), values files and the plan under ``out``."""
+def write_rendered(
+    rendered: Rendered,
+    out: Path,
+    plan: list[Step],
+    lesson_id: str,
+    components: list[dict[str, Any]] | None = None,
+) -> list[Path]:
+    """Write objects (one file each), values files (secrets masked) and the plan."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for sub in ("manifests", "values"):
@@ -213,9 +229,24 @@ def write_rendered(rendered: Rendered, out: Path, plan: list[Step], lesson_id: s
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(helm.dump_yaml(values), encoding="utf-8")
         written.append(path)
+    for component in components or []:
+        path = out / "values" / "components" / f"{component['release']}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(helm.dump_yaml(component["values"]), encoding="utf-8")
+        written.append(path)
     plan_path = out / "plan.json"
     plan_path.write_text(
-        json.dumps({"lesson": lesson_id, "steps": [asdict(s) for s in plan]}, indent=2) + "\n",
+        json.dumps(
+            {
+                "lesson": lesson_id,
+                "steps": [asdict(s) for s in plan],
+                "components": [
+                    {k: v for k, v in c.items() if k != "values"} for c in components or []
+                ],
+            },
+            indent=2,
+        )
+        + "\n",
         encoding="utf-8",
     )
     written.append(plan_path)

@@ -16,11 +16,16 @@ from typing import Any
 
 from kubelab.checks.builtin import CheckContext, pod_ready
 from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
-from kubelab.cluster.kube import Kube
+from kubelab.cluster.helm import HelmClient
+from kubelab.cluster.kube import Kube, apply_order
+from kubelab.components.deploy import component_nodes, components_for, removal_nodes
+from kubelab.components.installer import ProgressSink, run_dag
+from kubelab.components.values import InstallSettings
 from kubelab.errors import KubelabTimeout
+from kubelab.images.pipeline import PULL_SECRET
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.lessons.model import Exercise, Lesson
-from kubelab.lessons.plan import STEPS, render
+from kubelab.lessons.plan import LESSON_LABEL, PLACEHOLDER_REGISTRY, STEPS, render
 from kubelab.providers.base import Provider
 from kubelab.state import CreatedResource, LessonRecord, StateStore
 
@@ -40,6 +45,19 @@ def lesson_namespace(lesson: Lesson) -> str:
     if lesson.deploy:
         return lesson.deploy[0].namespace
     return "default"
+
+
+def running_records(state: Any) -> list[LessonRecord]:
+    return [r for r in state.lessons.values() if "deploy" in r.steps_done]
+
+
+def find_lesson_components(lesson_id: str) -> list[str]:
+    from kubelab.lessons.loader import find_lesson
+
+    try:
+        return list(find_lesson(lesson_id).lesson.components)
+    except Exception:  # a lesson removed from disk still holds its components
+        return []
 
 
 def check_context(provider: Provider, record: LessonRecord) -> CheckContext:
@@ -69,6 +87,8 @@ class LessonRunner:
         report: Reporter = _quiet,
         ready_timeout: float = READY_TIMEOUT,
         poll: float = 0.2,
+        progress: ProgressSink | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.loaded = loaded
         self.lesson = loaded.lesson
@@ -78,6 +98,9 @@ class LessonRunner:
         self.ready_timeout = ready_timeout
         self.poll = poll
         self.namespace = lesson_namespace(self.lesson)
+        self.progress = progress
+        # --domain, --tls, --email: how the lesson's components are exposed.
+        self.options = options or {}
         self._kube: Kube | None = None
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -133,6 +156,29 @@ class LessonRunner:
         where = info.details.get("api", info.kubeconfig)
         self.report("cluster", f"{self.provider.name} cluster ready at {where}")
 
+    def settings(self) -> InstallSettings:
+        """How components are configured on this cluster (provider facts + CLI choices)."""
+        record = self.store.load().lesson(self.lesson.id)
+        details = record.details
+        return InstallSettings(
+            domain=self.options.get("domain"),
+            tls=bool(self.options.get("tls")),
+            email=self.options.get("email"),
+            gateway_service_type=str(details.get("gateway_service_type", "LoadBalancer")),
+            registry_host=details.get("registry_host"),
+        )
+
+    def helm(self) -> HelmClient:
+        import logging
+
+        from kubelab.tools import require_tool
+
+        # pyhelm3 warns about the `helm status` that fails before a first install.
+        logging.getLogger("pyhelm3").setLevel(logging.ERROR)
+
+        record = self.store.load().lesson(self.lesson.id)
+        return HelmClient(Path(record.details["kubeconfig"]), require_tool("helm"))
+
     def step_components(self) -> None:
         if not self.provider.installs_components:
             self.report(
@@ -141,24 +187,55 @@ class LessonRunner:
                 "VictoriaMetrics or Gitea (Envoy plays the mesh's routing)",
             )
             return
-        raise NotImplementedError("Helm components come with the real-cluster providers")
+        settings = self.settings()
+        components = components_for(self.lesson.components, settings)
+        nodes = component_nodes(components, settings, self.helm(), self.kube)
+        results = run_dag(nodes, progress=self.progress)
+        for result in results:
+            if ":" in result.name:
+                continue
+            release = next(r for c in components for r in c.releases if r.name == result.name)
+            resource = CreatedResource(
+                kind="HelmRelease",
+                name=release.name,
+                namespace=release.namespace,
+                details={"chart": release.chart, "version": release.version},
+            )
+            self._update(functools.partial(LessonRecord.add_resource, resource=resource))
+        counts: dict[str, int] = {}
+        for result in results:
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+        self.report("components", f"{len(components)} components ready ({summary})")
 
     def step_images(self) -> None:
         if not self.provider.builds_images:
             self.report("images", "skipped: the sandbox runs app_backend from source")
             return
-        raise NotImplementedError("image builds come with the real-cluster providers")
+        from kubelab.images.pipeline import build_lesson_images  # requests, only here
+
+        lines = build_lesson_images(self.lesson, self.kube, self.settings())
+        self.report("images", "; ".join(lines) or "no images to build")
 
     def step_deploy(self) -> None:
-        rendered = render(self.loaded)
-        applied = 0
-        for obj in rendered.objects:
-            self.kube.apply(obj.obj)
-            applied += 1
-            resource = CreatedResource(kind=obj.kind, name=obj.name, namespace=obj.namespace)
+        registry = self.store.load().lesson(self.lesson.id).details.get("registry_host")
+        pull = [PULL_SECRET] if self.provider.builds_images and self.lesson.images else None
+        rendered = render(self.loaded, registry or PLACEHOLDER_REGISTRY, pull)
+        before = self.kube.mutations
+        for obj in apply_order([o.obj for o in rendered.objects]):
+            self.kube.apply(obj)
+            meta = obj.get("metadata") or {}
+            resource = CreatedResource(
+                kind=str(obj.get("kind")),
+                name=str(meta.get("name")),
+                namespace=meta.get("namespace"),
+                details={"apiVersion": obj.get("apiVersion")},
+            )
             self._update(functools.partial(LessonRecord.add_resource, resource=resource))
         self._wait_for_deployments(rendered.objects)
-        self.report("deploy", f"{applied} objects applied and their pods are ready")
+        changed = self.kube.mutations - before
+        what = f"{changed} changed" if changed else "nothing to change"
+        self.report("deploy", f"{len(rendered.objects)} objects ({what}); their pods are ready")
 
     def _wait_for_deployments(self, objects: list[Any]) -> None:
         deployments = [(o.namespace, o.name) for o in objects if o.kind == "Deployment"]
@@ -204,10 +281,42 @@ class LessonRunner:
 
     # -- down ------------------------------------------------------------------------------
 
-    def down(self) -> list[str]:
-        record = self.store.load().lessons.get(self.lesson.id)
+    def down(self, all_components: bool = False) -> list[str]:
+        """Remove the lesson's objects (by label), then components no other lesson needs."""
+        state = self.store.load()
+        record = state.lessons.get(self.lesson.id)
         details = dict(record.details) if record else {}
-        removed = self.provider.teardown(details)
-        with self.store.transaction() as state:
-            state.lessons.pop(self.lesson.id, None)
+        removed: list[str] = []
+        if record is not None and self.provider.installs_components and details.get("kubeconfig"):
+            kinds = sorted(
+                {
+                    (str(r.details.get("apiVersion")), r.kind)
+                    for r in record.resources
+                    if r.kind != "HelmRelease" and r.details.get("apiVersion")
+                }
+            )
+            selector = f"{LESSON_LABEL}={self.lesson.id}"
+            removed += self.kube.delete_by_label(selector, kinds)
+            others = [
+                c
+                for r in running_records(state)
+                if r.lesson != self.lesson.id
+                for c in find_lesson_components(r.lesson)
+            ]
+            settings = self.settings()
+            mine = components_for(self.lesson.components, settings)
+            keep = (
+                {c.name for c in components_for(others, settings)} if not all_components else set()
+            )
+            if all_components:
+                from kubelab.components import catalog
+
+                mine = catalog.install_order(catalog.CATALOG)
+            drop = [c for c in mine if c.name not in keep]
+            if drop:
+                run_dag(removal_nodes(drop, self.helm()), progress=self.progress)
+                removed += [f"helm release {r.name}" for c in drop for r in c.releases]
+        removed += self.provider.teardown(details)
+        with self.store.transaction() as st:
+            st.lessons.pop(self.lesson.id, None)
         return removed

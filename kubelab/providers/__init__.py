@@ -18,6 +18,14 @@ def get_provider(name: str) -> Provider:
         from kubelab.providers.sandbox import SandboxProvider
 
         return SandboxProvider()
+    if name == "existing":
+        from kubelab.providers.existing import ExistingProvider
+
+        return ExistingProvider()
+    if name == "kind":
+        from kubelab.providers.kind import KindProvider
+
+        return KindProvider()
     if name in PROVIDERS:
         raise SetupError(
             f"deploying to the {name} provider is not available in this version of kubelab",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -102,3 +103,23 @@ def test_invalid_values_in_a_lesson_fail_the_dry_run(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "helm could not render chart app-backend" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_dry_run_lists_components_with_exact_versions_and_masked_values():
+    proc = run_cli(
+        "up", "istio-traffic-splitting", "--dry-run", "--provider", "existing", "--output", "json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    components = json.loads(proc.stdout)["components"]
+    releases = {c["release"]: c for c in components}
+    assert {"istio-base", "istiod", "istio-ingressgateway", "kiali", "jaeger", "gitea"} <= set(
+        releases
+    )
+    for release in components:
+        assert {"chart", "version", "repo", "namespace", "depends_on", "values"} <= set(release)
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", release["version"]), release
+    assert releases["istiod"]["depends_on"] == ["istio-base"]
+    # Gitea's admin password is never in the values: it comes from a Secret (masked name).
+    assert "password" not in json.dumps(releases["gitea"]["values"]).lower().replace(
+        "passwordmode", ""
+    )

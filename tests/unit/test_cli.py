@@ -121,10 +121,11 @@ def test_doctor_unknown_provider(capsys):
     assert "unknown provider 'aws'" in capsys.readouterr().err
 
 
-def test_up_on_a_provider_not_available_yet_says_what_to_do(capsys):
+def test_up_on_existing_without_kubeconfig_says_what_to_do(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     assert run(["up", "istio-traffic-splitting", "--provider", "existing"]) == 4
     err = capsys.readouterr().err
-    assert "--provider sandbox" in err and "--dry-run" in err and "Traceback" not in err
+    assert "no kubeconfig found" in err and "KUBECONFIG" in err and "Traceback" not in err
 
 
 def test_bad_flag_is_a_usage_error_from_a_real_process():

@@ -1,0 +1,148 @@
+"""The images step of ``kubelab up`` on a real cluster: Gitea, then build and push.
+
+Gitea is reached through a port-forward to its HTTP Service (no public address needed);
+its admin password comes from the Secret kubelab created before installing it, and the
+access token made here is kept in a Secret beside it so a re-run reuses it. The app's
+source goes into a course repository, and each (image, version) the registry does not
+have yet is built: with the local Docker engine when there is one, else in the cluster
+with kaniko (a Job cloning that repository). The lesson's namespace gets an image pull
+Secret for the registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from kubelab import paths
+from kubelab.cluster.kube import Kube
+from kubelab.components import catalog
+from kubelab.components.values import InstallSettings
+from kubelab.errors import KubelabTimeout, SetupError
+from kubelab.lessons.model import Lesson
+
+ORG = "kubelab"
+TOKEN_SECRET = "kubelab-gitea-token"
+PULL_SECRET = "kubelab-registry"
+JOB_TIMEOUT = 900.0
+
+
+def _secret_data(kube: Kube, name: str, namespace: str) -> dict[str, str]:
+    secret = kube.get("v1", "Secret", name, namespace) or {}
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def build_lesson_images(lesson: Lesson, kube: Kube, settings: InstallSettings) -> list[str]:
+    """Configure Gitea and make sure every image of ``lesson`` is in its registry."""
+    if not lesson.images:
+        return []
+    from kubelab.images.build import DockerBuilder, image_builds, plan_images, run_docker_plan
+    from kubelab.images.gitea import GiteaClient, GiteaSetup, configure_gitea
+
+    gitea = catalog.CATALOG["gitea"]
+    assert gitea.api is not None
+    namespace, service, port = gitea.api
+    admin = _secret_data(kube, settings.gitea_admin_secret, namespace)
+    if not admin.get("password"):
+        raise SetupError(
+            f"Gitea's admin Secret {namespace}/{settings.gitea_admin_secret} is missing",
+            hint="Run `kubelab up` again: the components step creates it before Gitea.",
+        )
+    lines: list[str] = []
+    with kube.port_forward(namespace, f"svc/{service}", port) as local:
+        client = GiteaClient(f"http://127.0.0.1:{local}", admin["username"], admin["password"])
+        stored = _secret_data(kube, TOKEN_SECRET, namespace).get("token")
+        source = paths.data_root() / lesson.images[0].context
+        result = configure_gitea(client, GiteaSetup(org=ORG, repo=lesson.id, source=source), stored)
+        if result.token != stored:
+            kube.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": TOKEN_SECRET, "namespace": namespace},
+                    "type": "Opaque",
+                    "stringData": {"token": result.token},
+                }
+            )
+        lines += [f"gitea: {change}" for change in result.changes()]
+        registry = settings.registry_host or f"127.0.0.1:{local}"
+        builds = image_builds(
+            lesson.images, project_root=paths.data_root(), registry=registry, org=ORG
+        )
+        plan = plan_images(builds, client.tag_exists)
+        to_build = [p for p in plan if p.action == "build"]
+        lines += [p.reason for p in plan if p.action == "skip"]
+        if to_build:
+            builder = DockerBuilder(mask=client.mask)
+            try:
+                builder.preflight()
+                use_docker = True
+            except SetupError:
+                use_docker = False
+            if use_docker:
+                pushed = run_docker_plan(
+                    plan, builder, registry=registry, user=admin["username"], password=result.token
+                )
+                lines += [f"built and pushed {ref}" for ref in pushed]
+            else:
+                lines += _kaniko(kube, plan, namespace, service, port, admin["username"], result)
+    _pull_secret(kube, lesson, registry, admin["username"], result.token)
+    return lines
+
+
+def _kaniko(
+    kube: Kube,
+    plan: list[Any],
+    namespace: str,
+    service: str,
+    port: int,
+    user: str,
+    result: Any,
+) -> list[str]:
+    from kubelab.images.kaniko import kaniko_objects
+
+    in_cluster = f"{service}.{namespace}.svc.cluster.local:{port}"
+    objects = kaniko_objects(
+        plan,
+        namespace=namespace,
+        repo_url=f"http://{in_cluster}/{ORG}/{plan[0].build.name}.git",
+        user=user,
+        token=result.token,
+        destination_registry=in_cluster,
+        insecure=True,
+    )
+    jobs = [o for o in objects if o["kind"] == "Job"]
+    for job in jobs:
+        # A Job's template cannot change: an earlier build's Job goes first.
+        kube.delete("batch/v1", "Job", job["metadata"]["name"], namespace)
+    kube.apply_all(objects)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    for job in jobs:
+        name = job["metadata"]["name"]
+        while True:
+            live = kube.get("batch/v1", "Job", name, namespace) or {}
+            status = live.get("status") or {}
+            if status.get("succeeded"):
+                break
+            if status.get("failed"):
+                raise SetupError(
+                    f"image build job {namespace}/{name} failed",
+                    hint=f"kubectl logs -n {namespace} job/{name}",
+                )
+            if time.monotonic() > deadline:
+                raise KubelabTimeout(
+                    f"timed out waiting for job/{name} in namespace {namespace} "
+                    f"({JOB_TIMEOUT:.0f}s)",
+                    hint=f"kubectl logs -n {namespace} job/{name}",
+                )
+            time.sleep(kube.poll)
+    return [f"built {job['metadata']['name']} in the cluster (kaniko)" for job in jobs]
+
+
+def _pull_secret(kube: Kube, lesson: Lesson, registry: str, user: str, token: str) -> None:
+    from kubelab.images.kaniko import registry_pull_secret
+
+    for namespace in {ns.name for ns in lesson.namespaces} | {d.namespace for d in lesson.deploy}:
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        kube.apply(registry_pull_secret(PULL_SECRET, namespace, registry, user, token))

@@ -1,0 +1,82 @@
+"""Providers: kind's cluster config and CLI calls (with a fake kind), existing's checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from kubelab.errors import SetupError
+from kubelab.providers import get_provider
+from kubelab.providers.existing import ExistingProvider
+from kubelab.providers.kind import (
+    GITEA_NODE_PORT,
+    HTTP_NODE_PORT,
+    KindProvider,
+    kind_config,
+    registry_host,
+    registry_hosts_toml,
+)
+
+
+def _fake_kind(tmp_path, clusters=""):
+    log = tmp_path / "kind.log"
+    script = tmp_path / "bin" / "kind"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        'case "$1 $2" in\n'
+        f'  "get clusters") printf "{clusters}" ;;\n'
+        '  "get kubeconfig") echo "apiVersion: v1" ; echo "kind: Config" ;;\n'
+        "esac\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script.parent, log
+
+
+def test_kind_config_maps_gateway_and_registry(tmp_path):
+    config = kind_config("kubelab", tmp_path)
+    node = config["nodes"][0]
+    ports = {(p["containerPort"], p["hostPort"]) for p in node["extraPortMappings"]}
+    assert (HTTP_NODE_PORT, 80) in ports and (GITEA_NODE_PORT, GITEA_NODE_PORT) in ports
+    assert node["extraMounts"][0]["containerPath"] == "/etc/containerd/certs.d"
+    assert 'config_path = "/etc/containerd/certs.d"' in config["containerdConfigPatches"][0]
+    toml = registry_hosts_toml()
+    assert f'server = "http://{registry_host()}"' in toml and '"pull", "resolve"' in toml
+
+
+def test_kind_creates_once_and_writes_a_private_kubeconfig(tmp_path, monkeypatch):
+    bin_dir, log = _fake_kind(tmp_path)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    info = KindProvider("kubelab").ensure_cluster("istio")
+    calls = log.read_text().splitlines()
+    assert calls[0] == "get clusters"
+    assert calls[1].startswith("create cluster --name kubelab --config ")
+    config = json.loads(Path(calls[1].split("--config ")[1].split()[0]).read_text())
+    assert config["name"] == "kubelab"
+    assert oct(info.kubeconfig.stat().st_mode & 0o777) == "0o600"
+    assert info.details["registry_host"] == registry_host()
+
+
+def test_kind_reuses_an_existing_cluster(tmp_path, monkeypatch):
+    bin_dir, log = _fake_kind(tmp_path, clusters="kubelab\\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    KindProvider("kubelab").ensure_cluster("istio")
+    assert not any(c.startswith("create") for c in log.read_text().splitlines())
+
+
+def test_existing_without_kubeconfig_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(SetupError) as info:
+        ExistingProvider().ensure_cluster("istio")
+    assert "KUBECONFIG" in (info.value.hint or "")
+
+
+def test_get_provider_knows_every_provider():
+    assert get_provider("sandbox").name == "sandbox"
+    assert get_provider("kind").name == "kind"
+    assert get_provider("existing").name == "existing"
