@@ -662,16 +662,47 @@ async def _stream(request: web.Request, target: _Target) -> web.StreamResponse:
 # ------------------------------------------------------------------ app and server
 
 
+def _fault_middleware(every: int) -> Any:
+    """Answer every ``every``-th request with a transient error (429, 500, 503 in turn),
+    as a loaded API server does: how kubelab's own tests prove that it retries."""
+    count = 0
+    faults = (
+        ApiError(429, "TooManyRequests", "Too many requests, please try again later."),
+        ApiError(500, "InternalError", "Internal error occurred: injected fault"),
+        ApiError(503, "ServiceUnavailable", "The server is currently unable to handle it."),
+    )
+
+    @web.middleware
+    async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal count
+        count += 1
+        if count % every == 0:
+            error = faults[(count // every) % len(faults)]
+            response = _status_response(error)
+            if error.code == 429:
+                response.headers["Retry-After"] = "0"
+            return response
+        return await handler(request)
+
+    return inject
+
+
 def create_api_app(
     store: Store,
     token: str,
     exec_handler: ExecHandler | None = None,
     log_handler: LogHandler | None = None,
+    fault_every: int = 0,
 ) -> web.Application:
-    """The aiohttp application serving ``store``; every request needs ``token``."""
+    """The aiohttp application serving ``store``; every request needs ``token``.
+
+    ``fault_every`` > 0 answers every n-th request with a transient error (tests only)."""
     if not token:
         raise ValueError("the sandbox API needs a non-empty token")
-    app = web.Application(middlewares=[_middleware], client_max_size=16 * 1024 * 1024)
+    middlewares = [_middleware]
+    if fault_every > 0:
+        middlewares.insert(0, _fault_middleware(fault_every))
+    app = web.Application(middlewares=middlewares, client_max_size=16 * 1024 * 1024)
     app[_CONTEXT] = _Context(store, token.encode(), exec_handler, log_handler)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
 
@@ -756,8 +787,9 @@ async def start_api(
     tls: bool = True,
     exec_handler: ExecHandler | None = None,
     log_handler: LogHandler | None = None,
+    fault_every: int = 0,
 ) -> ApiServer:
     """Create the app for ``store`` and serve it on 127.0.0.1 (a free port unless given);
     ``server.kubeconfig(token)`` is what kubectl and the Python client need."""
-    app = create_api_app(store, token, exec_handler, log_handler)
+    app = create_api_app(store, token, exec_handler, log_handler, fault_every)
     return await serve(app, host=host, port=port, tls=tls)

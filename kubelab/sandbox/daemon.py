@@ -62,8 +62,15 @@ async def serve(workdir: Path, namespace: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     await envoy.start(build_config([], []))
     try:
+        # KUBELAB_SANDBOX_FAULT_EVERY=n: every n-th API request fails transiently, for
+        # kubelab's own fault tests (retries under load); never set in normal use.
+        fault_every = int(os.environ.get("KUBELAB_SANDBOX_FAULT_EVERY") or 0)
         server = await start_api(
-            store, token, exec_handler=controller.exec, log_handler=controller.logs
+            store,
+            token,
+            exec_handler=controller.exec,
+            log_handler=controller.logs,
+            fault_every=fault_every,
         )
         try:
             await controller.start()

@@ -234,6 +234,34 @@ def _registry() -> tuple[ResourceType, ...]:
                 _c("Resolution", ".spec.resolution"),
             ),
         ),
+        # The rest of Istio's API kubelab applies (mesh-wide tracing, mTLS, policies)
+        *_crd(
+            "telemetry.istio.io",
+            ("v1", "v1alpha1"),
+            "Telemetry",
+            "telemetries",
+            short_names=("telemetry",),
+            categories=_ISTIO_CATEGORIES,
+        ),
+        *_crd(
+            "security.istio.io",
+            ("v1", "v1beta1"),
+            "PeerAuthentication",
+            "peerauthentications",
+            short_names=("pa",),
+            categories=_ISTIO_CATEGORIES,
+        ),
+        *_crd(
+            "security.istio.io",
+            ("v1", "v1beta1"),
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+            short_names=("ap",),
+            categories=_ISTIO_CATEGORIES,
+        ),
+        # cert-manager (--tls)
+        *_crd("cert-manager.io", ("v1",), "ClusterIssuer", "clusterissuers", namespaced=False),
+        *_crd("cert-manager.io", ("v1",), "Certificate", "certificates", short_names=("cert",)),
         # Flagger
         *_crd(
             "flagger.app",
