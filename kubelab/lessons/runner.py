@@ -165,6 +165,9 @@ class LessonRunner:
             tls=bool(self.options.get("tls")),
             email=self.options.get("email"),
             gateway_service_type=str(details.get("gateway_service_type", "LoadBalancer")),
+            gateway_http_node_port=details.get("gateway_http_node_port"),
+            gateway_https_node_port=details.get("gateway_https_node_port"),
+            gitea_node_port=details.get("gitea_node_port"),
             registry_host=details.get("registry_host"),
         )
 

@@ -161,6 +161,9 @@ class KindProvider(Provider):
                 "cluster_name": self.cluster_name,
                 "gateway_url": "http://127.0.0.1:80",
                 "gateway_service_type": "NodePort",
+                "gateway_http_node_port": HTTP_NODE_PORT,
+                "gateway_https_node_port": HTTPS_NODE_PORT,
+                "gitea_node_port": GITEA_NODE_PORT,
                 "registry_host": registry_host(),
             },
         )
