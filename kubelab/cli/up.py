@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,8 +21,9 @@ def up(
     ctx: typer.Context,
     lesson: Annotated[str, typer.Argument(help="Lesson id (see `kubelab lessons`) or folder.")],
     provider: Annotated[
-        str, typer.Option("--provider", "-p", help="sandbox, existing, kind, hetzner or gke.")
-    ] = "sandbox",
+        str | None,
+        typer.Option("--provider", "-p", help="sandbox (default), existing, kind, hetzner or gke."),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print the plan and render every object; touch nothing."),
@@ -35,18 +37,29 @@ def up(
         typer.Option("--domain", help="Serve Kiali, Jaeger, Gitea and the app at *.DOMAIN."),
     ] = None,
     tls: Annotated[
-        bool, typer.Option("--tls", help="With --domain: Let's Encrypt certificates.")
-    ] = False,
+        bool | None, typer.Option("--tls/--no-tls", help="Let's Encrypt certificates.")
+    ] = None,
     email: Annotated[
         str | None, typer.Option("--email", help="With --tls: the ACME account email.")
     ] = None,
 ) -> None:
     """Set up a lesson: cluster, components, images, deploy, first checks."""
+    from kubelab.config import load_config
     from kubelab.errors import UsageError
     from kubelab.lessons.loader import display_path, find_lesson
     from kubelab.lessons.plan import build_plan, render, write_rendered
     from kubelab.providers.requirements import PROVIDERS
 
+    # Flags, then the user's config file, then kubelab's defaults.
+    config = load_config()
+    provider = provider or config.provider or "sandbox"
+    domain = domain or config.domain
+    tls = config.tls if tls is None else tls
+    email = email or config.email
+    if tls and sys.stdin.isatty() and not options(ctx).json:
+        # Interactive: ask for what TLS needs instead of failing.
+        domain = domain or typer.prompt("Domain whose subdomains point at the cluster")
+        email = email or typer.prompt("Email for the Let's Encrypt account")
     if provider not in PROVIDERS:
         raise UsageError(
             f"unknown provider {provider!r}", hint=f"Use one of: {', '.join(PROVIDERS)}."

@@ -47,6 +47,10 @@ def lesson_namespace(lesson: Lesson) -> str:
     return "default"
 
 
+def _merge_details(values: dict[str, Any], record: LessonRecord) -> None:
+    record.details.update(values)
+
+
 def running_records(state: Any) -> list[LessonRecord]:
     return [r for r in state.lessons.values() if "deploy" in r.steps_done]
 
@@ -161,7 +165,7 @@ class LessonRunner:
         record = self.store.load().lesson(self.lesson.id)
         details = record.details
         return InstallSettings(
-            domain=self.options.get("domain"),
+            domain=self.options.get("domain") or details.get("domain"),
             tls=bool(self.options.get("tls")),
             email=self.options.get("email"),
             gateway_service_type=str(details.get("gateway_service_type", "LoadBalancer")),
@@ -194,6 +198,13 @@ class LessonRunner:
         components = components_for(self.lesson.components, settings)
         nodes = component_nodes(components, settings, self.helm(), self.kube)
         results = run_dag(nodes, progress=self.progress)
+        if settings.domain is None and self._wildcard_domain():
+            # The gateway got a public IP: the dashboards move to <name>.<ip>.sslip.io, so
+            # the releases whose values name the domain are upgraded (only those).
+            settings = self.settings()
+            components = components_for(self.lesson.components, settings)
+            nodes = component_nodes(components, settings, self.helm(), self.kube)
+            results = run_dag(nodes, progress=self.progress)
         for result in results:
             if ":" in result.name:
                 continue
@@ -210,6 +221,38 @@ class LessonRunner:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
         self.report("components", f"{len(components)} components ready ({summary})")
+
+    def _wildcard_domain(self, timeout: float = 180.0) -> bool:
+        """Without --domain: name the dashboards after the gateway's public IP (sslip.io).
+
+        Returns True when a domain was derived and recorded. Where the gateway has no
+        LoadBalancer (kind, NodePort), the dashboards are reached with `kubelab open`.
+        """
+        from kubelab.components.catalog import GATEWAY_RELEASE, ISTIO_NAMESPACE
+
+        service = self.kube.get("v1", "Service", GATEWAY_RELEASE, ISTIO_NAMESPACE)
+        if service is None or (service.get("spec") or {}).get("type") != "LoadBalancer":
+            return False
+        deadline = time.monotonic() + timeout
+        while True:
+            ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+            address = (ingress or [{}])[0]
+            if address.get("ip"):
+                ip = str(address["ip"])
+                domain = f"{ip.replace('.', '-')}.sslip.io"
+                found = {"domain": domain, "gateway_url": f"http://{ip}"}
+                self._update(functools.partial(_merge_details, found))
+                self.report("components", f"dashboards at kiali.{domain}, jaeger.{domain}")
+                return True
+            if address.get("hostname") or time.monotonic() > deadline:
+                self.report(
+                    "components",
+                    "the gateway has no public IP for a wildcard DNS name: open the "
+                    "dashboards with `kubelab open kiali` (or run up with --domain)",
+                )
+                return False
+            time.sleep(self.poll * 10)
+            service = self.kube.get("v1", "Service", GATEWAY_RELEASE, ISTIO_NAMESPACE) or {}
 
     def step_images(self) -> None:
         if not self.provider.builds_images:
@@ -290,6 +333,12 @@ class LessonRunner:
         record = state.lessons.get(self.lesson.id)
         details = dict(record.details) if record else {}
         removed: list[str] = []
+        if all_components and self.provider.owns_cluster:
+            # The whole cluster goes: nothing in it needs removing first.
+            removed += self.provider.teardown(details, everything=True)
+            with self.store.transaction() as st:
+                st.lessons.pop(self.lesson.id, None)
+            return removed
         if record is not None and self.provider.installs_components and details.get("kubeconfig"):
             kinds = sorted(
                 {

@@ -39,9 +39,13 @@ class Provider(ABC):
     def ensure_cluster(self, namespace: str) -> ClusterInfo:
         """A reachable cluster (created or reused); idempotent."""
 
+    # True where `down --all` removes the whole cluster (kind): nothing to uninstall first.
+    owns_cluster: bool = False
+
     @abstractmethod
-    def teardown(self, details: dict[str, Any]) -> list[str]:
-        """Remove what the provider created; returns a line per thing removed."""
+    def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
+        """Remove what the provider created (with ``everything``, the cluster itself where
+        the provider made it); returns a line per thing removed."""
 
     @abstractmethod
     def sampler(

@@ -75,7 +75,7 @@ class ExistingProvider(Provider):
             details["context"] = self.context
         return ClusterInfo(self._kubeconfig(), details)
 
-    def teardown(self, details: dict[str, Any]) -> list[str]:
+    def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         return []
 
     def sampler(

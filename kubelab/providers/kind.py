@@ -168,9 +168,11 @@ class KindProvider(Provider):
             },
         )
 
-    def teardown(self, details: dict[str, Any]) -> list[str]:
-        # `kubelab down` removes the lesson; the cluster itself goes with `delete_cluster`.
-        return []
+    owns_cluster = True
+
+    def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
+        # `kubelab down LESSON` removes the lesson; `down --all` the whole kind cluster.
+        return self.delete_cluster() if everything else []
 
     def delete_cluster(self) -> list[str]:
         if not self.exists():

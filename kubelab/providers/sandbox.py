@@ -214,7 +214,7 @@ class SandboxProvider(Provider):
             {"api": sandbox.api, "ingress": sandbox.ingress, "pid": sandbox.pid},
         )
 
-    def teardown(self, details: dict[str, Any]) -> list[str]:
+    def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         pids = stop()
         return [f"stopped the sandbox ({len(pids)} processes)"] if pids else []
 

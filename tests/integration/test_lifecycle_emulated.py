@@ -39,7 +39,7 @@ class ClusterWithComponents(SandboxProvider):
     installs_components = True
     builds_images = False
 
-    def teardown(self, details: dict[str, Any]) -> list[str]:
+    def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         return []  # a real cluster outlives its lessons (the test stops the sandbox itself)
 
 

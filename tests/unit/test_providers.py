@@ -80,3 +80,53 @@ def test_get_provider_knows_every_provider():
     assert get_provider("sandbox").name == "sandbox"
     assert get_provider("kind").name == "kind"
     assert get_provider("existing").name == "existing"
+
+
+def test_kind_down_all_deletes_the_cluster(tmp_path, monkeypatch):
+    bin_dir, log = _fake_kind(tmp_path, clusters="kubelab\\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    provider = KindProvider("kubelab")
+    assert provider.teardown({}) == []
+    assert provider.teardown({}, everything=True) == ["deleted kind cluster kubelab"]
+    assert "delete cluster --name kubelab" in log.read_text()
+
+
+def test_wildcard_domain_from_the_gateway_ip(monkeypatch):
+    from kubelab.lessons.loader import find_lesson
+    from kubelab.lessons.runner import LessonRunner
+    from kubelab.state import StateStore
+
+    class FakeKube:
+        def __init__(self, address):
+            self.address = address
+
+        def get(self, api_version, kind, name, namespace=None):
+            return {
+                "spec": {"type": "LoadBalancer"},
+                "status": {"loadBalancer": {"ingress": [self.address]}},
+            }
+
+    store = StateStore()
+    lines = []
+    runner = LessonRunner(
+        find_lesson("istio-traffic-splitting"),
+        KindProvider(),
+        store,
+        lambda step, msg: lines.append(msg),
+    )
+    runner._kube = FakeKube({"ip": "203.0.113.7"})
+    assert runner._wildcard_domain() is True
+    details = store.load().lesson("istio-traffic-splitting").details
+    assert details["domain"] == "203-0-113-7.sslip.io"
+    assert details["gateway_url"] == "http://203.0.113.7"
+    assert runner.settings().domain == "203-0-113-7.sslip.io"
+    # A hostname (some clouds) cannot be turned into a wildcard name: port-forward instead.
+    other = LessonRunner(
+        find_lesson("istio-traffic-splitting"),
+        KindProvider(),
+        StateStore(store.path.with_name("other.json")),
+        lambda step, msg: lines.append(msg),
+    )
+    other._kube = FakeKube({"hostname": "lb.example.com"})
+    assert other._wildcard_domain() is False
+    assert "kubelab open kiali" in lines[-1]

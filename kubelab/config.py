@@ -1,0 +1,50 @@
+"""The user's defaults for ``kubelab up``: ``$KUBELAB_HOME/config.yaml`` (or ``$KUBELAB_CONFIG``).
+
+Flags win over the file; the file wins over kubelab's defaults. Example::
+
+    provider: existing
+    domain: lab.example.org
+    tls: true
+    email: teacher@example.org
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kubelab import paths
+from kubelab.errors import UsageError
+
+
+class UserConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str | None = None
+    domain: str | None = None
+    tls: bool = False
+    email: str | None = None
+
+
+def config_path() -> Path:
+    override = os.environ.get("KUBELAB_CONFIG")
+    return Path(override) if override else paths.home_dir() / "config.yaml"
+
+
+def load_config() -> UserConfig:
+    path = config_path()
+    if not path.is_file():
+        return UserConfig()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return UserConfig.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        first = str(exc).splitlines()
+        detail = "; ".join(line.strip() for line in first[:3])
+        raise UsageError(
+            f"{path} is not a valid kubelab config: {detail}",
+            hint="Allowed keys: provider, domain, tls, email.",
+        ) from None
