@@ -45,25 +45,13 @@ import yaml
 
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError, ValidationFailed
 from kubelab.tools import require_tool
+from kubelab.yamlio import LOADER, dump_yaml, load_all_yaml
 
 TEMPLATE_TIMEOUT = 60.0
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-def dump_yaml(data: Any) -> str:
-    """Block-style YAML, keys in the order given."""
-    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
-
-
-def load_all_yaml(text: str) -> list[dict[str, Any]]:
-    """The mappings of a multi-document YAML stream (empty documents dropped)."""
-    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if isinstance(doc, dict)]
 
 
 def template(
@@ -329,7 +317,7 @@ class HelmClient:
             meta: dict[str, Any] = {}
             chart_yaml = path / "Chart.yaml"
             if chart_yaml.is_file():
-                loaded = yaml.load(chart_yaml.read_text(encoding="utf-8"), Loader=_LOADER)
+                loaded = yaml.load(chart_yaml.read_text(encoding="utf-8"), Loader=LOADER)
                 meta = loaded if isinstance(loaded, dict) else {}
             name = str(meta.get("name") or path.name)
             found = meta.get("version")

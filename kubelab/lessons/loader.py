@@ -22,10 +22,10 @@ from pydantic import BaseModel, ValidationError
 
 from kubelab import paths
 from kubelab.checks.types import CHECK_TYPES, DNS_LABEL, DNS_SUBDOMAIN
-from kubelab.cluster.helm import load_all_yaml
 from kubelab.components.catalog import CATALOG
 from kubelab.errors import UsageError, ValidationFailed
 from kubelab.lessons.model import Lesson
+from kubelab.yamlio import load_all_yaml
 
 LESSON_FILE = "lesson.yaml"
 Loc = tuple[str | int, ...]

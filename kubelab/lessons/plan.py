@@ -20,6 +20,7 @@ from kubelab.components.catalog import install_order
 from kubelab.errors import ValidationFailed
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.validation.manifests import validate_objects
+from kubelab.yamlio import dump_yaml, load_all_yaml
 
 STEPS = ("preflight", "cluster", "components", "images", "deploy", "exercises")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubelab"}
@@ -136,7 +137,7 @@ def render(
             obj.setdefault("metadata", {}).setdefault("namespace", deploy.namespace)
             objects.append(RenderedObject(deploy.release, obj))
     for manifest in lesson.manifests:
-        for doc in helm.load_all_yaml((loaded.folder / manifest).read_text(encoding="utf-8")):
+        for doc in load_all_yaml((loaded.folder / manifest).read_text(encoding="utf-8")):
             meta = doc.setdefault("metadata", {})
             meta["labels"] = {**(meta.get("labels") or {}), **labels}
             objects.append(RenderedObject(manifest, doc))
@@ -222,17 +223,17 @@ def write_rendered(
     for obj in rendered.objects:
         path = out / "manifests" / obj.filename()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(helm.dump_yaml(obj.obj), encoding="utf-8")
+        path.write_text(dump_yaml(obj.obj), encoding="utf-8")
         written.append(path)
     for release, values in rendered.values.items():
         path = out / "values" / f"{release}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(helm.dump_yaml(values), encoding="utf-8")
+        path.write_text(dump_yaml(values), encoding="utf-8")
         written.append(path)
     for component in components or []:
         path = out / "values" / "components" / f"{component['release']}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(helm.dump_yaml(component["values"]), encoding="utf-8")
+        path.write_text(dump_yaml(component["values"]), encoding="utf-8")
         written.append(path)
     plan_path = out / "plan.json"
     plan_path.write_text(
