@@ -49,6 +49,20 @@ def kubectl(kubeconfig: str, *args: str, check: bool = True):
     return proc
 
 
+def course_patch(v1: int, v2: int) -> list[str]:
+    """The course's own weight change (kubectl patch ... --type=json), as kubectl args."""
+    return [
+        "patch",
+        "virtualservice",
+        "app-backend",
+        "-n",
+        "istio",
+        "--type=json",
+        f'-p=[{{"op":"replace","path":"/spec/http/0/route/0/weight","value":{v1}}},'
+        f'{{"op":"replace","path":"/spec/http/0/route/1/weight","value":{v2}}}]',
+    ]
+
+
 def check_json(exercise: str):
     proc = kubelab("check", exercise, "--output", "json")
     data = json.loads(proc.stdout)
@@ -147,17 +161,7 @@ def test_course_patch_moves_to_50_50(sandbox):
     code, _, checks = check_json("split-50-50")
     assert code == 1
     assert "subset v1 gets 90%, expected 50%" in checks["virtualservice-weights"]["message"]
-    kubectl(
-        sandbox["kubeconfig"],
-        "patch",
-        "virtualservice",
-        "app-backend",
-        "-n",
-        "istio",
-        "--type=json",
-        '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":50},'
-        '{"op":"replace","path":"/spec/http/0/route/1/weight","value":50}]',
-    )
+    kubectl(sandbox["kubeconfig"], *course_patch(50, 50))
     time.sleep(1.0)  # Envoy applies a VirtualService change within a second
     code, data, checks = check_json("split-50-50")
     assert code == 0, data
@@ -171,16 +175,7 @@ def test_course_patch_moves_to_50_50(sandbox):
             "VirtualService istio/app-backend does not exist",
         ),
         (
-            [
-                "patch",
-                "virtualservice",
-                "app-backend",
-                "-n",
-                "istio",
-                "--type=json",
-                '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":45},'
-                '{"op":"replace","path":"/spec/http/0/route/1/weight","value":55}]',
-            ],
+            course_patch(45, 55),
             "subset v1 gets 45%, expected 50%; subset v2 gets 55%, expected 50%",
         ),
         (
@@ -280,17 +275,7 @@ def test_wrong_namespace_label_is_named(sandbox):
 
 
 def test_rollout_to_v2_then_stable(sandbox):
-    kubectl(
-        sandbox["kubeconfig"],
-        "patch",
-        "virtualservice",
-        "app-backend",
-        "-n",
-        "istio",
-        "--type=json",
-        '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":0},'
-        '{"op":"replace","path":"/spec/http/0/route/1/weight","value":100}]',
-    )
+    kubectl(sandbox["kubeconfig"], *course_patch(0, 100))
     time.sleep(1.0)
     code, data, _ = check_json("rollout-v2")
     assert code == 0, data
@@ -320,17 +305,7 @@ def test_exec_sampler_through_the_tester_pod(sandbox):
     from kubelab.cluster.kube import Kube
 
     def weights(v1: int, v2: int) -> None:
-        kubectl(
-            sandbox["kubeconfig"],
-            "patch",
-            "virtualservice",
-            "app-backend",
-            "-n",
-            "istio",
-            "--type=json",
-            f'-p=[{{"op":"replace","path":"/spec/http/0/route/0/weight","value":{v1}}},'
-            f'{{"op":"replace","path":"/spec/http/0/route/1/weight","value":{v2}}}]',
-        )
+        kubectl(sandbox["kubeconfig"], *course_patch(v1, v2))
         time.sleep(0.5)
 
     weights(50, 50)
