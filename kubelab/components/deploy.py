@@ -148,7 +148,8 @@ def _ensure(
 def _apply(kube: Kube, objects: list[dict[str, Any]]) -> Callable[[], str]:
     def run() -> str:
         before = kube.mutations
-        kube.apply_all(objects)
+        # Shared by every lesson on the cluster: kubelab's, but no single lesson's.
+        kube.apply_all(objects, labels={"app.kubernetes.io/managed-by": "kubelab"})
         return "applied" if kube.mutations > before else "unchanged"
 
     return run

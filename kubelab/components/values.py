@@ -582,6 +582,21 @@ def dashboard_route(component: Component, settings: InstallSettings) -> dict[str
     }
 
 
+def app_host(domain: str) -> str:
+    """Where the lesson's app is served through the ingress gateway."""
+    return f"app.{domain}"
+
+
+def app_gateway_values(settings: InstallSettings) -> dict[str, Any]:
+    """The app chart's gateway values when a domain is set (empty otherwise)."""
+    if not settings.domain:
+        return {}
+    tls: dict[str, Any] = {"enabled": settings.tls}
+    if settings.tls:
+        tls["credentialName"] = DASHBOARD_TLS_SECRET
+    return {"gateway": {"hosts": [app_host(settings.domain)], "tls": tls}}
+
+
 def tls_manifests(settings: InstallSettings) -> list[dict[str, Any]]:
     """With ``tls``: the ACME ClusterIssuer, Istio's IngressClass and the UIs' Certificate.
 
@@ -613,6 +628,8 @@ def tls_manifests(settings: InstallSettings) -> list[dict[str, Any]]:
         },
     ]
     hosts = [h for name in _exposed(settings) if (h := public_host(name, settings))]
+    if settings.domain:
+        hosts.append(app_host(settings.domain))  # the lesson's app, on the same certificate
     if hosts:
         objects.append(
             {

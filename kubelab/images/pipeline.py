@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from kubelab import paths
-from kubelab.cluster.kube import Kube
+from kubelab.cluster.kube import Kube, kubelab_labels
 from kubelab.components import catalog
 from kubelab.components.values import InstallSettings
 from kubelab.errors import KubelabTimeout, SetupError
@@ -143,6 +143,12 @@ def _kaniko(
 def _pull_secret(kube: Kube, lesson: Lesson, registry: str, user: str, token: str) -> None:
     from kubelab.images.kaniko import registry_pull_secret
 
+    labels = kubelab_labels(lesson.id)
     for namespace in {ns.name for ns in lesson.namespaces} | {d.namespace for d in lesson.deploy}:
-        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-        kube.apply(registry_pull_secret(PULL_SECRET, namespace, registry, user, token))
+        kube.apply(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            labels=labels,
+        )
+        kube.apply(
+            registry_pull_secret(PULL_SECRET, namespace, registry, user, token), labels=labels
+        )

@@ -22,6 +22,7 @@ from kubelab.lessons.loader import LoadedLesson
 from kubelab.validation.manifests import validate_objects
 from kubelab.yamlio import dump_yaml, load_all_yaml
 
+APP_CHART = "charts/app-backend"
 STEPS = ("preflight", "cluster", "components", "images", "deploy", "exercises")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubelab"}
 LESSON_LABEL = "kubelab.dev/lesson"
@@ -106,6 +107,7 @@ def render(
     loaded: LoadedLesson,
     registry: str = PLACEHOLDER_REGISTRY,
     pull_secrets: list[str] | None = None,
+    app_values: dict[str, Any] | None = None,
 ) -> Rendered:
     """Every object the deploy step applies, validated; raises ``ValidationFailed``."""
     lesson = loaded.lesson
@@ -128,6 +130,9 @@ def render(
     values: dict[str, dict[str, Any]] = {}
     for i, deploy in enumerate(lesson.deploy):
         values[deploy.release] = release_values(loaded, i, registry, pull_secrets)
+        if app_values and deploy.chart == APP_CHART:
+            # Exposure chosen at `up` (--domain, --tls) wins over the lesson's defaults.
+            values[deploy.release] = deep_merge(values[deploy.release], app_values)
         for obj in helm.template(
             paths.data_root() / deploy.chart,
             deploy.release,

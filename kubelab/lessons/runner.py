@@ -20,7 +20,7 @@ from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import ProgressSink, run_dag
-from kubelab.components.values import InstallSettings
+from kubelab.components.values import InstallSettings, app_gateway_values
 from kubelab.errors import KubelabTimeout
 from kubelab.images.pipeline import PULL_SECRET
 from kubelab.lessons.loader import LoadedLesson
@@ -266,7 +266,8 @@ class LessonRunner:
     def step_deploy(self) -> None:
         registry = self.store.load().lesson(self.lesson.id).details.get("registry_host")
         pull = [PULL_SECRET] if self.provider.builds_images and self.lesson.images else None
-        rendered = render(self.loaded, registry or PLACEHOLDER_REGISTRY, pull)
+        exposure = app_gateway_values(self.settings()) if self.provider.installs_components else {}
+        rendered = render(self.loaded, registry or PLACEHOLDER_REGISTRY, pull, exposure)
         before = self.kube.mutations
         for obj in apply_order([o.obj for o in rendered.objects]):
             self.kube.apply(obj)

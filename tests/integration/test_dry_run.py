@@ -123,3 +123,22 @@ def test_dry_run_lists_components_with_exact_versions_and_masked_values():
     assert "password" not in json.dumps(releases["gitea"]["values"]).lower().replace(
         "passwordmode", ""
     )
+
+
+def test_domain_serves_the_app_at_its_own_host_with_tls():
+    from kubelab.components.values import InstallSettings, app_gateway_values, tls_manifests
+    from kubelab.lessons.loader import find_lesson
+    from kubelab.lessons.plan import render
+
+    settings = InstallSettings(domain="lab.example.org", tls=True, email="teacher@example.org")
+    rendered = render(
+        find_lesson("istio-traffic-splitting"), app_values=app_gateway_values(settings)
+    )
+    objects = {(o.kind, o.name): o.obj for o in rendered.objects}
+    gateway = objects[("Gateway", "app-backend-gateway")]
+    https = next(s for s in gateway["spec"]["servers"] if s["port"]["number"] == 443)
+    assert https["hosts"] == ["app.lab.example.org"]
+    assert "app.lab.example.org" in objects[("VirtualService", "app-backend")]["spec"]["hosts"]
+    certificate = next(o for o in tls_manifests(settings) if o["kind"] == "Certificate")
+    assert "app.lab.example.org" in certificate["spec"]["dnsNames"]
+    assert https["tls"]["credentialName"] == certificate["spec"]["secretName"]

@@ -486,6 +486,7 @@ def test_tls_gets_a_lets_encrypt_certificate_through_the_gateway():
     certificate = objects["Certificate"]
     assert certificate["metadata"]["namespace"] == "istio-system"
     assert sorted(certificate["spec"]["dnsNames"]) == [
+        "app.lab.example.org",  # the lesson's app shares the certificate
         "gitea.lab.example.org",
         "jaeger.lab.example.org",
         "kiali.lab.example.org",
