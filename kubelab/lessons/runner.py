@@ -21,9 +21,9 @@ from kubelab.cluster.kube import Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import ProgressSink, run_dag
 from kubelab.components.values import InstallSettings, app_gateway_values
-from kubelab.errors import KubelabTimeout
+from kubelab.errors import KubelabError, KubelabTimeout
 from kubelab.images.pipeline import PULL_SECRET
-from kubelab.lessons.loader import LoadedLesson
+from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise, Lesson
 from kubelab.lessons.plan import LESSON_LABEL, PLACEHOLDER_REGISTRY, STEPS, render
 from kubelab.providers.base import Provider
@@ -56,19 +56,28 @@ def running_records(state: Any) -> list[LessonRecord]:
 
 
 def find_lesson_components(lesson_id: str) -> list[str]:
-    from kubelab.lessons.loader import find_lesson
-
     try:
         return list(find_lesson(lesson_id).lesson.components)
-    except Exception:  # a lesson removed from disk still holds its components
+    except KubelabError:  # a lesson removed from disk still holds its components
         return []
 
 
 def check_context(provider: Provider, record: LessonRecord) -> CheckContext:
     """How checks reach the lesson's cluster, from what ``up`` recorded."""
+    from kubelab.components.catalog import CATALOG
+
     kube = Kube(Path(record.details["kubeconfig"]))
     details = dict(record.details)
-    return CheckContext(kube=kube, sampler=lambda spec: provider.sampler(kube, details, spec))
+    available = provider.available_components(find_lesson_components(record.lesson))
+    # Metrics and trace checks query these APIs through the API server's service proxy.
+    services = {
+        name: component.api
+        for name, component in CATALOG.items()
+        if component.api is not None and name in available
+    }
+    return CheckContext(
+        kube=kube, sampler=lambda spec: provider.sampler(kube, details, spec), services=services
+    )
 
 
 def exercise_available(exercise: Exercise, available: set[str]) -> bool:

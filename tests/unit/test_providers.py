@@ -130,3 +130,18 @@ def test_wildcard_domain_from_the_gateway_ip(monkeypatch):
     other._kube = FakeKube({"hostname": "lb.example.com"})
     assert other._wildcard_domain() is False
     assert "kubelab open kiali" in lines[-1]
+
+
+def test_checks_on_a_real_cluster_reach_metrics_and_traces(tmp_path):
+    from kubelab.components.catalog import CATALOG
+    from kubelab.lessons.runner import check_context
+    from kubelab.providers.sandbox import SandboxProvider
+    from kubelab.state import LessonRecord
+
+    record = LessonRecord(
+        lesson="istio-traffic-splitting", details={"kubeconfig": str(tmp_path / "kc")}
+    )
+    ctx = check_context(ExistingProvider(), record)
+    assert ctx.services["victoria-metrics"] == CATALOG["victoria-metrics"].api
+    assert ctx.services["jaeger"] == CATALOG["jaeger"].api
+    assert check_context(SandboxProvider(), record).services == {}
