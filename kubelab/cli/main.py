@@ -13,7 +13,16 @@ from typing import Annotated
 import typer
 
 from kubelab import __version__
-from kubelab.cli import doctor, lessons, lessontest, lifecycle, student, up
+from kubelab.cli import (
+    cluster,
+    doctor,
+    gke_token,
+    lessons,
+    lessontest,
+    lifecycle,
+    student,
+    up,
+)
 from kubelab.cli.common import Options, OutputFormat, console
 from kubelab.errors import ExitCode, KubelabError
 from kubelab.i18n import detect_lang
@@ -80,6 +89,9 @@ app.command("check")(student.check)
 app.command("progress")(student.progress)
 app.command("solve")(student.solve)
 app.command("test")(lessontest.test)
+app.add_typer(cluster.app, name="cluster")
+# The kubeconfig of a GKE cluster runs this for tokens (an exec credential plugin).
+app.command("gke-token", hidden=True)(gke_token.gke_token)
 
 _GLOBAL_FLAGS = {"--verbose", "-v"}
 _GLOBAL_OPTIONS = {"--output", "-o", "--lang"}

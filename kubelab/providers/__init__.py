@@ -26,6 +26,14 @@ def get_provider(name: str) -> Provider:
         from kubelab.providers.kind import KindProvider
 
         return KindProvider()
+    if name == "hetzner":
+        from kubelab.providers.hetzner import HetznerProvider
+
+        return HetznerProvider()
+    if name == "gke":
+        from kubelab.providers.gke import GkeProvider
+
+        return GkeProvider()
     if name in PROVIDERS:
         raise SetupError(
             f"deploying to the {name} provider is not available in this version of kubelab",
