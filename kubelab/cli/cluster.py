@@ -98,6 +98,14 @@ def create(
     size: Annotated[str | None, typer.Option("--size", help="Server/machine type.")] = None,
     location: Annotated[str | None, typer.Option("--location", help="Location/region.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    allow_from: Annotated[
+        str | None,
+        typer.Option(
+            "--allow-from",
+            help="Hetzner: the IP or CIDR allowed to SSH and the Kubernetes API "
+            "(default: your public IP, detected).",
+        ),
+    ] = None,
 ) -> None:
     """Print what will be created and its cost, confirm, then create the cluster."""
     import sys
@@ -123,7 +131,12 @@ def create(
                 hint="Run it in a terminal, or add --yes.",
             )
         typer.confirm(f"Create {provider} cluster {name}?", abort=True)
-    created = cloud.create(name, nodes, size, location)
+    if provider == "hetzner":
+        created = cloud.create(name, nodes, size, location, allowed_ip=allow_from)
+    else:
+        if allow_from:
+            raise UsageError("--allow-from is for Hetzner clusters only")
+        created = cloud.create(name, nodes, size, location)
     kubeconfig = str(created.kubeconfig)
     if opts.json:
         print_json({"provider": provider, "name": name, "kubeconfig": kubeconfig})
