@@ -48,7 +48,7 @@ from kubelab import paths
 from kubelab.checks.traffic import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
-from kubelab.errors import KubelabTimeout, SetupError, UsageError
+from kubelab.errors import KubelabError, KubelabTimeout, SetupError, UsageError
 from kubelab.providers.base import ClusterInfo, Provider
 from kubelab.providers.existing import real_cluster_sampler
 from kubelab.providers.gke_pricing import (
@@ -597,7 +597,7 @@ class GkeCluster:
         from google.api_core import exceptions as e
 
         location = self._location_of(name, location)
-        lines: list[str] = []
+        lines: list[str] = self._release_from_inside(name)
         deadline = time.monotonic() + self.delete_timeout
         while True:
             try:
@@ -636,6 +636,24 @@ class GkeCluster:
             path.unlink()
             lines.append(f"removed {path}")
         return lines
+
+    def _release_from_inside(self, name: str) -> list[str]:
+        """Load balancers and disks the cluster made go first (they outlive the cluster)."""
+        from kubelab.cluster.kube import Kube
+        from kubelab.providers.incluster import release_cloud_resources
+
+        path = self.kubeconfig_path(name)
+        if not path.exists():
+            return []
+        try:
+            released = release_cloud_resources(Kube(path), sleep=self.sleep)
+        except Exception as exc:  # a broken or half-made cluster is deleted all the same
+            reason = exc.message if isinstance(exc, KubelabError) else type(exc).__name__
+            return [
+                f"could not release in-cluster load balancers and disks first ({reason}); "
+                "`kubelab cluster leftovers` tells what is left"
+            ]
+        return [f"released {line}" for line in released]
 
     def leftovers(self, name: str | None = None) -> list[Leftover]:
         """kubelab's clusters (label kubelab=true) that still exist, in every location."""

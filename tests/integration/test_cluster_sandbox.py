@@ -548,3 +548,40 @@ def test_port_forward_finds_the_pod_behind_a_service(
         assert opened == [("istio", "kiali-a", 20001)]
     finally:
         echo.close()
+
+
+def test_release_cloud_resources_deletes_load_balancers_and_claims(api: SandboxApi) -> None:
+    """What `kubelab cluster delete` does inside a GKE cluster before deleting it."""
+    from kubelab.providers.incluster import release_cloud_resources
+
+    kube = api.kube()
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gitea"}})
+    ports = [{"port": 80, "targetPort": 80}]
+    for name, kind in (("gateway", "LoadBalancer"), ("internal", "ClusterIP")):
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": "gitea"},
+                "spec": {"type": kind, "ports": ports, "selector": {"app": name}},
+            }
+        )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "gitea"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
+    released = release_cloud_resources(kube, timeout=1, poll=0, sleep=lambda s: None)
+    assert released == [
+        "load balancer of service gitea/gateway",
+        "volume of claim gitea/data",
+    ]
+    assert kube.get("v1", "Service", "internal", "gitea") is not None
+    assert kube.get("v1", "Service", "gateway", "gitea") is None
+    assert kube.list("v1", "PersistentVolumeClaim", "gitea") == []
