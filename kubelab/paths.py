@@ -8,6 +8,7 @@ keys) live under ``$KUBELAB_HOME`` or the XDG state directory.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -50,4 +51,7 @@ def tools_dirs() -> list[Path]:
     if override:
         dirs.append(Path(override))
     dirs.append(_PACKAGE_DIR.parent / ".tools" / "bin")
+    # Tools installed with kubelab itself (ansible-playbook, envoy) live beside the
+    # interpreter, which is not on PATH when .venv/bin/kubelab runs unactivated.
+    dirs.append(Path(sys.executable).parent)
     return dirs
