@@ -107,7 +107,9 @@ def test_a_failing_connect_drops_that_connection_only(echo: EchoServer) -> None:
     with pf.Forwarder(flaky) as forwarder:
         try:
             lost = roundtrip(forwarder.port, b"lost")
-        except ConnectionResetError:  # closed with our bytes unread: a reset, as it should
+        except OSError:
+            # Closed with our bytes unread: a reset, or, when the close wins the race with
+            # our shutdown(), "not connected" — either way no answer, as it should be.
             lost = b""
         assert lost == b""  # closed without an answer
         assert roundtrip(forwarder.port, b"again") == b"AGAIN"
