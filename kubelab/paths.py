@@ -55,3 +55,15 @@ def tools_dirs() -> list[Path]:
     # interpreter, which is not on PATH when .venv/bin/kubelab runs unactivated.
     dirs.append(Path(sys.executable).parent)
     return dirs
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, mode 0600 (folder 0700): for files holding
+    secrets (kubeconfigs, keys, tokens), which must never be readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)  # an existing temp file keeps its mode through O_CREAT
+    os.replace(tmp, path)

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
-SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 # Used when google-auth reports no expiry: Google access tokens live one hour.
 DEFAULT_LIFETIME = timedelta(minutes=55)
 
@@ -58,18 +57,8 @@ def exec_credential(credentials: Credentials) -> dict[str, Any]:
 
 def gke_token() -> None:
     """Print an ExecCredential with a Google access token (used by GKE kubeconfigs)."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
+    from kubelab.providers.gke import default_credentials
 
-    from kubelab.errors import SetupError
-
-    try:
-        credentials, _ = google.auth.default(scopes=SCOPES)
-    except DefaultCredentialsError:
-        raise SetupError(
-            "no Google Cloud credentials found (Application Default Credentials)",
-            hint="Run `gcloud auth application-default login`, or set "
-            "GOOGLE_APPLICATION_CREDENTIALS to a service account key file.",
-        ) from None
+    credentials, _ = default_credentials()
     sys.stdout.write(json.dumps(exec_credential(credentials)) + "\n")
     sys.stdout.flush()

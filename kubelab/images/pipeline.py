@@ -12,14 +12,13 @@ Secret for the registry.
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 from kubelab import paths
-from kubelab.cluster.kube import Kube, kubelab_labels
+from kubelab.cluster.kube import Kube, Pending, kubelab_labels
 from kubelab.components import catalog
 from kubelab.components.values import InstallSettings
-from kubelab.errors import KubelabTimeout, SetupError
+from kubelab.errors import SetupError
 from kubelab.lessons.model import Lesson
 
 ORG = "kubelab"
@@ -117,26 +116,19 @@ def _kaniko(
         # A Job's template cannot change: an earlier build's Job goes first.
         kube.delete("batch/v1", "Job", job["metadata"]["name"], namespace)
     kube.apply_all(objects)
-    deadline = time.monotonic() + JOB_TIMEOUT
     for job in jobs:
         name = job["metadata"]["name"]
-        while True:
-            live = kube.get("batch/v1", "Job", name, namespace) or {}
-            status = live.get("status") or {}
-            if status.get("succeeded"):
-                break
+
+        def finished(name: str = name) -> bool | Pending:
+            status = (kube.get("batch/v1", "Job", name, namespace) or {}).get("status") or {}
             if status.get("failed"):
                 raise SetupError(
                     f"image build job {namespace}/{name} failed",
                     hint=f"kubectl logs -n {namespace} job/{name}",
                 )
-            if time.monotonic() > deadline:
-                raise KubelabTimeout(
-                    f"timed out waiting for job/{name} in namespace {namespace} "
-                    f"({JOB_TIMEOUT:.0f}s)",
-                    hint=f"kubectl logs -n {namespace} job/{name}",
-                )
-            time.sleep(kube.poll)
+            return bool(status.get("succeeded")) or Pending("the build is still running")
+
+        kube.wait_for(finished, timeout=JOB_TIMEOUT, what=f"job/{name}", namespace=namespace)
     return [f"built {job['metadata']['name']} in the cluster (kaniko)" for job in jobs]
 
 

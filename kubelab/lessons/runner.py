@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubelab.checks.builtin import CheckContext, pod_ready
+from kubelab.checks.builtin import CheckContext
 from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import ProgressSink, run_dag
 from kubelab.components.values import InstallSettings, app_gateway_values
-from kubelab.errors import KubelabError, KubelabTimeout
+from kubelab.errors import KubelabError
 from kubelab.images.pipeline import PULL_SECRET
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise, Lesson
@@ -294,33 +294,18 @@ class LessonRunner:
         self.report("deploy", f"{len(rendered.objects)} objects ({what}); their pods are ready")
 
     def _wait_for_deployments(self, objects: list[Any]) -> None:
-        deployments = [(o.namespace, o.name) for o in objects if o.kind == "Deployment"]
-        pods = [(o.namespace, o.name) for o in objects if o.kind == "Pod"]
+        """Every Deployment rolled out and every bare Pod Ready, within ``ready_timeout``."""
         deadline = time.monotonic() + self.ready_timeout
-        waiting: list[str] = []
-        while True:
-            waiting = []
-            for namespace, name in deployments:
-                dep = self.kube.get("apps/v1", "Deployment", name, namespace) or {}
-                want = (dep.get("spec") or {}).get("replicas", 1)
-                status = dep.get("status") or {}
-                if (
-                    status.get("availableReplicas", 0) < want
-                    or status.get("updatedReplicas", 0) < want
-                ):
-                    waiting.append(f"deployment/{name}")
-            for namespace, name in pods:
-                if not pod_ready(self.kube.get("v1", "Pod", name, namespace) or {}):
-                    waiting.append(f"pod/{name}")
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise KubelabTimeout(
-                    f"timed out waiting for {', '.join(waiting)} in namespace "
-                    f"{self.namespace} ({self.ready_timeout:.0f}s)",
-                    hint=f"kubectl get pods -n {self.namespace}; kubelab status --verbose",
+        for obj in objects:
+            left = max(deadline - time.monotonic(), 0.0)
+            if obj.kind == "Deployment":
+                self.kube.wait_rollout(
+                    "Deployment", obj.name, obj.namespace, timeout=left, poll=self.poll
                 )
-            time.sleep(self.poll)
+            elif obj.kind == "Pod":
+                self.kube.wait_condition(
+                    "v1", "Pod", obj.name, obj.namespace, "Ready", left, poll=self.poll
+                )
 
     def step_exercises(self) -> ExerciseOutcome | None:
         available = self.provider.available_components(self.lesson.components)

@@ -49,6 +49,7 @@ from kubelab.checks.traffic import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError, UsageError
+from kubelab.paths import write_private
 from kubelab.providers.base import ClusterInfo, Provider
 from kubelab.providers.existing import real_cluster_sampler
 from kubelab.providers.gke_pricing import (
@@ -160,16 +161,6 @@ def kubeconfig_document(name: str, endpoint: str, ca_data: str) -> dict[str, Any
     }
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` atomically with mode 0600 (the folder 0700)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _first_line(message: str) -> str:
     return (str(message).strip().splitlines() or ["unknown error"])[0]
 
@@ -185,6 +176,22 @@ def _retryable() -> tuple[type[Exception], ...]:
         e.ServiceUnavailable,
         e.GatewayTimeout,
     )
+
+
+def default_credentials() -> tuple[Credentials, str | None]:
+    """Application Default Credentials and the project they name (if any)."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, project = google.auth.default(scopes=SCOPES)
+    except DefaultCredentialsError:
+        raise SetupError(
+            "no Google Cloud credentials found (Application Default Credentials)",
+            hint="Run `gcloud auth application-default login`, or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account key file.",
+        ) from None
+    return credentials, project
 
 
 class GkeCluster:
@@ -221,17 +228,7 @@ class GkeCluster:
 
     def _load_credentials(self) -> Credentials:
         if self._credentials is None:
-            import google.auth
-            from google.auth.exceptions import DefaultCredentialsError
-
-            try:
-                credentials, detected = google.auth.default(scopes=SCOPES)
-            except DefaultCredentialsError:
-                raise SetupError(
-                    "no Google Cloud credentials found (Application Default Credentials)",
-                    hint="Run `gcloud auth application-default login`, or set "
-                    "GOOGLE_APPLICATION_CREDENTIALS to a service account key file.",
-                ) from None
+            credentials, detected = default_credentials()
             self._credentials = credentials
             if not self._project and detected:
                 self._project = detected

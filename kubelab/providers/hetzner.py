@@ -56,6 +56,7 @@ from kubelab.checks.traffic import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError, UsageError
+from kubelab.paths import write_private
 from kubelab.providers.base import ClusterInfo, Provider
 from kubelab.providers.existing import real_cluster_sampler
 from kubelab.state import ClusterRecord, CreatedResource, StateStore
@@ -224,16 +225,6 @@ def cluster_dir(name: str) -> Path:
     path = paths.home_dir() / f"hetzner-{name}"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` atomically with mode 0600 (keys and kubeconfigs)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def generate_ssh_key(directory: Path, comment: str) -> tuple[Path, str]:

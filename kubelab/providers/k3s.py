@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubelab.errors import ExitCode, SetupError
+from kubelab.paths import write_private
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +149,6 @@ def _runner_env(private: Path) -> dict[str, str]:
     }
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def _failure_text(event: Mapping[str, Any]) -> tuple[str, str, str, bool]:
     """(task, host, message, unreachable) of a failed/unreachable runner event."""
     data = event.get("event_data") or {}
@@ -203,7 +197,7 @@ def run_playbook(
     try:
         private.mkdir(parents=True, exist_ok=True)
         # Extravars go through env/extravars (0600), never the command line (ps, artifacts).
-        _write_private(private / "env" / "extravars", json.dumps(dict(extravars)))
+        write_private(private / "env" / "extravars", json.dumps(dict(extravars)))
         kwargs: dict[str, Any] = {
             "private_data_dir": str(private),
             "playbook": str(path),

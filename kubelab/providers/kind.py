@@ -9,7 +9,6 @@ chart renders. The kubeconfig kind prints is stored 0600 in kubelab's home.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -152,9 +151,7 @@ class KindProvider(Provider):
         proc = self._kind("get", "kubeconfig", "--name", self.cluster_name)
         if proc.returncode != 0:
             raise SetupError(f"kind has no kubeconfig for {self.cluster_name}: {proc.stderr}")
-        fd = os.open(kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(proc.stdout)
+        paths.write_private(kubeconfig, proc.stdout)
         return ClusterInfo(
             kubeconfig,
             {

@@ -20,18 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kubelab.paths import write_private
+
 RUNTIME_FILE = "runtime.json"
 KUBECONFIG_FILE = "kubeconfig"
 CONTEXT = "kubelab-sandbox"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` atomically with mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _validator(obj: dict[str, Any]) -> list[str]:
