@@ -7,14 +7,17 @@ and says that its numbers are **estimates**:
 * GKE cluster management fee: USD 0.10 per cluster per hour, for every Standard cluster
   (https://cloud.google.com/kubernetes-engine/pricing, "Cluster management fee and free
   tier"). The GKE free tier (USD 74.40 of monthly credit per billing account) covers one
-  zonal cluster; the estimate does **not** subtract it, so it is an upper bound.
-* E2 on-demand VM prices per hour (Linux, no sustained-use or committed-use discount), from
-  https://cloud.google.com/compute/vm-instance-pricing as listed in 2024-2025 for the
-  regions below (E2 vCPU and memory prices x the machine's 2 or 4 vCPU and 4, 8 or 16 GB).
-  They were **not re-checked against the live page when this table was written**
-  (PRICES_AS_OF); check there before trusting them for a budget.
+  zonal cluster; the estimate does **not** subtract it, so it is an upper bound. Both
+  figures were read on that page (stored copy) in 2026-11.
+* E2 on-demand VM prices per hour (Linux, no sustained-use or committed-use discount;
+  https://cloud.google.com/compute/vm-instance-pricing): the E2 vCPU and memory rates x the
+  machine's 1, 2 or 4 vCPU and 4, 8 or 16 GB. us-central1 (USD 0.021811 per vCPU-hour,
+  0.002923 per GB-hour) agrees with figures two independent public projects took from the
+  Cloud Billing catalog in 2026-09 and 2026-10. The us-east1 and europe-west1 rows are 2025
+  list prices **not re-checked** since; the plan says so when it uses them.
 * Node boot disks: GKE's default is 100 GB; kubelab asks for 50 GB ``pd-balanced`` per node
-  (https://cloud.google.com/compute/disks-image-pricing), priced per GB-month below.
+  (https://cloud.google.com/compute/disks-image-pricing), priced per GB-month below
+  (us-central1 USD 0.10, checked with the same sources).
 
 A region missing from the table is priced as us-central1 (among the cheapest), and the plan
 says so. Months are 730 hours, as Google's calculator uses.
@@ -27,7 +30,9 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from kubelab.errors import UsageError
 
-PRICES_AS_OF = "2025-01 (list prices; estimates)"
+PRICES_AS_OF = "2026-10 (list prices; estimates)"
+# Regions whose rows were checked against 2026 sources (see the module docstring).
+CHECKED_REGIONS = frozenset({"us-central1"})
 CURRENCY = "USD"
 HOURS_PER_MONTH = Decimal(730)
 MANAGEMENT_FEE_HOURLY = Decimal("0.10")
@@ -139,6 +144,11 @@ def plan(name: str, nodes: int, machine_type: str, location: str) -> Plan:
         notes.append(
             f"{region} is not in kubelab's price table: priced as {FALLBACK_REGION}; the real "
             "price there may be higher (https://cloud.google.com/compute/vm-instance-pricing)."
+        )
+    elif region not in CHECKED_REGIONS:
+        notes.append(
+            f"{region}'s prices are 2025 list prices kubelab has not re-checked; see "
+            "https://cloud.google.com/compute/vm-instance-pricing for today's."
         )
     prices = MACHINE_HOURLY[table_region]
     if machine_type not in prices:

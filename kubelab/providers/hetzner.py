@@ -692,8 +692,9 @@ class HetznerCluster:
                 self._record_bound(name, "server", existing, role=role)
                 pending.append((existing, []))
                 continue
-            response = self.call(
-                f"creating server {node}",
+            created = self._create_or_adopt(
+                name,
+                f"server {node}",
                 functools.partial(
                     client.servers.create,
                     name=node,
@@ -705,11 +706,16 @@ class HetznerCluster:
                     firewalls=[firewall],
                     labels={**labels, LABEL_ROLE: role},
                 ),
+                functools.partial(client.servers.get_by_name, node),
                 server_type=server_type,
                 location=location,
             )
-            self._record_bound(name, "server", response.server, role=role)
-            pending.append((response.server, [response.action, *response.next_actions]))
+            if isinstance(created, BoundServer):  # adopted: its create action is long done
+                self._record_bound(name, "server", created, role=role)
+                pending.append((created, []))
+                continue
+            self._record_bound(name, "server", created.server, role=role)
+            pending.append((created.server, [created.action, *created.next_actions]))
         for server, actions in pending:
             self.wait_all(actions, f"starting server {server.name}")
 
@@ -758,9 +764,32 @@ class HetznerCluster:
                 self._record_bound(cluster, kind, found)
                 return found
             self.call(f"replacing {kind} {res_name}", found.delete)
-        obj = self.call(f"creating {kind} {res_name}", make)
+        obj = self._create_or_adopt(cluster, f"{kind} {res_name}", make, find)
         self._record_bound(cluster, kind, obj)
         return obj
+
+    def _create_or_adopt(
+        self,
+        cluster: str,
+        what: str,
+        make: Callable[[], T],
+        find: Callable[[], Any],
+        **explain_args: str,
+    ) -> T | Any:
+        """Run a create call. When an answer was lost (5xx or a dropped connection after the
+        API made the resource), the retry hits ``uniqueness_error``: adopt the resource if
+        it carries our cluster label instead of failing on our own creation."""
+        try:
+            return self.call(f"creating {what}", make, **explain_args)
+        except SetupError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, APIException) and cause.code == "uniqueness_error"):
+                raise
+            found = self.call(f"looking for {what}", find)
+            if found is None or (found.labels or {}).get(LABEL_CLUSTER) != cluster:
+                raise
+            log.info("hetzner: %s was made by a retried call whose answer was lost; adopting", what)
+            return found
 
     def _node_info(self, server: BoundServer) -> NodeInfo:
         fresh = self.call(

@@ -157,6 +157,8 @@ class StubAPI:
         self.ids = itertools.count(1000)
         # (method, path regex) -> [(status, code), ...] answered before the real handler
         self.faults: list[tuple[str, str, int, str]] = []
+        # (method, path regex): the request is carried out, then answered with a 503
+        self.lost: list[tuple[str, str]] = []
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -179,6 +181,9 @@ class StubAPI:
     def fail(self, method: str, path: str, status: int, code: str, times: int = 1) -> None:
         for _ in range(times):
             self.faults.append((method, path, status, code))
+
+    def lose_answer(self, method: str, path: str) -> None:
+        self.lost.append((method, path))
 
     def empty(self) -> bool:
         return not any(self.store.values())
@@ -301,6 +306,10 @@ class StubAPI:
                     if stub.read_only and method != "GET":
                         return self._error(403, "forbidden", "insufficient permissions")
                     status, answer = stub.route(method, path, query, body)
+                    for lost in list(stub.lost):
+                        if lost[0] == method and re.fullmatch(lost[1], path):
+                            stub.lost.remove(lost)
+                            return self._error(503, "unavailable")
                 if status >= 400:
                     return self._error(status, str(answer))
                 self._send(status, answer)
@@ -673,6 +682,43 @@ def test_429_and_5xx_are_retried(stub: StubAPI, home: Path) -> None:
     assert len(stub.store["servers"]) == 1
     posts = [p for m, p in stub.requests if m == "POST"]
     assert posts.count("/networks") == 3 and posts.count("/servers") == 2
+
+
+def test_lost_answers_are_adopted_not_duplicated(stub: StubAPI, home: Path) -> None:
+    # the API made the resource but its answer was a 503: the retry gets uniqueness_error
+    for path in ("/ssh_keys", "/networks", "/firewalls", "/servers"):
+        stub.lose_answer("POST", path)
+    created = make(stub, home).create("demo", nodes=1)
+    assert not stub.lost
+    assert {k: len(v) for k, v in stub.store.items() if v} == {
+        "ssh_keys": 1,
+        "networks": 1,
+        "firewalls": 1,
+        "servers": 2,
+    }
+    recorded = StateStore(home / "state.json").load().clusters["demo"].resources
+    assert sorted(r.kind for r in recorded) == [
+        "firewall",
+        "network",
+        "server",
+        "server",
+        "ssh_key",
+    ]
+    assert [n.role for n in created.nodes] == ["control-plane", "worker"]
+
+
+def test_name_taken_by_someone_else_is_not_adopted(stub: StubAPI, home: Path) -> None:
+    cluster = make(stub, home)
+    original = cluster.client.networks.create
+
+    def someone_else_first(**kwargs: Any) -> Any:  # another tool takes the name meanwhile
+        original(**{**kwargs, "labels": {"owner": "someone"}})
+        return original(**kwargs)
+
+    cluster.client.networks.create = someone_else_first  # type: ignore[method-assign]
+    with pytest.raises(SetupError, match="uniqueness_error"):
+        cluster.create("demo", nodes=0, keep_on_failure=True)
+    assert [n["labels"] for n in stub.store["networks"].values()] == [{"owner": "someone"}]
 
 
 def test_rate_limit_that_does_not_stop_gives_clear_message(stub: StubAPI, home: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from kubelab.errors import UsageError
 from kubelab.providers.gke import check_name, kubeconfig_document
-from kubelab.providers.gke_pricing import plan
+from kubelab.providers.gke_pricing import MACHINE_HOURLY, plan
 
 
 def test_zonal_plan_costs() -> None:
@@ -29,6 +29,17 @@ def test_regional_and_unknown_region_are_noted() -> None:
     assert any("region" in n for n in p.notes)
     q = plan("kubelab", 1, "e2-medium", "southamerica-east1-a")
     assert any("not in kubelab's price table" in n for n in q.notes)
+    assert any("not re-checked" in n for n in p.notes)
+    assert not any("re-checked" in n for n in plan("k", 1, "e2-medium", "us-central1-a").notes)
+
+
+def test_us_central1_rows_follow_the_e2_unit_rates() -> None:
+    # E2 in us-central1: USD 0.021811 per vCPU-hour and 0.002923 per GB-hour (module docstring)
+    vcpu, gb = Decimal("0.021811"), Decimal("0.002923")
+    rows = MACHINE_HOURLY["us-central1"]
+    assert rows["e2-medium"] == vcpu * 1 + gb * 4
+    assert rows["e2-standard-2"] == vcpu * 2 + gb * 8
+    assert rows["e2-standard-4"] == vcpu * 4 + gb * 16
 
 
 def test_unknown_machine_type_and_bad_input() -> None:
