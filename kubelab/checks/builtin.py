@@ -8,6 +8,7 @@ they find (not just the first) and tell "wrong" (failed) from "not ready yet" (p
 from __future__ import annotations
 
 import json
+import math
 import operator
 import time
 from collections.abc import Callable
@@ -133,6 +134,13 @@ def pods_ready(spec: types.PodsReady, ctx: CheckContext) -> CheckResult:
             Status.FAILED,
             f"no {where}",
             hint=f"kubectl get pods -n {spec.namespace} --show-labels",
+            evidence=evidence,
+        )
+    if not not_ready:  # all there are ready, but too few exist (a Deployment deleted?)
+        return CheckResult(
+            Status.FAILED,
+            f"only {len(ready)} of {spec.min_ready} {where} exist: {', '.join(ready)}",
+            hint=f"kubectl get deployments,pods -n {spec.namespace} --show-labels",
             evidence=evidence,
         )
     return CheckResult(
@@ -416,6 +424,22 @@ def _component_service(ctx: CheckContext, component: str) -> tuple[str, str, int
     return ctx.services[component]
 
 
+def query_value(data: Any) -> tuple[str | None, int]:
+    """The raw value of a Prometheus-API query answer (``data`` is its ``data`` object) and
+    how many series it had: the first series of a vector, the last point of the first series
+    of a matrix, a scalar's value. None when it holds no value (no matching series)."""
+    kind = data.get("resultType", "vector")
+    result = data["result"]
+    if kind in ("scalar", "string"):
+        return str(result[1]), 1
+    if not result:
+        return None, 0
+    if kind == "matrix":
+        values = result[0].get("values") or []
+        return (str(values[-1][1]) if values else None), len(result)
+    return str(result[0]["value"][1]), len(result)
+
+
 @implements(types.MetricsQuery)
 def metrics_query(spec: types.MetricsQuery, ctx: CheckContext) -> CheckResult:
     namespace, service, port = _component_service(ctx, "victoria-metrics")
@@ -424,22 +448,51 @@ def metrics_query(spec: types.MetricsQuery, ctx: CheckContext) -> CheckResult:
     )
     try:
         data = json.loads(text)
-        result = data["data"]["result"]
-    except (ValueError, KeyError, TypeError):
+        if isinstance(data, dict) and data.get("status") == "error":
+            return CheckResult(
+                Status.ERROR,
+                f"VictoriaMetrics rejected the query: {data.get('error') or data}",
+                hint="Check the PromQL of the query (try it in the VictoriaMetrics UI: vmui).",
+                evidence={"query": spec.query},
+            )
+        raw, series = query_value(data["data"])
+        value = None if raw is None else float(raw)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return CheckResult(
             Status.ERROR, f"VictoriaMetrics gave an unreadable answer: {text[:200]!r}"
         )
-    evidence: dict[str, Any] = {"query": spec.query, "series": len(result)}
-    if not result:
-        # An empty result is "no data yet", never a pass (see the MetricsQuery docstring).
-        status = Status.PENDING if spec.on_empty == "pending" else Status.FAILED
+    evidence: dict[str, Any] = {"query": spec.query, "series": series}
+    # Nothing to compare is "no data yet", never a pass (see the MetricsQuery docstring):
+    # no series at all, or NaN (0/0, a ratio over a window without requests), or an
+    # infinity (x/0, a ratio whose denominator has no requests while its numerator has).
+    no_data = Status.PENDING if spec.on_empty == "pending" else Status.FAILED
+    if value is None:
         return CheckResult(
-            status,
+            no_data,
             "the query returned no data yet (no matching series)",
             hint="Generate traffic and wait for the next scrape (about 30 s).",
             evidence=evidence,
         )
-    value = float(result[0]["value"][1])
+    if math.isnan(value):
+        evidence["value"] = "NaN"
+        return CheckResult(
+            no_data,
+            "the query returned NaN (0/0: no requests in its time window yet), so there is "
+            f"no value to compare with {spec.compare} {spec.value:g}",
+            hint="Generate traffic and wait for the next scrape (about 30 s).",
+            evidence=evidence,
+        )
+    if math.isinf(value):
+        shown = "+Inf" if value > 0 else "-Inf"
+        evidence["value"] = shown
+        return CheckResult(
+            no_data,
+            f"the query returned {shown} (a division by zero: its denominator is 0 in the "
+            f"time window), so there is no value to compare with {spec.compare} "
+            f"{spec.value:g}",
+            hint="Generate traffic matching the denominator, or check the query's labels.",
+            evidence=evidence,
+        )
     evidence["value"] = value
     ok = _COMPARE[spec.compare](value, spec.value)
     return CheckResult(
@@ -473,3 +526,8 @@ def jaeger_traces(spec: types.JaegerTraces, ctx: CheckContext) -> CheckResult:
         hint="Send some requests, then wait a few seconds for the spans to arrive.",
         evidence=evidence,
     )
+
+
+# The progressive-delivery checks register themselves in IMPLEMENTATIONS; importing them here
+# keeps the registry complete for everyone who imports it from this module.
+from kubelab.checks import delivery as _delivery  # noqa: E402, F401

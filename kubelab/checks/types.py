@@ -188,3 +188,107 @@ class JaegerTraces(CheckSpec):
     service: str = Field(min_length=1, examples=["app-backend.istio"])
     min_traces: int = Field(default=1, ge=1)
     lookback_minutes: int = Field(default=15, ge=1, le=1440)
+
+
+# -- progressive delivery (Flagger, Argo Rollouts) ------------------------------------------
+
+FlaggerPhase = Literal[
+    "Initializing",
+    "Initialized",
+    "Waiting",
+    "Progressing",
+    "WaitingPromotion",
+    "Promoting",
+    "Finalising",
+    "Succeeded",
+    "Failed",
+    "Terminating",
+    "Terminated",
+]
+RolloutPhase = Literal["Healthy", "Progressing", "Paused", "Degraded"]
+AnalysisPhase = Literal["Successful", "Failed", "Error", "Inconclusive"]
+ImageTag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
+
+
+@register
+class FlaggerCanary(CheckSpec):
+    """A Flagger Canary is in one of ``phase`` and, optionally, got there the right way.
+
+    ``primary_tag`` checks the image tag the primary Deployment runs (what was promoted:
+    ``<spec.targetRef.name>-primary``, i.e. ``<name>-primary`` when the Canary is named after
+    its Deployment); ``reached_weight`` that Flagger's events show the canary weight advancing
+    to at least that percentage; ``events`` substrings (case-insensitive) that Flagger's events
+    must contain (e.g. "Rolling back"). While the Canary is still moving towards a wanted final
+    phase (Succeeded/Failed) the result is ``pending``, with the current weight in the message;
+    so is a final phase left from the previous revision while Flagger has not picked up a
+    changed Deployment yet.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"flagger"})
+    type: Literal["flagger-canary"]
+    name: Name
+    namespace: Namespace
+    phase: list[FlaggerPhase] = Field(min_length=1, examples=[["Succeeded"]])
+    primary_tag: ImageTag | None = None
+    reached_weight: int | None = Field(default=None, ge=1, le=100)
+    events: list[str] = Field(default_factory=list)
+
+
+@register
+class RolloutStatus(CheckSpec):
+    """An Argo Rollout's phase, and optionally its step, pause, canary weight and image.
+
+    ``step`` is ``status.currentStepIndex`` (0-based, as the dashboard shows it); ``paused``
+    whether the rollout waits for a promotion; ``canary_weight`` the weight Argo Rollouts set
+    for the canary; ``stable_tag`` the image tag of the stable ReplicaSet.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"argo-rollouts"})
+    type: Literal["rollout-status"]
+    name: Name
+    namespace: Namespace
+    phase: list[RolloutPhase] = Field(min_length=1, examples=[["Healthy"]])
+    step: int | None = Field(default=None, ge=0)
+    paused: bool | None = None
+    canary_weight: int | None = Field(default=None, ge=0, le=100)
+    stable_tag: ImageTag | None = None
+
+
+@register
+class RolloutServices(CheckSpec):
+    """Which ReplicaSet (by the image tag of its pods) the Rollout's Services select.
+
+    Argo Rollouts points a Service at a ReplicaSet by adding the label
+    ``rollouts-pod-template-hash`` to its selector; this check follows that label to the
+    ReplicaSet and compares its image tag, e.g. active -> v1 and preview -> v2 during a
+    blue/green before promotion.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"argo-rollouts"})
+    type: Literal["rollout-services"]
+    rollout: Name
+    namespace: Namespace
+    expect: dict[Name, ImageTag] = Field(
+        min_length=1, description="Service name -> image tag of the ReplicaSet it must select"
+    )
+
+
+@register
+class AnalysisRunResult(CheckSpec):
+    """The latest AnalysisRun of a Rollout (optionally from one template) ended as expected.
+
+    A run still going is ``pending``; the message lists each metric's phase and the
+    measurement's value or error (an empty query result shows up here). With ``template``,
+    the runs are those the Rollout starts where it references that template, and only the
+    template's metrics count (an analysis listing two templates runs both in one AnalysisRun).
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"argo-rollouts"})
+    type: Literal["analysisrun-result"]
+    rollout: Name
+    namespace: Namespace
+    template: Name | None = Field(
+        default=None,
+        description="AnalysisTemplate the run used (found through where the Rollout references it)",
+    )
+    expect: AnalysisPhase = "Successful"

@@ -67,6 +67,11 @@ def test(
             if e.skipped_because:
                 con.print(f"         [dim]{escape(e.skipped_because)}[/]")
         verdict = "[green]lesson test passed[/]" if report.passed else "[red]lesson test failed[/]"
+        if report.passed and all(e.result == "skipped" for e in report.exercises):
+            verdict = (
+                f"[yellow]nothing tested: every exercise needs what {escape(report.provider)} "
+                "does not have[/]"
+            )
         con.print(f"{verdict} ({report.seconds:.1f}s)")
     if not report.passed:
         raise typer.Exit(int(ExitCode.CHECK_FAILED))

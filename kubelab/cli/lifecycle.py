@@ -108,7 +108,9 @@ def status(ctx: typer.Context) -> None:
 
 def open_component(
     ctx: typer.Context,
-    component: Annotated[str, typer.Argument(help="kiali, jaeger, gitea or victoria-metrics.")],
+    component: Annotated[
+        str, typer.Argument(help="kiali, jaeger, gitea, victoria-metrics or argo-rollouts.")
+    ],
     lesson: Annotated[str | None, typer.Option("--lesson", "-l", help="Lesson id.")] = None,
     browser: Annotated[bool, typer.Option(help="Open a browser window.")] = True,
 ) -> None:
@@ -124,7 +126,8 @@ def open_component(
     from kubelab.state import StateStore
 
     opts = options(ctx)
-    names = ("kiali", "jaeger", "gitea", "victoria-metrics")
+    # Every component with a web UI (Argo Rollouts' dashboard included).
+    names = tuple(name for name, entry in CATALOG.items() if entry.ui is not None)
     if component not in names:
         raise UsageError(f"cannot open {component!r}", hint=f"Use one of: {', '.join(names)}.")
     session = open_session(StateStore(), lesson)

@@ -179,4 +179,19 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[s
         out.print(f"  ingress: {details.get('ingress')}")
     if first is not None:
         out.print(f"  first exercise ({first.exercise}): checks {first.status}")
-    out.print("Start with: [bold]kubelab exercise[/]")
+        out.print("Start with: [bold]kubelab exercise[/]")
+        return
+    # No exercise can run on this provider (the sandbox lacks what every one of them needs).
+    available = provider.available_components(loaded.lesson.components)
+    missing = sorted(
+        {c for e in loaded.lesson.exercises for c in e.needed_components() - available}
+    )
+    lesson_id = loaded.lesson.id
+    out.print(
+        f"[yellow]None of the {len(loaded.lesson.exercises)} exercises of {lesson_id} can run "
+        f"on {provider_name}[/]: they need {escape(', '.join(missing))}."
+    )
+    out.print(
+        f"Read them with [bold]kubelab show {lesson_id}[/]; do them on a real cluster: "
+        f"[bold]kubelab up {lesson_id} --provider kind[/] (or --provider existing)."
+    )

@@ -25,6 +25,7 @@ import base64
 import builtins
 import contextlib
 import copy
+import datetime
 import functools
 import hashlib
 import json
@@ -338,6 +339,11 @@ def _timed_dynamic_client(client: Any, timeout: float) -> Any:
     return TimedDynamicClient(client)  # type: ignore[no-untyped-call]
 
 
+def utcnow() -> datetime.datetime:
+    """The time now, in UTC (one place, so tests can move the clock)."""
+    return datetime.datetime.now(datetime.UTC)
+
+
 def _seconds(value: float) -> str:
     return f"{value:.0f}s" if value >= 1 else f"{value:g}s"
 
@@ -382,6 +388,8 @@ class Kube:
                 # One retry policy (ours, with a deadline), not urllib3's immediate retries
                 # stacked under it: a read timeout would otherwise cost 4 timeouts per try.
                 configuration.retries = False
+                # Grading runs many checks at once on one Kube: keep their connections.
+                configuration.connection_pool_maxsize = 64
                 try:
                     self._api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
                         config_file=str(self.kubeconfig) if self.kubeconfig else None,
@@ -401,20 +409,27 @@ class Kube:
         return str(getattr(self.api_client().configuration, "host", "the cluster"))
 
     def _resource(self, api_version: str, kind: str) -> Any:
+        from kubernetes.client.exceptions import ApiException
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
         client = self.api_client()
         with self._lock:
             if self._dynamic is None:
                 # Discovery is several GETs; a transient failure in any retries the lot.
-                self._dynamic = self._request(
-                    lambda _t: _timed_dynamic_client(client, self.timeout), what="API discovery"
-                )
+                try:
+                    self._dynamic = self._request(
+                        lambda _t: _timed_dynamic_client(client, self.timeout),
+                        what="API discovery",
+                    )
+                except ApiException as exc:
+                    raise self._api_error(exc, "its API discovery") from exc
         try:
             return self._request(
                 lambda _t: self._dynamic.resources.get(api_version=api_version, kind=kind),
                 what=f"API discovery of {kind}",
             )
+        except ApiException as exc:
+            raise self._api_error(exc, f"API discovery of {kind}") from exc
         except ResourceNotFoundError:
             raise KindNotServed(
                 f"the cluster does not serve {kind} ({api_version})",
@@ -474,6 +489,36 @@ class Kube:
         except ApiException as exc:
             raise self._api_error(exc, "its version") from exc
         return str(getattr(info, "git_version", "") or "")
+
+    def create_token(
+        self, namespace: str, service_account: str, seconds: int
+    ) -> tuple[str, datetime.datetime]:
+        """A token of ``service_account`` from the TokenRequest API, valid ``seconds``
+        (the server may shorten it): ``(token, expiry)``. Nothing is stored in the cluster."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        api = client.CoreV1Api(self.api_client())
+        body = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+        )
+        what = f"a token for serviceaccount {namespace}/{service_account}"
+        try:
+            answer = self._request(
+                lambda t: api.create_namespaced_service_account_token(
+                    service_account, namespace, body, _request_timeout=t
+                ),
+                what=what,
+            )
+        except ApiException as exc:
+            raise self._api_error(exc, what) from exc
+        status = answer.status
+        if status is None or not status.token or status.expiration_timestamp is None:
+            raise KubelabError(f"the cluster gave no token for {what[6:]}")
+        expires: datetime.datetime = status.expiration_timestamp
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=datetime.UTC)
+        return str(status.token), expires
 
     def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
@@ -683,7 +728,38 @@ class Kube:
         )
         return deleted
 
+    def _expired_class_kubeconfig(self) -> tuple[str, str] | None:
+        """(message, hint) when this is a class kubeconfig whose token has expired."""
+        from kubelab.classroom.access import kubeconfig_expiry
+
+        if self.kubeconfig is None:
+            return None
+        try:
+            import yaml
+
+            found = kubeconfig_expiry(yaml.safe_load(self.kubeconfig.read_text()) or {})
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            return None
+        if found is None:
+            return None
+        student, expires = found
+        if expires > utcnow() + datetime.timedelta(seconds=5):
+            return (
+                f"the cluster refused the token of {self.kubeconfig} (student {student}) "
+                f"although it is valid until {expires:%Y-%m-%d %H:%M} UTC",
+                "The class may have been re-created; ask your instructor for a new kubeconfig.",
+            )
+        return (
+            f"your class kubeconfig {self.kubeconfig} (student {student}) expired at "
+            f"{expires:%Y-%m-%d %H:%M} UTC",
+            f"Ask your instructor for a new one: `kubelab class kubeconfigs --student {student}`.",
+        )
+
     def _api_error(self, exc: Any, what: str, verb: str = "show") -> KubelabError:
+        if exc.status == 401:
+            expired = self._expired_class_kubeconfig()
+            if expired:
+                return SetupError(expired[0], hint=expired[1])
         if exc.status in (401, 403):
             return SetupError(
                 f"the cluster refused to {verb} {what} ({exc.status} {exc.reason})",
@@ -691,7 +767,10 @@ class Kube:
             )
         detail = ""
         with contextlib.suppress(ValueError, AttributeError):
-            detail = json.loads(exc.body or "{}").get("message", "")
+            body = json.loads(exc.body or "{}")
+            # A Kubernetes Status has "message"; a service reached through the API server's
+            # proxy (VictoriaMetrics, Jaeger) says what went wrong in "error".
+            detail = body.get("message") or body.get("error") or ""
         message = f"the cluster answered {exc.status} {exc.reason} for {what}"
         return KubelabError(f"{message}: {detail}" if detail else message)
 
@@ -836,23 +915,36 @@ class Kube:
 
         api = self.api_client()
         url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
-        try:
-            data = self._request(
-                lambda t: api.call_api(
-                    url,
-                    "GET",
-                    query_params=builtins.list(params.items()),
-                    response_type="str",
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _request_timeout=t,
-                ),
-                what=f"proxy to service {namespace}/{service}",
+        query = builtins.list(params.items())
+
+        def send(timeout: float) -> bytes:
+            if hasattr(api, "param_serialize"):
+                # kubernetes >= 35 (the newer generator): serialize, send, and raise on a
+                # non-2xx answer ourselves, as its dynamic client does.
+                request = api.param_serialize(
+                    "GET", url, query_params=query, auth_settings=["BearerToken"]
+                )
+                response = api.call_api(*request, _request_timeout=timeout)
+                response.read()
+                if not 200 <= response.status <= 299:
+                    raise ApiException(http_resp=response)
+                return bytes(response.data)
+            data = api.call_api(
+                url,
+                "GET",
+                query_params=query,
+                response_type="str",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
             )
+            return bytes(data[0].data)
+
+        try:
+            body = self._request(send, what=f"proxy to service {namespace}/{service}")
         except ApiException as exc:
             raise self._api_error(exc, f"service {namespace}/{service}") from exc
-        text: str = data[0].data.decode("utf-8", "replace")
-        return text
+        return body.decode("utf-8", "replace")
 
     def forward_target(self, namespace: str, target: str, remote_port: int) -> tuple[str, int]:
         """The pod and container port that ``port_forward(namespace, target, remote_port)``

@@ -326,6 +326,13 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
                 ("exercises", i, "solve"),
                 f"solve script {exercise.solve} is not executable (chmod +x it)",
             )
+        later = {e.id for e in lesson.exercises[i + 1 :]}
+        for j, other in enumerate(exercise.superseded_by):
+            if other not in later:
+                yield (
+                    ("exercises", i, "superseded_by", j),
+                    f"{other!r} is not a later exercise of this lesson",
+                )
         for j, component in enumerate(exercise.requires):
             if component not in lesson.components:
                 yield (

@@ -74,6 +74,12 @@ class Exercise(StrictModel):
         description="components the exercise needs beyond its checks' own (e.g. kiali)",
     )
     checks: list[Check] = Field(min_length=1)
+    superseded_by: list[str] = Field(
+        default_factory=list,
+        description="later exercises that start from this one's end state and change it: "
+        "when one of them passes, grading counts this one as done even though its own "
+        "checks no longer hold (e.g. a 90/10 split after the student moved on to 50/50)",
+    )
     passes_before_solve: bool = Field(
         default=False,
         description="an observation exercise: its checks already pass before its solve "

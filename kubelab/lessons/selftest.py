@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from kubelab.checks.result import Status
 from kubelab.checks.runner import ExerciseOutcome, run_exercise, wait_for_exercise
-from kubelab.errors import KubelabError
+from kubelab.errors import KubelabError, KubelabTimeout
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.lessons.runner import LessonRunner, check_context, exercise_available
 from kubelab.lessons.solve import run_solve
@@ -156,7 +156,14 @@ def run_lesson_test(
                     "its checks already pass before the solve script: they cannot tell a "
                     "student who did the exercise from one who did not"
                 )
-            solve = run_solve(loaded, exercise, record)
+            try:
+                solve = run_solve(loaded, exercise, record)
+            except KubelabTimeout as exc:  # report it and go on with the next exercise
+                item.problems.append(exc.message)
+                item.result = "error"
+                item.seconds = time.monotonic() - t0
+                progress(f"{exercise.id}: error ({exc.message})")
+                continue
             item.solve_output = solve.output
             if solve.returncode != 0:
                 item.problems.append(f"solve script exited with code {solve.returncode}")

@@ -32,11 +32,16 @@ class Session:
         return self.available is None or exercise_available(exercise, self.available)
 
     def current(self) -> Exercise:
-        """The first exercise not passed yet that can be done here (else the last one)."""
-        for exercise in self.loaded.lesson.exercises:
+        """The first exercise not passed yet that can be done here (else the last one; the
+        first when none can be done here, e.g. a lesson whose every exercise needs Argo
+        Rollouts, in the sandbox)."""
+        exercises = self.loaded.lesson.exercises
+        for exercise in exercises:
             if self.available_here(exercise) and self.progress(exercise.id).status != "passed":
                 return exercise
-        return self.loaded.lesson.exercises[-1]
+        if not any(self.available_here(e) for e in exercises):
+            return exercises[0]
+        return exercises[-1]
 
     def exercise(self, exercise_id: str | None) -> Exercise:
         if exercise_id is None:

@@ -23,6 +23,8 @@ import contextlib
 import hmac
 import json
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +71,10 @@ class _Context:
     # cleanly on "closing", whatever still runs a moment later is cancelled.
     streams: set[asyncio.Task[Any]] = field(default_factory=set)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Tokens issued by the TokenRequest API: token -> expiry (epoch seconds). They are
+    # accepted like the admin token until they expire (no RBAC: authorization is not
+    # emulated), so a student's kubeconfig really stops working when its token ends.
+    issued: dict[bytes, float] = field(default_factory=dict)
 
 
 _CONTEXT = web.AppKey("kubelab_sandbox_context", _Context)
@@ -112,8 +118,10 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     context = request.app[_CONTEXT]
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        credential.strip().encode(), context.token
+    presented = credential.strip().encode()
+    if scheme.lower() != "bearer" or not (
+        hmac.compare_digest(presented, context.token)
+        or context.issued.get(presented, 0.0) > time.time()
     ):
         return _status_response(ApiError(401, "Unauthorized", "Unauthorized"))
     try:
@@ -350,6 +358,10 @@ async def _handle(request: web.Request, target: _Target, watch_path: bool) -> we
         return await _stream(request, target)
     if sub == "scale":
         return await _scale(request, target)
+    if sub == "token":
+        if method != "POST":
+            raise _method_not_allowed()
+        return await _token_request(request, target)
     if sub == "status":
         if method == "GET":
             return _object_response(request, target.rt, _get(request, target))
@@ -374,6 +386,33 @@ async def _handle(request: web.Request, target: _Target, watch_path: bool) -> we
     if method == "DELETE":
         return await _delete(request, target)
     raise _method_not_allowed()
+
+
+async def _token_request(request: web.Request, target: _Target) -> web.StreamResponse:
+    """POST serviceaccounts/NAME/token: a TokenRequest answered with a random token."""
+    _get(request, target)  # 404 when the ServiceAccount does not exist
+    body = await _body(request, allow_empty=True) or {}
+    spec = dict(body.get("spec") or {})
+    seconds = int(spec.get("expirationSeconds") or 3600)
+    if seconds < 600:
+        raise ApiError(
+            422,
+            "Invalid",
+            "spec.expirationSeconds: Invalid value: may not specify a duration "
+            "less than 10 minutes",
+        )
+    token = secrets.token_urlsafe(32)
+    expires = time.time() + seconds
+    request.app[_CONTEXT].issued[token.encode()] = expires
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+    answer = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "metadata": {"name": target.name, "namespace": target.namespace},
+        "spec": {**spec, "expirationSeconds": seconds, "audiences": spec.get("audiences") or []},
+        "status": {"token": token, "expirationTimestamp": stamp},
+    }
+    return _json(answer, status=201)
 
 
 def _store(request: web.Request) -> Store:
@@ -687,21 +726,35 @@ def _fault_middleware(every: int) -> Any:
     return inject
 
 
+def _latency_middleware(seconds: float) -> Any:
+    @web.middleware
+    async def delay(request: web.Request, handler: Handler) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return await handler(request)
+
+    return delay
+
+
 def create_api_app(
     store: Store,
     token: str,
     exec_handler: ExecHandler | None = None,
     log_handler: LogHandler | None = None,
     fault_every: int = 0,
+    latency: float = 0.0,
 ) -> web.Application:
     """The aiohttp application serving ``store``; every request needs ``token``.
 
-    ``fault_every`` > 0 answers every n-th request with a transient error (tests only)."""
+    ``fault_every`` > 0 answers every n-th request with a transient error, ``latency`` > 0
+    delays every answer by that many seconds, as a distant API server does (tests and
+    benchmarks only)."""
     if not token:
         raise ValueError("the sandbox API needs a non-empty token")
     middlewares = [_middleware]
     if fault_every > 0:
         middlewares.insert(0, _fault_middleware(fault_every))
+    if latency > 0:
+        middlewares.insert(0, _latency_middleware(latency))
     app = web.Application(middlewares=middlewares, client_max_size=16 * 1024 * 1024)
     app[_CONTEXT] = _Context(store, token.encode(), exec_handler, log_handler)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
@@ -788,8 +841,9 @@ async def start_api(
     exec_handler: ExecHandler | None = None,
     log_handler: LogHandler | None = None,
     fault_every: int = 0,
+    latency: float = 0.0,
 ) -> ApiServer:
     """Create the app for ``store`` and serve it on 127.0.0.1 (a free port unless given);
     ``server.kubeconfig(token)`` is what kubectl and the Python client need."""
-    app = create_api_app(store, token, exec_handler, log_handler, fault_every)
+    app = create_api_app(store, token, exec_handler, log_handler, fault_every, latency)
     return await serve(app, host=host, port=port, tls=tls)

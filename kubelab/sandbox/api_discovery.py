@@ -43,6 +43,7 @@ _SUBRESOURCE_VERBS = {
     "scale": ["get", "patch", "update"],
     "log": ["get"],
     "exec": ["create", "get"],
+    "token": ["create"],
 }
 
 
@@ -51,6 +52,8 @@ def _subresource_kind(rt: ResourceType, sub: str) -> dict[str, str]:
         return {"group": "autoscaling", "version": "v1", "kind": "Scale"}
     if sub == "exec":
         return {"group": "", "version": "v1", "kind": "PodExecOptions"}
+    if sub == "token":
+        return {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}
     return {"group": rt.group, "version": rt.version, "kind": rt.kind}
 
 

@@ -184,7 +184,14 @@ def _registry() -> tuple[ResourceType, ...]:
             subresources=("status",),
         ),
         rt("", "v1", "Secret", "secrets"),
-        rt("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",)),
+        rt(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            short_names=("sa",),
+            subresources=("token",),
+        ),
         rt("", "v1", "Event", "events", short_names=("ev",)),
         # apps/v1, batch/v1
         rt(

@@ -26,10 +26,8 @@ from kubelab.cluster.kube import ClusterUnreachable, Kube, kubelab_labels, lesso
 from kubelab.cluster.retry import RetryPolicy
 from kubelab.errors import KubelabError
 from kubelab.sandbox import resources
-from kubelab.sandbox.api import ApiServer, create_api_app, serve
-from kubelab.sandbox.store import Store
+from kubelab.sandbox.threaded import ThreadedApi
 
-TOKEN = "cluster-test-token-0123456789"
 LESSON = "istio-traffic-splitting"
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,26 +57,12 @@ class Recorder:
         self.requests.clear()
 
 
-class SandboxApi:
+class SandboxApi(ThreadedApi):
     """A sandbox API with request recording and fault injection, on its own loop thread."""
 
     def __init__(self, home: Path) -> None:
         self.faults = Faults()
         self.recorder = Recorder()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        try:
-            self.store: Store = self.call(Store)
-            self.server: ApiServer = self.run(self._start())
-        except BaseException:
-            self._stop_loop()
-            raise
-        self.kubeconfig = home / "kubeconfig"
-        self.kubeconfig.write_text(json.dumps(self.server.kubeconfig(TOKEN)))
-
-    async def _start(self) -> ApiServer:
-        app = create_api_app(self.store, TOKEN)
         faults, recorder = self.faults, self.recorder
 
         @web.middleware
@@ -104,40 +88,13 @@ class SandboxApi:
             return web.json_response(body, status=status, headers=headers)
 
         # Outermost first: faults hit before anything (auth included) sees the request.
-        app.middlewares.insert(0, record)
-        app.middlewares.insert(0, inject)
-        return await serve(app)
-
-    def run(self, coroutine: Any, timeout: float = 15) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        async def invoke() -> Any:
-            return fn(*args, **kwargs)
-
-        return self.run(invoke())
+        super().__init__(home, middlewares=[inject, record])
 
     def names(self, rt: resources.ResourceType, namespace: str | None = None) -> list[str]:
         items, _ = self.call(self.store.list, rt, namespace)
         return sorted(
             f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}" for o in items
         )
-
-    def kube(self, **kwargs: Any) -> Kube:
-        kwargs.setdefault("retry", RetryPolicy(deadline=20, initial_delay=0.01, max_delay=0.05))
-        kwargs.setdefault("poll", 0.0)
-        return Kube(self.kubeconfig, **kwargs)
-
-    def _stop_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    def close(self) -> None:
-        try:
-            self.run(self.server.stop())
-        finally:
-            self._stop_loop()
 
 
 @pytest.fixture

@@ -14,123 +14,46 @@ Usage::
     python charts/app-backend/schema/generate_schema.py --check  # exit 1 if it is out of date
 
 A test asserts that the committed file equals :func:`render`'s output, so edit this script,
-not the JSON.
+not the JSON. The building blocks shared with the other charts are in scripts/chart_schema.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
-CHART_DIR = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = CHART_DIR / "values.schema.json"
+# The shared building blocks live in the repository's scripts/ folder, which is no package:
+# put it on the path so that this file runs as a plain script and loads with importlib.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
 
-Schema = dict[str, Any]
-
-# Kubernetes name formats (RFC 1123 label / subdomain) and label syntax.
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-LABEL_KEY = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+import chart_schema
+from chart_schema import (
+    DNS_LABEL,
+    IMAGE_TAG,
+    LABEL_KEY,
+    LABEL_VALUE,
+    Schema,
+    boolean,
+    common_labels,
+    helm_global,
+    image,
+    integer,
+    optional,
+    pod_annotations,
+    port,
+    probe,
+    resources,
+    string,
+    string_map,
+    values_schema,
 )
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-# Resource quantity, as in the Kubernetes OpenAPI definition of resource.Quantity.
-QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-# Docker image tag.
-IMAGE_TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 
 def obj(
     properties: Schema, description: str = "", required: bool = True, extra: Schema | None = None
 ) -> Schema:
-    """A closed object: only the listed properties, all required unless told otherwise.
-
-    Keys whose schema has ``"x-optional": True`` are not required: they may be removed with
-    ``--set key=null`` (Helm's way of dropping a default). The marker is stripped again.
-    """
-    schema: Schema = {"type": "object"}
-    if description:
-        schema["description"] = description
-    schema["additionalProperties"] = False
-    if required:
-        schema["required"] = [k for k, v in properties.items() if not v.get("x-optional")]
-    for value in properties.values():
-        value.pop("x-optional", None)
-    schema["properties"] = properties
-    schema.update(extra or {})
-    return schema
-
-
-def optional(schema: Schema) -> Schema:
-    """Mark a property as not required (see :func:`obj`)."""
-    return {**schema, "x-optional": True}
-
-
-def string(description: str = "", **extra: Any) -> Schema:
-    schema: Schema = {"type": "string"}
-    if description:
-        schema["description"] = description
-    schema.update(extra)
-    return schema
-
-
-def integer(description: str, minimum: int | None = None, maximum: int | None = None) -> Schema:
-    schema: Schema = {"type": "integer", "description": description}
-    if minimum is not None:
-        schema["minimum"] = minimum
-    if maximum is not None:
-        schema["maximum"] = maximum
-    return schema
-
-
-def boolean(description: str) -> Schema:
-    return {"type": "boolean", "description": description}
-
-
-def string_map(description: str, key_pattern: str | None = None, **value: Any) -> Schema:
-    schema: Schema = {"type": "object", "description": description}
-    if key_pattern:
-        schema["propertyNames"] = {"pattern": key_pattern, "maxLength": 317}
-    schema["additionalProperties"] = {"type": "string", **value}
-    return schema
-
-
-def port(description: str) -> Schema:
-    return integer(description, 1, 65535)
-
-
-def resources(description: str) -> Schema:
-    quantity = {"anyOf": [{"type": "string", "pattern": QUANTITY}, {"type": "number"}]}
-    quantities = {
-        "type": "object",
-        "propertyNames": {"pattern": DNS_SUBDOMAIN.replace("$", "") + r"(/[-A-Za-z0-9_.]+)?$"},
-        "additionalProperties": quantity,
-    }
-    return obj(
-        {"requests": quantities, "limits": quantities},
-        description,
-        required=False,
-    )
-
-
-def probe(description: str) -> Schema:
-    return obj(
-        {
-            "path": string("HTTP path of the probe", pattern="^/"),
-            "initialDelaySeconds": integer("seconds before the first probe", 0),
-            "periodSeconds": integer("seconds between probes", 1),
-            "timeoutSeconds": integer("seconds before a probe times out", 1),
-            "failureThreshold": integer("failures in a row before acting", 1),
-        },
-        description,
-    )
+    """:func:`chart_schema.obj`, with the keys of ``extra`` (e.g. ``if``/``then``) added."""
+    return chart_schema.obj(properties, description, required) | (extra or {})
 
 
 def version(name: str) -> Schema:
@@ -216,9 +139,7 @@ def build_schema() -> Schema:
         "in-mesh curl Pod used by exercises and traffic checks",
     )
     properties: Schema = {
-        "global": optional(
-            {"type": "object", "description": "reserved by Helm (values shared with subcharts)"}
-        ),
+        "global": helm_global(),
         "nameOverride": optional(
             string(
                 "base name of all objects (default app-backend)",
@@ -226,30 +147,8 @@ def build_schema() -> Schema:
                 maxLength=40,
             )
         ),
-        "commonLabels": optional(
-            string_map(
-                "extra labels added to every object", LABEL_KEY, pattern=LABEL_VALUE, maxLength=63
-            )
-        ),
-        "image": obj(
-            {
-                "registry": string("registry host[:port], empty for none", pattern=r"^[^/\s]*$"),
-                "repository": string("image repository", pattern=r"^[a-z0-9][a-z0-9._/-]*$"),
-                "pullPolicy": {
-                    "type": "string",
-                    "description": "imagePullPolicy of the app containers",
-                    "enum": ["Always", "IfNotPresent", "Never"],
-                },
-                "pullSecrets": optional(
-                    {
-                        "type": "array",
-                        "description": "names of image pull Secrets",
-                        "items": {"type": "string", "pattern": DNS_SUBDOMAIN},
-                    }
-                ),
-            },
-            "image of the app; the tag comes from versions.<v>.tag",
-        ),
+        "commonLabels": common_labels(),
+        "image": image("image of the app; the tag comes from versions.<v>.tag"),
         "versions": obj(
             {"v1": version("v1"), "v2": version("v2")},
             "the two app versions",
@@ -272,7 +171,7 @@ def build_schema() -> Schema:
             },
             "HTTP probes of the app container",
         ),
-        "podAnnotations": optional(string_map("annotations added to the app pods")),
+        "podAnnotations": pod_annotations(),
         "podSecurityContext": optional(
             {
                 "type": "object",
@@ -286,37 +185,16 @@ def build_schema() -> Schema:
             }
         ),
     }
-    required = [k for k, v in properties.items() if not v.pop("x-optional", False)]
-    return {
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "title": "app-backend chart values",
-        "description": "Generated by schema/generate_schema.py - edit that script, not this file.",
-        "type": "object",
-        "additionalProperties": False,
-        "required": required,
-        "properties": properties,
-    }
+    return values_schema("app-backend chart values", properties)
 
 
 def render() -> str:
-    return json.dumps(build_schema(), indent=2) + "\n"
+    return chart_schema.render(build_schema())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
-    parser.add_argument("--output", type=Path, default=SCHEMA_PATH, help="file to write")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.output.read_text() if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is out of date; run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
-    return 0
+    doc = __doc__.splitlines()[0]
+    return chart_schema.main(render, __file__, doc, argv)
 
 
 if __name__ == "__main__":
