@@ -83,10 +83,31 @@ class LessonRecord(_Record):
         self.resources.append(resource)
 
 
+class StudentRecord(_Record):
+    id: str
+    name: str
+    email: str
+    namespace: str
+    kubeconfig: str | None = None
+    token_expires: str | None = None  # ISO 8601 UTC, when the kubeconfig's token ends
+
+
+class ClassRecord(_Record):
+    """A class of one lesson on the lesson's cluster (``kubelab class create``)."""
+
+    lesson: str
+    roster: str  # the roster file it was made from
+    out_dir: str  # where the students' kubeconfigs are
+    students: list[StudentRecord] = Field(default_factory=list)
+    created_at: str = Field(default_factory=now)
+    updated_at: str = Field(default_factory=now)
+
+
 class State(_Record):
     schema_version: int = SCHEMA_VERSION
     clusters: dict[str, ClusterRecord] = Field(default_factory=dict)
     lessons: dict[str, LessonRecord] = Field(default_factory=dict)
+    classes: dict[str, ClassRecord] = Field(default_factory=dict)
 
     def lesson(self, lesson_id: str) -> LessonRecord:
         """The record of ``lesson_id``, created empty when missing."""

@@ -24,6 +24,7 @@ class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     junit = "junit"
+    html = "html"
 
 
 @dataclass

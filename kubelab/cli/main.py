@@ -14,6 +14,7 @@ import typer
 
 from kubelab import __version__
 from kubelab.cli import (
+    classroom,
     cluster,
     doctor,
     gke_token,
@@ -53,7 +54,9 @@ def main(
     output: Annotated[
         OutputFormat,
         typer.Option(
-            "--output", "-o", help="table for people, json for machines (junit: kubelab test)."
+            "--output",
+            "-o",
+            help="table for people, json for machines (junit: test, grade; html: grade).",
         ),
     ] = OutputFormat.table,
     lang: Annotated[
@@ -90,6 +93,8 @@ app.command("progress")(student.progress)
 app.command("solve")(student.solve)
 app.command("test")(lessontest.test)
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(classroom.app, name="class")
+app.command("grade")(classroom.grade)
 # The kubeconfig of a GKE cluster runs this for tokens (an exec credential plugin).
 app.command("gke-token", hidden=True)(gke_token.gke_token)
 

@@ -108,10 +108,21 @@ def render(
     registry: str = PLACEHOLDER_REGISTRY,
     pull_secrets: list[str] | None = None,
     app_values: dict[str, Any] | None = None,
+    *,
+    namespaces: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Rendered:
-    """Every object the deploy step applies, validated; raises ``ValidationFailed``."""
+    """Every object the deploy step applies, validated; raises ``ValidationFailed``.
+
+    ``namespaces`` moves the lesson's namespaces elsewhere (a class gives each student a
+    copy of the app in their own); ``labels`` are added to kubelab's own labels."""
     lesson = loaded.lesson
-    labels = lesson_labels(lesson.id)
+    labels = {**lesson_labels(lesson.id), **(labels or {})}
+    moved = namespaces or {}
+
+    def where(namespace: str) -> str:
+        return moved.get(namespace, namespace)
+
     objects: list[RenderedObject] = []
     for ns in lesson.namespaces:
         ns_labels = {**ns.labels, **labels}
@@ -123,28 +134,32 @@ def render(
                 {
                     "apiVersion": "v1",
                     "kind": "Namespace",
-                    "metadata": {"name": ns.name, "labels": ns_labels},
+                    "metadata": {"name": where(ns.name), "labels": ns_labels},
                 },
             )
         )
     values: dict[str, dict[str, Any]] = {}
     for i, deploy in enumerate(lesson.deploy):
         values[deploy.release] = release_values(loaded, i, registry, pull_secrets)
+        values[deploy.release]["commonLabels"] = {
+            **values[deploy.release].get("commonLabels", {}),
+            **labels,
+        }
         if app_values and deploy.chart == APP_CHART:
             # Exposure chosen at `up` (--domain, --tls) wins over the lesson's defaults.
             values[deploy.release] = deep_merge(values[deploy.release], app_values)
+        namespace = where(deploy.namespace)
         for obj in helm.template(
-            paths.data_root() / deploy.chart,
-            deploy.release,
-            deploy.namespace,
-            values[deploy.release],
+            paths.data_root() / deploy.chart, deploy.release, namespace, values[deploy.release]
         ):
-            obj.setdefault("metadata", {}).setdefault("namespace", deploy.namespace)
+            obj.setdefault("metadata", {}).setdefault("namespace", namespace)
             objects.append(RenderedObject(deploy.release, obj))
     for manifest in lesson.manifests:
         for doc in load_all_yaml((loaded.folder / manifest).read_text(encoding="utf-8")):
             meta = doc.setdefault("metadata", {})
             meta["labels"] = {**(meta.get("labels") or {}), **labels}
+            if meta.get("namespace") in moved:
+                meta["namespace"] = moved[meta["namespace"]]
             objects.append(RenderedObject(manifest, doc))
     problems = validate_objects((o.filename(), o.obj) for o in objects)
     if problems:

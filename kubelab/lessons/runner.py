@@ -363,7 +363,24 @@ class LessonRunner:
             if drop:
                 run_dag(removal_nodes(drop, self.helm()), progress=self.progress)
                 removed += [f"helm release {r.name}" for c in drop for r in c.releases]
+        removed += self._remove_class(state, details)
         removed += self.provider.teardown(details)
         with self.store.transaction() as st:
             st.lessons.pop(self.lesson.id, None)
         return removed
+
+    def _remove_class(self, state: Any, details: dict[str, Any]) -> list[str]:
+        """A class of this lesson goes with it: student namespaces, kubeconfig files."""
+        from kubelab.classroom.access import CLASS_LABEL
+
+        klass = state.classes.get(self.lesson.id)
+        if klass is None:
+            return []
+        if self.provider.installs_components and details.get("kubeconfig"):
+            self.kube.delete_by_label(f"{CLASS_LABEL}={self.lesson.id}", [("v1", "Namespace")])
+        for student in klass.students:
+            if student.kubeconfig:
+                Path(student.kubeconfig).unlink(missing_ok=True)
+        with self.store.transaction() as st:
+            st.classes.pop(self.lesson.id, None)
+        return [f"class of {len(klass.students)} students (namespaces, kubeconfig files)"]

@@ -1,0 +1,237 @@
+"""What each student of a class gets: a namespace, an identity limited to it, a kubeconfig.
+
+Per student, in ``<lesson namespace>-<student id>``: the Namespace (labelled with the class
+and the student, sidecar injection on when the lesson wants it), a ServiceAccount
+``student``, a Role ``student`` and a RoleBinding binding the two. The Role is namespaced,
+so it grants nothing outside the student's namespace; it never names Secrets, and it
+allows writes only on what the lesson's exercises change (:func:`student_rules`).
+
+The kubeconfig carries a short-lived token from the TokenRequest API (no Secret-based
+token that lives forever); ``kubelab class kubeconfigs`` issues fresh ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubelab.classroom.roster import Student
+from kubelab.cluster.kube import LESSON_LABEL, MANAGED_BY_LABEL
+
+CLASS_LABEL = "kubelab.dev/class"
+STUDENT_LABEL = "kubelab.dev/student"
+IDENTITY = "student"
+KUBECONFIG_EXTENSION = "kubelab.dev/class"
+READ = ["get", "list", "watch"]
+WRITE = ["get", "list", "watch", "patch", "update"]
+
+# What every student may read in their namespace, whatever the lesson.
+BASE_READ: dict[str, list[str]] = {
+    "": [
+        "pods",
+        "pods/log",
+        "services",
+        "endpoints",
+        "events",
+        "configmaps",
+        "persistentvolumeclaims",
+    ],
+    "apps": ["deployments", "replicasets"],
+    "batch": ["jobs"],
+    "events.k8s.io": ["events"],
+}
+# Per component: what its exercises read, and what they change.
+COMPONENT_READ: dict[str, dict[str, list[str]]] = {
+    "istio": {
+        "networking.istio.io": ["virtualservices", "destinationrules", "gateways"],
+        "telemetry.istio.io": ["telemetries"],
+    },
+    "flagger": {"flagger.app": ["canaries", "metrictemplates", "alertproviders"]},
+    "argo-rollouts": {
+        "argoproj.io": ["rollouts", "analysisruns", "analysistemplates", "experiments"]
+    },
+}
+COMPONENT_WRITE: dict[str, dict[str, list[str]]] = {
+    "istio": {"networking.istio.io": ["virtualservices", "destinationrules"]},
+    "flagger": {"flagger.app": ["canaries"]},
+    # The plugin's promote/abort/retry patch the status subresource.
+    "argo-rollouts": {"argoproj.io": ["rollouts", "rollouts/status"]},
+}
+# Never granted, whatever a lesson renders.
+FORBIDDEN = {("", "secrets"), ("", "serviceaccounts/token")}
+
+
+def plural(kind: str) -> str:
+    """The resource name of ``kind`` as Kubernetes forms it (Canary -> canaries)."""
+    lower = kind.lower()
+    if lower == "endpoints":
+        return lower
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return lower[:-1] + "ies"
+    if lower.endswith(("s", "x", "ch", "sh")):
+        return lower + "es"
+    return lower + "s"
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def student_rules(
+    components: Iterable[str], rendered: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The Role rules: read what the lesson shows, write only what its exercises change.
+
+    Deployments may be patched (``kubectl set image``, ``rollout restart``), pods deleted and
+    exec'ed into (the exercises send traffic from the in-mesh tester pod)."""
+    read: dict[str, set[str]] = {g: set(r) for g, r in BASE_READ.items()}
+    write: dict[str, set[str]] = {"apps": {"deployments"}}
+    components = set(components)
+    for component, groups in COMPONENT_READ.items():
+        if component in components:
+            for group, names in groups.items():
+                read.setdefault(group, set()).update(names)
+    for component, groups in COMPONENT_WRITE.items():
+        if component in components:
+            for group, names in groups.items():
+                write.setdefault(group, set()).update(names)
+    for obj in rendered:
+        group = _group(str(obj.get("apiVersion", "")))
+        if group.startswith("rbac.authorization.k8s.io"):
+            continue
+        read.setdefault(group, set()).add(plural(str(obj.get("kind", ""))))
+    rules: list[dict[str, Any]] = []
+    for group in sorted(read):
+        names = sorted(
+            n for n in read[group] - write.get(group, set()) if (group, n) not in FORBIDDEN
+        )
+        if names:
+            rules.append({"apiGroups": [group], "resources": names, "verbs": list(READ)})
+    for group in sorted(write):
+        names = sorted(n for n in write[group] if (group, n) not in FORBIDDEN)
+        if names:
+            rules.append({"apiGroups": [group], "resources": names, "verbs": list(WRITE)})
+    rules.append({"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]})
+    rules.append({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]})
+    return rules
+
+
+def class_labels(lesson_id: str, student: Student | None = None) -> dict[str, str]:
+    labels = {MANAGED_BY_LABEL: "kubelab", LESSON_LABEL: lesson_id, CLASS_LABEL: lesson_id}
+    if student is not None:
+        labels[STUDENT_LABEL] = student.id
+    return labels
+
+
+def access_objects(
+    lesson_id: str,
+    student: Student,
+    namespace: str,
+    rules: list[dict[str, Any]],
+    *,
+    istio_injection: bool = True,
+) -> list[dict[str, Any]]:
+    """Namespace, ServiceAccount, Role and RoleBinding of one student."""
+    labels = class_labels(lesson_id, student)
+    ns_labels = dict(labels)
+    if istio_injection:
+        ns_labels["istio-injection"] = "enabled"
+
+    def meta(name: str) -> dict[str, Any]:
+        return {"name": name, "namespace": namespace, "labels": dict(labels)}
+
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": ns_labels},
+        },
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(IDENTITY)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta(IDENTITY),
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta(IDENTITY),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": IDENTITY,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": IDENTITY, "namespace": namespace}],
+        },
+    ]
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires: dt.datetime
+
+    @property
+    def expires_text(self) -> str:
+        return self.expires.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def student_kubeconfig(
+    admin: Mapping[str, Any],
+    lesson_id: str,
+    student: Student,
+    namespace: str,
+    token: IssuedToken,
+) -> dict[str, Any]:
+    """A kubeconfig for ``student``: the admin kubeconfig's cluster (server and CA), the
+    student's token, their namespace as the default, and when the token expires."""
+    current = admin.get("current-context")
+    contexts = {c["name"]: c["context"] for c in admin.get("contexts") or []}
+    clusters = {c["name"]: c["cluster"] for c in admin.get("clusters") or []}
+    cluster_name = (contexts.get(current) or {}).get("cluster") or next(iter(clusters), None)
+    if cluster_name is None or cluster_name not in clusters:
+        raise ValueError("the admin kubeconfig names no cluster")
+    cluster = {
+        k: v
+        for k, v in clusters[cluster_name].items()
+        if k in ("server", "certificate-authority-data", "tls-server-name", "proxy-url")
+        or k == "insecure-skip-tls-verify"
+    }
+    name = f"{lesson_id}-{student.id}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token.token}}],
+        "contexts": [
+            {"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}
+        ],
+        "current-context": name,
+        "extensions": [
+            {
+                "name": KUBECONFIG_EXTENSION,
+                "extension": {
+                    "lesson": lesson_id,
+                    "student": student.id,
+                    "namespace": namespace,
+                    "expires": token.expires_text,
+                },
+            }
+        ],
+    }
+
+
+def kubeconfig_expiry(config: Mapping[str, Any]) -> tuple[str, dt.datetime] | None:
+    """(student id, expiry) of a class kubeconfig, None for any other kubeconfig."""
+    for ext in config.get("extensions") or []:
+        if isinstance(ext, Mapping) and ext.get("name") == KUBECONFIG_EXTENSION:
+            data = ext.get("extension") or {}
+            try:
+                when = dt.datetime.strptime(str(data["expires"]), "%Y-%m-%dT%H:%M:%SZ")
+            except (KeyError, ValueError):
+                return None
+            return str(data.get("student", "")), when.replace(tzinfo=dt.UTC)
+    return None

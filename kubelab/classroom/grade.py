@@ -1,0 +1,191 @@
+"""Grading a whole class: every exercise's checks for every student, concurrently.
+
+The work is one task per (student, exercise), run by a bounded pool of threads (checks
+spend their time waiting for the API server, so threads overlap that wait). A task whose
+checks could not run (``error``: API busy, a dropped connection) is retried with backoff;
+each student has a deadline, after which their remaining exercises are reported as
+``error`` instead of holding up the class. A student whose namespace is gone or broken
+gets ``error`` with the reason, never a crash of the whole run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kubelab.checks.builtin import CheckContext
+from kubelab.checks.result import Status
+from kubelab.checks.runner import ExerciseOutcome, run_exercise
+from kubelab.classroom.model import CheckGrade, ClassGrade, ExerciseGrade, StudentGrade
+from kubelab.classroom.roster import Student
+from kubelab.errors import KubelabError
+from kubelab.i18n import Lang
+from kubelab.lessons.model import Exercise, Lesson
+
+DEFAULT_CONCURRENCY = 64
+
+
+@dataclass
+class GradeOptions:
+    concurrency: int = DEFAULT_CONCURRENCY
+    retries: int = 2  # extra attempts of an exercise whose checks could not run
+    backoff: float = 0.5  # seconds before the first retry, doubled each time
+    student_deadline: float = 300.0  # seconds for all of one student's exercises
+    sleep: Callable[[float], None] = time.sleep
+
+
+def retarget(exercise: Exercise, lesson_namespace: str, namespace: str) -> Exercise:
+    """``exercise`` with every check aimed at ``lesson_namespace`` aimed at ``namespace``."""
+    checks = []
+    for check in exercise.checks:
+        update: dict[str, str] = {}
+        if getattr(check, "namespace", None) == lesson_namespace:
+            update["namespace"] = namespace
+        if getattr(check, "kind", None) == "Namespace" and (
+            getattr(check, "name", None) == lesson_namespace
+        ):
+            update["name"] = namespace  # a check on the namespace object itself
+        checks.append(check.model_copy(update=update) if update else check)
+    return exercise.model_copy(update={"checks": checks})
+
+
+def _grade_of(outcome: ExerciseOutcome, attempts: int) -> ExerciseGrade:
+    return ExerciseGrade(
+        outcome.exercise,
+        [
+            CheckGrade(c.id, c.type, c.result.status, c.result.message, c.result.hint, c.required)
+            for c in outcome.checks
+        ],
+        attempts,
+    )
+
+
+def _error_grade(exercise: Exercise, message: str) -> ExerciseGrade:
+    return ExerciseGrade(
+        exercise.id,
+        [
+            CheckGrade(exercise.check_id(i), spec.type, Status.ERROR, message, None, spec.required)
+            for i, spec in enumerate(exercise.checks)
+        ],
+        0,
+    )
+
+
+def mark_superseded(exercises: Sequence[Exercise], record: StudentGrade) -> None:
+    """Count an exercise as done when a later one that starts from its end state passes."""
+    if record.error:
+        return
+    passed = {g.exercise for g in record.exercises if g.checks_status is Status.PASSED}
+    for exercise, grade in zip(exercises, record.exercises, strict=True):
+        if grade.checks_status is Status.PASSED:
+            continue
+        grade.superseded_by = next((e for e in exercise.superseded_by if e in passed), None)
+
+
+def namespace_problem(ctx: CheckContext, namespace: str) -> str | None:
+    """Why ``namespace`` cannot be graded (deleted, being deleted), or None."""
+    obj = ctx.kube.get("v1", "Namespace", namespace)
+    if obj is None:
+        return (
+            f"namespace {namespace} does not exist (deleted?); "
+            "`kubelab class create` creates it again"
+        )
+    meta = obj.get("metadata") or {}
+    if meta.get("deletion_timestamp") or meta.get("deletionTimestamp"):
+        return f"namespace {namespace} is being deleted"
+    phase = (obj.get("status") or {}).get("phase")
+    if phase == "Terminating":
+        return f"namespace {namespace} is being deleted"
+    return None
+
+
+def grade_class(
+    lesson: Lesson,
+    students: Sequence[Student],
+    exercises: Sequence[Exercise],
+    ctx: CheckContext,
+    lesson_namespace: str,
+    options: GradeOptions | None = None,
+    skipped: dict[str, str] | None = None,
+    on_student: Callable[[StudentGrade], None] | None = None,
+    lang: Lang = "en",
+) -> ClassGrade:
+    """Grade ``exercises`` for ``students``; ``ctx`` reaches the class's cluster."""
+    opts = options or GradeOptions()
+    started = time.monotonic()
+    taken_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    grades = {
+        s.id: StudentGrade(s.id, s.name, s.email, s.namespace(lesson_namespace)) for s in students
+    }
+    deadlines: dict[str, float] = {}
+    results: dict[tuple[str, str], ExerciseGrade] = {}
+    remaining = {s.id: len(exercises) for s in students}
+    lock = threading.Lock()
+
+    def finish(student: Student, exercise: Exercise, grade: ExerciseGrade) -> None:
+        with lock:
+            results[(student.id, exercise.id)] = grade
+            remaining[student.id] -= 1
+            done = remaining[student.id] == 0
+        if done:
+            record = grades[student.id]
+            record.exercises = [results[(student.id, e.id)] for e in exercises]
+            mark_superseded(exercises, record)
+            record.seconds = time.monotonic() - started
+            if on_student:
+                on_student(record)
+
+    def check_namespace(student: Student) -> None:
+        namespace = grades[student.id].namespace
+        try:
+            problem = namespace_problem(ctx, namespace)
+        except KubelabError as exc:
+            problem = f"could not read namespace {namespace}: {exc.message}"
+        if problem:
+            grades[student.id].error = problem
+        deadlines[student.id] = time.monotonic() + opts.student_deadline
+
+    def task(student: Student, exercise: Exercise) -> None:
+        record = grades[student.id]
+        if record.error:
+            finish(student, exercise, _error_grade(exercise, record.error))
+            return
+        target = retarget(exercise, lesson_namespace, record.namespace)
+        delay = opts.backoff
+        attempts = 0
+        while True:
+            if time.monotonic() > deadlines[student.id]:
+                message = (
+                    f"not graded: the deadline of {opts.student_deadline:g}s per student "
+                    "was reached"
+                )
+                finish(student, exercise, _error_grade(exercise, message))
+                return
+            attempts += 1
+            outcome = run_exercise(lesson.id, target, ctx)
+            if outcome.status is not Status.ERROR or attempts > opts.retries:
+                finish(student, exercise, _grade_of(outcome, attempts))
+                return
+            opts.sleep(delay)
+            delay *= 2
+
+    with ThreadPoolExecutor(max_workers=max(1, opts.concurrency)) as pool:
+        list(pool.map(check_namespace, students))
+        futures = [pool.submit(task, s, e) for s in students for e in exercises]
+        for future in futures:
+            future.result()
+    if not exercises:
+        for record in grades.values():
+            record.seconds = time.monotonic() - started
+    return ClassGrade(
+        lesson.id,
+        taken_at,
+        [(e.id, lesson.text(e.title, lang)) for e in exercises],
+        [grades[s.id] for s in students],
+        dict(skipped or {}),
+        time.monotonic() - started,
+    )

@@ -1,0 +1,341 @@
+"""``kubelab class create|kubeconfigs|delete|status`` and ``kubelab grade``, on top of a lesson
+that ``kubelab up`` has already brought up (components, images, the instructor's copy).
+
+Creating a class is idempotent: the roster and every rendered object are validated before
+the first API call (a bad roster creates nothing), objects are applied with server-side
+apply, and the class is recorded after each student, so running the command again after
+an interruption finishes the job instead of failing on what exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubelab import paths, yamlio
+from kubelab.checks.builtin import CheckContext
+from kubelab.classroom import access
+from kubelab.classroom.grade import GradeOptions, grade_class
+from kubelab.classroom.model import ClassGrade
+from kubelab.classroom.roster import Student, load_roster
+from kubelab.cluster.kube import Kube, apply_order
+from kubelab.errors import StateError, UsageError
+from kubelab.i18n import Lang
+from kubelab.lessons.loader import LoadedLesson
+from kubelab.lessons.model import Exercise
+from kubelab.lessons.runner import check_context, exercise_available, lesson_namespace
+from kubelab.state import ClassRecord, StateStore, StudentRecord, now
+
+DEFAULT_HOURS = 12.0
+MIN_HOURS, MAX_HOURS = 1.0, 24.0 * 7
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def snapshots_dir(lesson_id: str) -> Path:
+    return paths.home_dir() / "classes" / lesson_id / "grades"
+
+
+def save_snapshot(grade: ClassGrade) -> Path:
+    folder = snapshots_dir(grade.lesson)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{re.sub(r'[^0-9A-Za-z]', '', grade.taken_at)}.json"
+    paths.write_private(path, json.dumps(grade.to_json(), indent=1))
+    return path
+
+
+def load_history(lesson_id: str) -> list[ClassGrade]:
+    """Every stored snapshot of ``lesson_id``'s class, oldest first (unreadable ones skipped)."""
+    folder = snapshots_dir(lesson_id)
+    out: list[ClassGrade] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(ClassGrade.from_json(json.loads(path.read_text(encoding="utf-8"))))
+        except (ValueError, KeyError, TypeError, OSError):
+            continue
+    return sorted(out, key=lambda g: g.taken_at)
+
+
+@dataclass
+class ClassTools:
+    """What a class needs from the lesson's cluster; ``context`` builds the check context."""
+
+    kube: Kube
+    admin_kubeconfig: dict[str, Any]
+    registry: str | None
+    context: Callable[[], CheckContext]
+    available: set[str]  # components the cluster has (exercises needing others are skipped)
+
+
+def tools_for(loaded: LoadedLesson, store: StateStore) -> ClassTools:
+    """The cluster of a lesson that ``kubelab up`` brought up (else a clear error)."""
+    from kubelab.providers import get_provider
+
+    lesson_id = loaded.lesson.id
+    record = store.load().lessons.get(lesson_id)
+    if record is None or "deploy" not in record.steps_done or not record.provider:
+        raise StateError(
+            f"lesson {lesson_id} is not up",
+            hint=f"Run `kubelab up {lesson_id} --provider ...` first: a class uses its "
+            "cluster, components and images.",
+        )
+    if record.provider == "sandbox":
+        raise UsageError(
+            "a class needs a real cluster: the sandbox runs one copy of the app on this machine",
+            hint=f"kubelab up {lesson_id} --provider existing (or kind, or a cloud cluster), "
+            "then create the class there.",
+        )
+    kubeconfig = Path(record.details["kubeconfig"])
+    provider = get_provider(record.provider)
+    return ClassTools(
+        Kube(kubeconfig),
+        (yamlio.load_all_yaml(kubeconfig.read_text(encoding="utf-8")) or [{}])[0],
+        record.details.get("registry_host"),
+        lambda: check_context(provider, record),
+        provider.available_components(loaded.lesson.components),
+    )
+
+
+class ClassService:
+    def __init__(
+        self,
+        loaded: LoadedLesson,
+        store: StateStore,
+        tools: ClassTools,
+        progress: Progress = _quiet,
+    ) -> None:
+        self.loaded = loaded
+        self.lesson = loaded.lesson
+        self.store = store
+        self.tools = tools
+        self.kube = tools.kube
+        self.progress = progress
+        self.namespace = lesson_namespace(self.lesson)
+        self.injection = any(n.istio_injection for n in self.lesson.namespaces) or not (
+            self.lesson.namespaces
+        )
+
+    # ----------------------------------------------------------------- rendering
+
+    def student_objects(self, student: Student) -> list[dict[str, Any]]:
+        """Everything one student gets, validated (raises before anything is applied)."""
+        from kubelab.images.pipeline import PULL_SECRET
+        from kubelab.lessons.plan import PLACEHOLDER_REGISTRY, render
+
+        namespace = student.namespace(self.namespace)
+        pull = [PULL_SECRET] if self.lesson.images and self.tools.registry else None
+        rendered = render(
+            self.loaded,
+            self.tools.registry or PLACEHOLDER_REGISTRY,
+            pull,
+            # No ingress Gateway per student: they share the mesh; checks go in-mesh.
+            {"gateway": {"enabled": False}},
+            namespaces={self.namespace: namespace},
+            labels=access.class_labels(self.lesson.id, student),
+        )
+        app = [o.obj for o in rendered.objects if o.obj.get("kind") != "Namespace"]
+        rules = access.student_rules(self.lesson.components, app)
+        return (
+            access.access_objects(
+                self.lesson.id, student, namespace, rules, istio_injection=self.injection
+            )
+            + app
+        )
+
+    def _pull_secret(self, namespace: str, student: Student) -> None:
+        """Copy the lesson's registry pull Secret into the student's namespace."""
+        from kubelab.images.pipeline import PULL_SECRET
+
+        if not (self.lesson.images and self.tools.registry):
+            return
+        source = self.kube.get("v1", "Secret", PULL_SECRET, self.namespace)
+        if source is None:
+            raise StateError(
+                f"Secret {self.namespace}/{PULL_SECRET} is missing",
+                hint=f"Run `kubelab up {self.lesson.id}` again: it recreates it.",
+            )
+        self.kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": source.get("type"),
+                "metadata": {
+                    "name": PULL_SECRET,
+                    "namespace": namespace,
+                    "labels": access.class_labels(self.lesson.id, student),
+                },
+                "data": source.get("data") or {},
+            }
+        )
+
+    # ----------------------------------------------------------------- tokens
+
+    def _issue(
+        self, student: Student, out_dir: Path, hours: float
+    ) -> tuple[Path, access.IssuedToken]:
+        namespace = student.namespace(self.namespace)
+        token, expires = self.kube.create_token(namespace, access.IDENTITY, int(hours * 3600))
+        issued = access.IssuedToken(token, expires)
+        config = access.student_kubeconfig(
+            self.tools.admin_kubeconfig, self.lesson.id, student, namespace, issued
+        )
+        path = out_dir / f"{student.id}.kubeconfig"
+        paths.write_private(path, yamlio.dump_yaml(config))
+        return path, issued
+
+    # ----------------------------------------------------------------- commands
+
+    def create(self, roster: Path, out_dir: Path, hours: float = DEFAULT_HOURS) -> ClassRecord:
+        _check_hours(hours)
+        students = load_roster(roster)
+        existing = self.store.load().classes.get(self.lesson.id)
+        if existing is not None and Path(existing.roster).resolve() != roster.resolve():
+            # The same class again (resume) is fine; a different roster is a new class.
+            known = {s.id for s in existing.students}
+            if not known <= {s.id for s in students}:
+                raise UsageError(
+                    f"a class of {self.lesson.id} exists with other students "
+                    f"(from {existing.roster})",
+                    hint=f"`kubelab class delete {self.lesson.id}` first, or use that roster.",
+                )
+        plans = [(s, self.student_objects(s)) for s in students]  # validate everything first
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with self.store.transaction() as state:
+            record = state.classes.get(self.lesson.id) or ClassRecord(
+                lesson=self.lesson.id, roster=str(roster.resolve()), out_dir=str(out_dir)
+            )
+            record.roster, record.out_dir = str(roster.resolve()), str(out_dir.resolve())
+            state.classes[self.lesson.id] = record
+        for index, (student, objects) in enumerate(plans, start=1):
+            namespace = student.namespace(self.namespace)
+            self.progress(f"[{index}/{len(plans)}] {student.id}: namespace {namespace}")
+            ordered = apply_order(objects)
+            for obj in ordered[:4]:  # namespace and identity before the app
+                self.kube.apply(obj)
+            self._pull_secret(namespace, student)
+            for obj in ordered[4:]:
+                self.kube.apply(obj)
+            path, issued = self._issue(student, out_dir, hours)
+            with self.store.transaction() as state:
+                record = state.classes[self.lesson.id]
+                record.students = [r for r in record.students if r.id != student.id] + [
+                    StudentRecord(
+                        id=student.id,
+                        name=student.name,
+                        email=student.email,
+                        namespace=namespace,
+                        kubeconfig=str(path),
+                        token_expires=issued.expires_text,
+                    )
+                ]
+                record.updated_at = now()
+        return self.store.load().classes[self.lesson.id]
+
+    def record(self) -> ClassRecord:
+        record = self.store.load().classes.get(self.lesson.id)
+        if record is None:
+            raise StateError(
+                f"there is no class of {self.lesson.id}",
+                hint=f"kubelab class create --roster roster.csv {self.lesson.id}",
+            )
+        return record
+
+    def students(self, roster: Path | None = None) -> list[Student]:
+        if roster is not None:
+            return load_roster(roster)
+        return [Student(s.id, s.name, s.email) for s in self.record().students]
+
+    def renew(self, hours: float = DEFAULT_HOURS, only: Sequence[str] = ()) -> ClassRecord:
+        """Fresh tokens (new kubeconfig files) for every student, or those in ``only``."""
+        _check_hours(hours)
+        record = self.record()
+        unknown = set(only) - {s.id for s in record.students}
+        if unknown:
+            raise UsageError(f"not in the class: {', '.join(sorted(unknown))}")
+        out_dir = Path(record.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for s in record.students:
+            if only and s.id not in only:
+                continue
+            path, issued = self._issue(Student(s.id, s.name, s.email), out_dir, hours)
+            with self.store.transaction() as state:
+                for r in state.classes[self.lesson.id].students:
+                    if r.id == s.id:
+                        r.kubeconfig, r.token_expires = str(path), issued.expires_text
+            self.progress(f"{s.id}: new kubeconfig, valid until {issued.expires_text}")
+        return self.record()
+
+    def delete(self) -> list[str]:
+        """Every student's namespace (and so everything in it) and kubeconfig file."""
+        done: list[str] = []
+        record = self.store.load().classes.get(self.lesson.id)
+        namespaces = self.kube.list(
+            "v1", "Namespace", label_selector=f"{access.CLASS_LABEL}={self.lesson.id}"
+        )
+        for ns in namespaces:
+            name = ns["metadata"]["name"]
+            if self.kube.delete("v1", "Namespace", name):
+                done.append(f"deleted namespace {name}")
+        if record is not None:
+            for s in record.students:
+                if s.kubeconfig and Path(s.kubeconfig).exists():
+                    Path(s.kubeconfig).unlink()
+                    done.append(f"removed {s.kubeconfig}")
+        with self.store.transaction() as state:
+            state.classes.pop(self.lesson.id, None)
+        return done
+
+    def gradable(self) -> tuple[list[Exercise], dict[str, str]]:
+        exercises, skipped = [], {}
+        for exercise in self.lesson.exercises:
+            if exercise_available(exercise, self.tools.available):
+                exercises.append(exercise)
+            else:
+                missing = ", ".join(sorted(exercise.needed_components() - self.tools.available))
+                skipped[exercise.id] = f"needs {missing}, which this cluster does not have"
+        return exercises, skipped
+
+    def grade(
+        self,
+        students: Sequence[Student],
+        options: GradeOptions | None = None,
+        lang: Lang = "en",
+    ) -> ClassGrade:
+        exercises, skipped = self.gradable()
+        ctx = self.tools.context()
+        # Many students at once: keep each traffic check's own burst small.
+        ctx.concurrency = min(ctx.concurrency, 50)
+        return grade_class(
+            self.lesson, students, exercises, ctx, self.namespace, options, skipped, lang=lang
+        )
+
+
+def _check_hours(hours: float) -> None:
+    if not MIN_HOURS <= hours <= MAX_HOURS:
+        raise UsageError(
+            f"--hours must be between {MIN_HOURS:g} and {MAX_HOURS:g} (got {hours:g})",
+            hint="A class day is 8-12 hours; `kubelab class kubeconfigs` renews tokens.",
+        )
+
+
+def expiry_lines(record: ClassRecord, at: dt.datetime | None = None) -> list[str]:
+    """A line per student whose kubeconfig expired or expires within an hour."""
+    at = at or dt.datetime.now(dt.UTC)
+    lines = []
+    for s in record.students:
+        if not s.token_expires:
+            continue
+        expires = dt.datetime.strptime(s.token_expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        if expires <= at:
+            lines.append(f"{s.id}: kubeconfig expired at {s.token_expires}")
+        elif expires - at < dt.timedelta(hours=1):
+            lines.append(f"{s.id}: kubeconfig expires at {s.token_expires} (within the hour)")
+    return lines

@@ -1,0 +1,209 @@
+"""``kubelab class create|kubeconfigs|status|delete`` and ``kubelab grade``: one class on one
+cluster, every student in their own namespace, graded all at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kubelab.cli.common import console, options, print_json
+
+app = typer.Typer(
+    name="class",
+    help="Give every student of a roster a namespace and a kubeconfig; remove them.",
+    no_args_is_help=True,
+)
+
+LessonArg = Annotated[str | None, typer.Argument(help="Lesson id (default: the only class).")]
+HoursOption = Annotated[
+    float, typer.Option("--hours", help="How long the students' tokens are valid (1-168).")
+]
+
+
+def _service(lesson: str | None, *, need_class: bool = True) -> Any:
+    from kubelab.classroom.service import ClassService, tools_for
+    from kubelab.errors import UsageError
+    from kubelab.lessons.loader import find_lesson
+    from kubelab.state import StateStore
+
+    store = StateStore()
+    if lesson is None:
+        classes = list(store.load().classes)
+        if len(classes) != 1 or not need_class:
+            raise UsageError(
+                "name the lesson" + (f" (classes: {', '.join(classes)})" if classes else ""),
+                hint="e.g. kubelab class status istio-traffic-splitting",
+            )
+        lesson = classes[0]
+    loaded = find_lesson(lesson)
+    progress = console(stderr=True)
+    return ClassService(
+        loaded, store, tools_for(loaded, store), lambda line: progress.print(f"  {line}")
+    )
+
+
+def _students_json(record: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": s.id,
+            "name": s.name,
+            "email": s.email,
+            "namespace": s.namespace,
+            "kubeconfig": s.kubeconfig,
+            "token_expires": s.token_expires,
+        }
+        for s in record.students
+    ]
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    lesson: Annotated[str, typer.Argument(help="Lesson id; `kubelab up` it first.")],
+    roster: Annotated[
+        Path, typer.Option("--roster", help="CSV with columns id,name,email (one per student).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the students' kubeconfig files.")
+    ] = Path("kubeconfigs"),
+    hours: HoursOption = 12.0,
+) -> None:
+    """Per student: namespace, app, limited ServiceAccount and a kubeconfig file (0600)."""
+    opts = options(ctx)
+    service = _service(lesson)
+    record = service.create(roster, out, hours)
+    if opts.json:
+        print_json({"lesson": record.lesson, "students": _students_json(record)})
+        return
+    out_console = console()
+    out_console.print(
+        f"[green]✓[/] class of {record.lesson}: {len(record.students)} students; "
+        f"kubeconfigs in {record.out_dir}"
+    )
+    out_console.print(
+        "Give each student their file: `export KUBECONFIG=<id>.kubeconfig`. Tokens end at "
+        f"{min(s.token_expires or '' for s in record.students)}; "
+        f"`kubelab class kubeconfigs {record.lesson}` issues new ones."
+    )
+
+
+@app.command("kubeconfigs")
+def kubeconfigs(
+    ctx: typer.Context,
+    lesson: LessonArg = None,
+    hours: HoursOption = 12.0,
+    student: Annotated[
+        list[str] | None, typer.Option("--student", help="Only this student id (repeatable).")
+    ] = None,
+) -> None:
+    """Issue fresh tokens: new kubeconfig files for the class (or some students)."""
+    opts = options(ctx)
+    service = _service(lesson)
+    record = service.renew(hours, student or ())
+    if opts.json:
+        print_json({"lesson": record.lesson, "students": _students_json(record)})
+        return
+    console().print(f"[green]✓[/] new kubeconfigs in {record.out_dir}")
+
+
+@app.command("status")
+def status(ctx: typer.Context, lesson: LessonArg = None) -> None:
+    """The class's students, namespaces, and whose kubeconfig expired or expires soon."""
+    from kubelab.classroom.service import expiry_lines
+
+    opts = options(ctx)
+    record = _service(lesson).record()
+    warnings = expiry_lines(record)
+    if opts.json:
+        print_json(
+            {"lesson": record.lesson, "students": _students_json(record), "warnings": warnings}
+        )
+        return
+    out = console()
+    out.print(
+        f"class of {record.lesson}: {len(record.students)} students, files in {record.out_dir}"
+    )
+    for s in record.students:
+        out.print(f"  {s.id:<20} {s.namespace:<36} token until {s.token_expires}")
+    for line in warnings:
+        out.print(f"[yellow]![/] {line}")
+    if warnings:
+        out.print(f"[bold]hint:[/] kubelab class kubeconfigs {record.lesson}")
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, lesson: LessonArg = None) -> None:
+    """Remove every student's namespace (with what is in it) and kubeconfig file."""
+    opts = options(ctx)
+    done = _service(lesson).delete()
+    if opts.json:
+        print_json({"removed": done})
+        return
+    out = console()
+    for line in done:
+        out.print(f"[green]✓[/] {line}")
+    out.print("Done." if done else "Nothing to remove.")
+
+
+def grade(
+    ctx: typer.Context,
+    lesson: LessonArg = None,
+    roster: Annotated[
+        Path | None,
+        typer.Option("--class", help="Roster CSV: grade these students (default: the class)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the report to this file.")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=256, help="Exercises graded at once.")
+    ] = 64,
+    deadline: Annotated[
+        float, typer.Option("--deadline", min=1, help="Seconds allowed per student.")
+    ] = 300.0,
+    save: Annotated[
+        bool, typer.Option("--save/--no-save", help="Store this run as a progress snapshot.")
+    ] = True,
+) -> None:
+    """Grade every student's exercises at once: table, json, junit or html report."""
+    from kubelab.classroom import report
+    from kubelab.classroom.grade import GradeOptions
+    from kubelab.classroom.service import load_history, save_snapshot
+
+    opts = options(ctx, ("table", "json", "junit", "html"))
+    service = _service(lesson)
+    students = service.students(roster)
+    err = console(stderr=True)
+    err.print(f"grading {len(students)} students ...")
+    result = service.grade(
+        students,
+        GradeOptions(concurrency=concurrency, student_deadline=deadline),
+        lang=opts.lang,
+    )
+    if save:
+        save_snapshot(result)
+    fmt = opts.output.value
+    if fmt == "table":
+        if out is not None:
+            from kubelab.errors import UsageError
+
+            raise UsageError("--out needs --output json, junit or html")
+        console().print(report.table(result))
+        return
+    if fmt == "json":
+        import json
+
+        text = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    elif fmt == "junit":
+        text = report.junit(result)
+    else:
+        text = report.html_report(result, load_history(result.lesson))
+    if out is None:
+        import sys
+
+        sys.stdout.write(text)
+        return
+    out.write_text(text, encoding="utf-8")
+    err.print(f"[green]✓[/] {fmt} report written to {out}")
