@@ -127,6 +127,11 @@ class ClassService:
 
     def student_objects(self, student: Student) -> list[dict[str, Any]]:
         """Everything one student gets, validated (raises before anything is applied)."""
+        identity, app = self.student_parts(student)
+        return identity + app
+
+    def student_parts(self, student: Student) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(namespace and access objects, the lesson's app) of one student, validated."""
         from kubelab.images.pipeline import PULL_SECRET
         from kubelab.lessons.plan import PLACEHOLDER_REGISTRY, render
 
@@ -143,12 +148,10 @@ class ClassService:
         )
         app = [o.obj for o in rendered.objects if o.obj.get("kind") != "Namespace"]
         rules = access.student_rules(self.lesson.components, app)
-        return (
-            access.access_objects(
-                self.lesson.id, student, namespace, rules, istio_injection=self.injection
-            )
-            + app
+        identity = access.access_objects(
+            self.lesson.id, student, namespace, rules, istio_injection=self.injection
         )
+        return identity, app
 
     def _pull_secret(self, namespace: str, student: Student) -> None:
         """Copy the lesson's registry pull Secret into the student's namespace."""
@@ -206,7 +209,7 @@ class ClassService:
                     f"(from {existing.roster})",
                     hint=f"`kubelab class delete {self.lesson.id}` first, or use that roster.",
                 )
-        plans = [(s, self.student_objects(s)) for s in students]  # validate everything first
+        plans = [(s, self.student_parts(s)) for s in students]  # validate everything first
         out_dir.mkdir(parents=True, exist_ok=True)
         with self.store.transaction() as state:
             record = state.classes.get(self.lesson.id) or ClassRecord(
@@ -214,15 +217,14 @@ class ClassService:
             )
             record.roster, record.out_dir = str(roster.resolve()), str(out_dir.resolve())
             state.classes[self.lesson.id] = record
-        for index, (student, objects) in enumerate(plans, start=1):
+        for index, (student, (identity, app)) in enumerate(plans, start=1):
             namespace = student.namespace(self.namespace)
             self.progress(f"[{index}/{len(plans)}] {student.id}: namespace {namespace}")
-            ordered = apply_order(objects)
-            for obj in ordered[:4]:  # namespace and identity before the app
+            for obj in identity:  # namespace, ServiceAccount, Role, RoleBinding first
                 self.kube.apply(obj)
             self._pull_secret(namespace, student)
-            for obj in ordered[4:]:
-                self.kube.apply(obj)
+            for ordered in apply_order(app):
+                self.kube.apply(ordered)
             path, issued = self._issue(student, out_dir, hours)
             with self.store.transaction() as state:
                 record = state.classes[self.lesson.id]
