@@ -29,7 +29,7 @@ from kubelab.i18n import Lang
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.lessons.model import Exercise
 from kubelab.lessons.runner import check_context, exercise_available, lesson_namespace
-from kubelab.state import ClassRecord, StateStore, StudentRecord, now
+from kubelab.state import ClassRecord, LessonRecord, StateStore, StudentRecord, now
 
 DEFAULT_HOURS = 12.0
 MIN_HOURS, MAX_HOURS = 1.0, 24.0 * 7
@@ -341,3 +341,45 @@ def expiry_lines(record: ClassRecord, at: dt.datetime | None = None) -> list[str
         elif expires - at < dt.timedelta(hours=1):
             lines.append(f"{s.id}: kubeconfig expires at {s.token_expires} (within the hour)")
     return lines
+
+
+def join_class(kubeconfig: Path, store: StateStore | None = None) -> LessonRecord:
+    """Record a student's class kubeconfig as their running lesson, so that ``kubelab
+    exercise``, ``hint``, ``check`` and ``progress`` work in their own namespace."""
+    from kubelab.classroom.access import KUBECONFIG_EXTENSION
+    from kubelab.lessons.loader import find_lesson
+
+    store = store or StateStore()
+    try:
+        config = (yamlio.load_all_yaml(kubeconfig.read_text(encoding="utf-8")) or [{}])[0]
+    except OSError as exc:
+        raise UsageError(f"cannot read {kubeconfig}: {exc.strerror}") from None
+    found = access.kubeconfig_expiry(config)
+    data = next(
+        (
+            e.get("extension") or {}
+            for e in config.get("extensions") or []
+            if isinstance(e, dict) and e.get("name") == KUBECONFIG_EXTENSION
+        ),
+        {},
+    )
+    if found is None or not data.get("lesson") or not data.get("namespace"):
+        raise UsageError(
+            f"{kubeconfig} is not a kubelab class kubeconfig",
+            hint="Use the <id>.kubeconfig file your instructor made with `kubelab class create`.",
+        )
+    lesson_id = str(data["lesson"])
+    find_lesson(lesson_id)  # this kubelab knows the lesson (else: upgrade it)
+    with store.transaction() as state:
+        record = state.lesson(lesson_id)
+        record.provider = "existing"
+        record.steps_done = sorted(set(record.steps_done) | {"deploy"})
+        record.details.update(
+            {
+                "kubeconfig": str(kubeconfig.resolve()),
+                "namespace": str(data["namespace"]),
+                "student": found[0],
+                "expires": str(data.get("expires")),
+            }
+        )
+        return record.model_copy(deep=True)

@@ -133,6 +133,30 @@ def status(ctx: typer.Context, lesson: LessonArg = None) -> None:
         out.print(f"[bold]hint:[/] kubelab class kubeconfigs {record.lesson}")
 
 
+@app.command("join")
+def join(
+    ctx: typer.Context,
+    kubeconfig: Annotated[Path, typer.Argument(help="The kubeconfig file your instructor gave.")],
+) -> None:
+    """Students: use your class kubeconfig with kubelab exercise/hint/check/progress."""
+    from kubelab.classroom.service import join_class
+
+    opts = options(ctx)
+    record = join_class(kubeconfig)
+    details = record.details
+    if opts.json:
+        print_json({"lesson": record.lesson, **{k: details[k] for k in ("student", "namespace")}})
+        return
+    console().print(
+        f"[green]✓[/] joined the class of {record.lesson} as {details['student']}: you work in "
+        f"namespace {details['namespace']} (token valid until {details['expires']})."
+    )
+    console().print(
+        f"Run [bold]export KUBECONFIG={kubeconfig.resolve()}[/] for kubectl, then "
+        "[bold]kubelab exercise[/]."
+    )
+
+
 @app.command("delete")
 def delete(ctx: typer.Context, lesson: LessonArg = None) -> None:
     """Remove every student's namespace (with what is in it) and kubeconfig file."""

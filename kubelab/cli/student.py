@@ -56,7 +56,7 @@ def exercise(
                 "number": number,
                 "of": len(lessons.exercises),
                 "title": ex.title.get(opts.lang),
-                "instructions": ex.instructions.get(opts.lang),
+                "instructions": session.localize(ex.instructions.get(opts.lang)),
                 "hints": len(ex.hints),
                 "available": available,
                 "status": session.progress(ex.id).status,
@@ -75,7 +75,7 @@ def exercise(
     )
     if not available:
         out.print(f"[yellow]{_unavailable_text(session, ex)}[/]")
-    out.print(Markdown(ex.instructions.get(opts.lang)), soft_wrap=False)
+    out.print(Markdown(session.localize(ex.instructions.get(opts.lang))), soft_wrap=False)
     out.print(f"[dim]kubelab hint {ex.id}  ·  kubelab check {ex.id}  ·  {len(ex.hints)} hint(s)[/]")
 
 
@@ -92,7 +92,7 @@ def hint(ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOpti
     if shown < len(ex.hints):
         record_progress(store, session.loaded.lesson.id, ex.id, hint_shown=True)
     last = index == len(ex.hints) - 1
-    text = ex.hints[index].get(opts.lang)
+    text = session.localize(ex.hints[index].get(opts.lang))
     if opts.json:
         print_json(
             {
@@ -168,7 +168,11 @@ def check(
     if not opts.json:
         console(stderr=True).print(f"[dim]checking {ex.id}...[/]")
     outcome = wait_for_exercise(
-        session.loaded.lesson.id, ex, check_context(provider, session.record), wait, poll=2.0
+        session.loaded.lesson.id,
+        session.checkable(ex),
+        check_context(provider, session.record),
+        wait,
+        poll=2.0,
     )
     record_progress(store, session.loaded.lesson.id, ex.id, status=str(outcome.status))
     if opts.json:

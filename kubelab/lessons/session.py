@@ -6,6 +6,7 @@ Progress lives in the state file beside what ``up`` created, so ``kubelab exerci
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from kubelab.errors import UsageError
@@ -42,6 +43,35 @@ class Session:
         if not any(self.available_here(e) for e in exercises):
             return exercises[0]
         return exercises[-1]
+
+    @property
+    def namespace(self) -> str:
+        """Where this student works: the lesson's namespace, or their own in a class."""
+        from kubelab.lessons.runner import lesson_namespace
+
+        home = lesson_namespace(self.loaded.lesson)
+        return str(self.record.details.get("namespace") or home)
+
+    def localize(self, text: str) -> str:
+        """Lesson text with ``-n <lesson namespace>`` pointed at the student's namespace."""
+        from kubelab.lessons.runner import lesson_namespace
+
+        home, mine = lesson_namespace(self.loaded.lesson), self.namespace
+        if home == mine:
+            return text
+        return re.sub(
+            rf"(-n |--namespace[ =]|namespace: |-n=)({re.escape(home)})(?![-a-z0-9])",
+            lambda m: m.group(1) + mine,
+            text,
+        )
+
+    def checkable(self, exercise: Exercise) -> Exercise:
+        """``exercise`` with its checks aimed at the student's namespace."""
+        from kubelab.classroom.grade import retarget
+        from kubelab.lessons.runner import lesson_namespace
+
+        home = lesson_namespace(self.loaded.lesson)
+        return exercise if home == self.namespace else retarget(exercise, home, self.namespace)
 
     def exercise(self, exercise_id: str | None) -> Exercise:
         if exercise_id is None:

@@ -522,6 +522,23 @@ def test_cli_class_lifecycle_and_grade_reports(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["summary"]["students"] == 3
 
+    # A student's machine: their own kubelab home and only their kubeconfig.
+    student_env = {"KUBELAB_HOME": str(tmp_path / "student-home")}
+    proc = run_cli("class", "join", str(out / "s02.kubeconfig"), env=student_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "as s02" in proc.stdout and "namespace istio-s02" in proc.stdout
+    proc = run_cli("exercise", "-o", "json", env=student_env)
+    assert proc.returncode == 0, proc.stderr
+    text = json.loads(proc.stdout)["instructions"]
+    assert "-n istio-s02" in text and "-n istio " not in text
+    proc = run_cli("check", "observe-initial-split", "-o", "json", env=student_env, timeout=120)
+    checks = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["virtualservice-weights"]["status"] == "passed"
+    assert "istio-s02/app-backend" in checks["virtualservice-weights"]["message"]
+    assert proc.returncode == 1  # no pods in the emulated API: not done yet
+    proc = run_cli("class", "join", str(roster), env=student_env)
+    assert proc.returncode == 2 and "not a kubelab class kubeconfig" in proc.stderr
+
     proc = run_cli("class", "delete", LESSON, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("deleted namespace") == 3
