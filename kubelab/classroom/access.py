@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubelab.classroom.roster import Student
-from kubelab.cluster.kube import LESSON_LABEL, MANAGED_BY_LABEL
+from kubelab.cluster.kube import (
+    KUBECONFIG_EXTENSION,
+    LESSON_LABEL,
+    MANAGED_BY_LABEL,
+)
 
 CLASS_LABEL = "kubelab.dev/class"
 STUDENT_LABEL = "kubelab.dev/student"
 IDENTITY = "student"
-KUBECONFIG_EXTENSION = "kubelab.dev/class"
 READ = ["get", "list", "watch"]
 WRITE = ["get", "list", "watch", "patch", "update"]
 
@@ -222,16 +225,3 @@ def student_kubeconfig(
             }
         ],
     }
-
-
-def kubeconfig_expiry(config: Mapping[str, Any]) -> tuple[str, dt.datetime] | None:
-    """(student id, expiry) of a class kubeconfig, None for any other kubeconfig."""
-    for ext in config.get("extensions") or []:
-        if isinstance(ext, Mapping) and ext.get("name") == KUBECONFIG_EXTENSION:
-            data = ext.get("extension") or {}
-            try:
-                when = dt.datetime.strptime(str(data["expires"]), "%Y-%m-%dT%H:%M:%SZ")
-            except (KeyError, ValueError):
-                return None
-            return str(data.get("student", "")), when.replace(tzinfo=dt.UTC)
-    return None

@@ -23,7 +23,7 @@ from kubelab.classroom import access
 from kubelab.classroom.grade import GradeOptions, grade_class
 from kubelab.classroom.model import ClassGrade
 from kubelab.classroom.roster import Student, load_roster
-from kubelab.cluster.kube import Kube, apply_order
+from kubelab.cluster.kube import KUBECONFIG_EXTENSION, Kube, apply_order, kubeconfig_expiry
 from kubelab.errors import StateError, UsageError
 from kubelab.i18n import Lang
 from kubelab.lessons.loader import LoadedLesson
@@ -346,7 +346,6 @@ def expiry_lines(record: ClassRecord, at: dt.datetime | None = None) -> list[str
 def join_class(kubeconfig: Path, store: StateStore | None = None) -> LessonRecord:
     """Record a student's class kubeconfig as their running lesson, so that ``kubelab
     exercise``, ``hint``, ``check`` and ``progress`` work in their own namespace."""
-    from kubelab.classroom.access import KUBECONFIG_EXTENSION
     from kubelab.lessons.loader import find_lesson
 
     store = store or StateStore()
@@ -354,7 +353,7 @@ def join_class(kubeconfig: Path, store: StateStore | None = None) -> LessonRecor
         config = (yamlio.load_all_yaml(kubeconfig.read_text(encoding="utf-8")) or [{}])[0]
     except OSError as exc:
         raise UsageError(f"cannot read {kubeconfig}: {exc.strerror}") from None
-    found = access.kubeconfig_expiry(config)
+    found = kubeconfig_expiry(config)
     data = next(
         (
             e.get("extension") or {}

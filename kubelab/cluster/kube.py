@@ -344,6 +344,24 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+#: A class kubeconfig (``kubelab class create``) names its student, namespace and token
+#: expiry in a kubeconfig extension of this name, so a refused token can be explained.
+KUBECONFIG_EXTENSION = "kubelab.dev/class"
+
+
+def kubeconfig_expiry(config: Mapping[str, Any]) -> tuple[str, datetime.datetime] | None:
+    """(student id, expiry) of a class kubeconfig, None for any other kubeconfig."""
+    for ext in config.get("extensions") or []:
+        if isinstance(ext, Mapping) and ext.get("name") == KUBECONFIG_EXTENSION:
+            data = ext.get("extension") or {}
+            try:
+                when = datetime.datetime.strptime(str(data["expires"]), "%Y-%m-%dT%H:%M:%SZ")
+            except (KeyError, ValueError):
+                return None
+            return str(data.get("student", "")), when.replace(tzinfo=datetime.UTC)
+    return None
+
+
 def _seconds(value: float) -> str:
     return f"{value:.0f}s" if value >= 1 else f"{value:g}s"
 
@@ -730,8 +748,6 @@ class Kube:
 
     def _expired_class_kubeconfig(self) -> tuple[str, str] | None:
         """(message, hint) when this is a class kubeconfig whose token has expired."""
-        from kubelab.classroom.access import kubeconfig_expiry
-
         if self.kubeconfig is None:
             return None
         try:
