@@ -19,13 +19,13 @@ from typing import Any
 
 from kubelab.classroom.roster import Student
 from kubelab.cluster.kube import (
+    CLASS_LABEL,
     KUBECONFIG_EXTENSION,
     LESSON_LABEL,
     MANAGED_BY_LABEL,
+    STUDENT_LABEL,
 )
 
-CLASS_LABEL = "kubelab.dev/class"
-STUDENT_LABEL = "kubelab.dev/student"
 IDENTITY = "student"
 READ = ["get", "list", "watch"]
 WRITE = ["get", "list", "watch", "patch", "update"]

@@ -39,18 +39,8 @@ class GradeOptions:
 
 
 def retarget(exercise: Exercise, lesson_namespace: str, namespace: str) -> Exercise:
-    """``exercise`` with every check aimed at ``lesson_namespace`` aimed at ``namespace``."""
-    checks = []
-    for check in exercise.checks:
-        update: dict[str, str] = {}
-        if getattr(check, "namespace", None) == lesson_namespace:
-            update["namespace"] = namespace
-        if getattr(check, "kind", None) == "Namespace" and (
-            getattr(check, "name", None) == lesson_namespace
-        ):
-            update["name"] = namespace  # a check on the namespace object itself
-        checks.append(check.model_copy(update=update) if update else check)
-    return exercise.model_copy(update={"checks": checks})
+    """``exercise`` with its checks aimed at ``namespace`` (see Exercise.in_namespace)."""
+    return exercise.in_namespace(lesson_namespace, namespace)
 
 
 def _grade_of(outcome: ExerciseOutcome, attempts: int) -> ExerciseGrade:

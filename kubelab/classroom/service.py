@@ -23,7 +23,13 @@ from kubelab.classroom import access
 from kubelab.classroom.grade import GradeOptions, grade_class
 from kubelab.classroom.model import ClassGrade
 from kubelab.classroom.roster import Student, load_roster
-from kubelab.cluster.kube import KUBECONFIG_EXTENSION, Kube, apply_order, kubeconfig_expiry
+from kubelab.cluster.kube import (
+    CLASS_LABEL,
+    KUBECONFIG_EXTENSION,
+    Kube,
+    apply_order,
+    kubeconfig_expiry,
+)
 from kubelab.errors import StateError, UsageError
 from kubelab.i18n import Lang
 from kubelab.lessons.loader import LoadedLesson
@@ -280,7 +286,7 @@ class ClassService:
         done: list[str] = []
         record = self.store.load().classes.get(self.lesson.id)
         namespaces = self.kube.list(
-            "v1", "Namespace", label_selector=f"{access.CLASS_LABEL}={self.lesson.id}"
+            "v1", "Namespace", label_selector=f"{CLASS_LABEL}={self.lesson.id}"
         )
         for ns in namespaces:
             name = ns["metadata"]["name"]

@@ -43,6 +43,9 @@ from kubelab.errors import KubelabError, KubelabTimeout, SetupError
 FIELD_MANAGER = "kubelab"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 LESSON_LABEL = "kubelab.dev/lesson"
+#: On everything ``kubelab class create`` makes: the lesson of the class, the student.
+CLASS_LABEL = "kubelab.dev/class"
+STUDENT_LABEL = "kubelab.dev/student"
 #: A digest of the object as kubelab last applied it (labels included). Stored on the
 #: object so that dropping a field from a manifest changes the digest, makes the applied
 #: object differ from the live one, and so gets applied (server-side apply then removes

@@ -94,6 +94,23 @@ class Exercise(StrictModel):
         same = [i for i, c in enumerate(self.checks) if c.type == check.type and not c.id]
         return check.type if len(same) == 1 else f"{check.type}-{same.index(index) + 1}"
 
+    def in_namespace(self, lesson_namespace: str, namespace: str) -> Exercise:
+        """This exercise with every check aimed at ``lesson_namespace`` aimed at
+        ``namespace`` instead (a student of a class works in their own namespace)."""
+        if lesson_namespace == namespace:
+            return self
+        checks = []
+        for check in self.checks:
+            update: dict[str, str] = {}
+            if getattr(check, "namespace", None) == lesson_namespace:
+                update["namespace"] = namespace
+            if getattr(check, "kind", None) == "Namespace" and (
+                getattr(check, "name", None) == lesson_namespace
+            ):
+                update["name"] = namespace  # a check on the namespace object itself
+            checks.append(check.model_copy(update=update) if update else check)
+        return self.model_copy(update={"checks": checks})
+
     def needed_components(self) -> set[str]:
         """Components this exercise cannot be done without."""
         needed = set(self.requires)

@@ -17,7 +17,7 @@ from typing import Any
 from kubelab.checks.builtin import CheckContext
 from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.helm import HelmClient
-from kubelab.cluster.kube import Kube, apply_order
+from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import ProgressSink, run_dag
 from kubelab.components.values import InstallSettings, app_gateway_values
@@ -371,13 +371,12 @@ class LessonRunner:
 
     def _remove_class(self, state: Any, details: dict[str, Any]) -> list[str]:
         """A class of this lesson goes with it: student namespaces, kubeconfig files."""
-        from kubelab.classroom.access import CLASS_LABEL
-
         klass = state.classes.get(self.lesson.id)
         if klass is None:
             return []
         if self.provider.installs_components and details.get("kubeconfig"):
-            self.kube.delete_by_label(f"{CLASS_LABEL}={self.lesson.id}", [("v1", "Namespace")])
+            selector = f"{CLASS_LABEL}={self.lesson.id}"
+            self.kube.delete_by_label(selector, [("v1", "Namespace")])
         for student in klass.students:
             if student.kubeconfig:
                 Path(student.kubeconfig).unlink(missing_ok=True)

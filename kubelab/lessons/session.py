@@ -67,11 +67,9 @@ class Session:
 
     def checkable(self, exercise: Exercise) -> Exercise:
         """``exercise`` with its checks aimed at the student's namespace."""
-        from kubelab.classroom.grade import retarget
         from kubelab.lessons.runner import lesson_namespace
 
-        home = lesson_namespace(self.loaded.lesson)
-        return exercise if home == self.namespace else retarget(exercise, home, self.namespace)
+        return exercise.in_namespace(lesson_namespace(self.loaded.lesson), self.namespace)
 
     def exercise(self, exercise_id: str | None) -> Exercise:
         if exercise_id is None:

@@ -30,7 +30,7 @@ import yaml
 from kubelab.checks.builtin import ISTIO_API, CheckContext, route_weights
 from kubelab.checks.result import Status
 from kubelab.checks.traffic import Destination, Sample
-from kubelab.classroom import access, report
+from kubelab.classroom import report
 from kubelab.classroom.grade import GradeOptions
 from kubelab.classroom.model import ClassGrade
 from kubelab.classroom.roster import Student
@@ -41,7 +41,7 @@ from kubelab.classroom.service import (
     load_history,
     save_snapshot,
 )
-from kubelab.cluster.kube import Kube
+from kubelab.cluster.kube import CLASS_LABEL, STUDENT_LABEL, Kube
 from kubelab.errors import KubelabError, ValidationFailed
 from kubelab.lessons.loader import find_lesson
 from kubelab.sandbox import resources
@@ -199,7 +199,7 @@ def test_thirty_students_in_mixed_states_graded_in_every_format(
     assert first is not None
     labels = first["metadata"]["labels"]
     assert labels["istio-injection"] == "enabled"
-    assert labels[access.CLASS_LABEL] == LESSON and labels[access.STUDENT_LABEL] == "s01"
+    assert labels[CLASS_LABEL] == LESSON and labels[STUDENT_LABEL] == "s01"
     vs = kube.get(ISTIO_API, "VirtualService", "app-backend", f"{NS}-s01")
     assert vs is not None and route_weights(vs)[0] == {"v1": 90, "v2": 10}
     assert kube.get(ISTIO_API, "Gateway", "app-backend-gateway", f"{NS}-s01") is None
