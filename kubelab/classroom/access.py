@@ -12,9 +12,11 @@ token that lives forever); ``kubelab class kubeconfigs`` issues fresh ones.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubelab.classroom.roster import Student
@@ -188,21 +190,38 @@ def student_kubeconfig(
     student: Student,
     namespace: str,
     token: IssuedToken,
+    *,
+    context: str | None = None,
+    folder: Path | None = None,
 ) -> dict[str, Any]:
-    """A kubeconfig for ``student``: the admin kubeconfig's cluster (server and CA), the
-    student's token, their namespace as the default, and when the token expires."""
-    current = admin.get("current-context")
+    """A kubeconfig for ``student``: the cluster of the admin kubeconfig's ``context``
+    (default: its current one) with its CA inlined (a ``certificate-authority`` file is
+    read, relative to ``folder``), the student's token, their namespace as the default, and
+    when the token expires. Nothing of the admin's own credentials is copied."""
+    current = context or admin.get("current-context")
     contexts = {c["name"]: c["context"] for c in admin.get("contexts") or []}
     clusters = {c["name"]: c["cluster"] for c in admin.get("clusters") or []}
     cluster_name = (contexts.get(current) or {}).get("cluster") or next(iter(clusters), None)
     if cluster_name is None or cluster_name not in clusters:
         raise ValueError("the admin kubeconfig names no cluster")
+    source = clusters[cluster_name]
     cluster = {
         k: v
-        for k, v in clusters[cluster_name].items()
-        if k in ("server", "certificate-authority-data", "tls-server-name", "proxy-url")
-        or k == "insecure-skip-tls-verify"
+        for k, v in source.items()
+        if k
+        in (
+            "server",
+            "certificate-authority-data",
+            "tls-server-name",
+            "proxy-url",
+            "insecure-skip-tls-verify",
+        )
     }
+    if source.get("certificate-authority") and "certificate-authority-data" not in cluster:
+        ca = Path(str(source["certificate-authority"])).expanduser()
+        if not ca.is_absolute() and folder is not None:
+            ca = folder / ca
+        cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
     name = f"{lesson_id}-{student.id}"
     return {
         "apiVersion": "v1",

@@ -38,11 +38,6 @@ class GradeOptions:
     sleep: Callable[[float], None] = time.sleep
 
 
-def retarget(exercise: Exercise, lesson_namespace: str, namespace: str) -> Exercise:
-    """``exercise`` with its checks aimed at ``namespace`` (see Exercise.in_namespace)."""
-    return exercise.in_namespace(lesson_namespace, namespace)
-
-
 def _grade_of(outcome: ExerciseOutcome, attempts: int) -> ExerciseGrade:
     return ExerciseGrade(
         outcome.exercise,
@@ -101,17 +96,17 @@ def grade_class(
     lesson_namespace: str,
     options: GradeOptions | None = None,
     skipped: dict[str, str] | None = None,
-    on_student: Callable[[StudentGrade], None] | None = None,
     lang: Lang = "en",
 ) -> ClassGrade:
     """Grade ``exercises`` for ``students``; ``ctx`` reaches the class's cluster."""
     opts = options or GradeOptions()
     started = time.monotonic()
-    taken_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds: two runs within a second are two snapshots.
+    taken_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     grades = {
         s.id: StudentGrade(s.id, s.name, s.email, s.namespace(lesson_namespace)) for s in students
     }
-    deadlines: dict[str, float] = {}
+    first_task: dict[str, float] = {}
     results: dict[tuple[str, str], ExerciseGrade] = {}
     remaining = {s.id: len(exercises) for s in students}
     lock = threading.Lock()
@@ -125,9 +120,7 @@ def grade_class(
             record = grades[student.id]
             record.exercises = [results[(student.id, e.id)] for e in exercises]
             mark_superseded(exercises, record)
-            record.seconds = time.monotonic() - started
-            if on_student:
-                on_student(record)
+            record.seconds = time.monotonic() - first_task[student.id]
 
     def check_namespace(student: Student) -> None:
         namespace = grades[student.id].namespace
@@ -137,18 +130,21 @@ def grade_class(
             problem = f"could not read namespace {namespace}: {exc.message}"
         if problem:
             grades[student.id].error = problem
-        deadlines[student.id] = time.monotonic() + opts.student_deadline
 
     def task(student: Student, exercise: Exercise) -> None:
         record = grades[student.id]
         if record.error:
+            first_task.setdefault(student.id, time.monotonic())
             finish(student, exercise, _error_grade(exercise, record.error))
             return
-        target = retarget(exercise, lesson_namespace, record.namespace)
+        with lock:  # the student's clock starts with their first exercise, not the class's
+            first_task.setdefault(student.id, time.monotonic())
+            deadline = first_task[student.id] + opts.student_deadline
+        target = exercise.in_namespace(lesson_namespace, record.namespace)
         delay = opts.backoff
         attempts = 0
         while True:
-            if time.monotonic() > deadlines[student.id]:
+            if time.monotonic() > deadline:
                 message = (
                     f"not graded: the deadline of {opts.student_deadline:g}s per student "
                     "was reached"
@@ -160,7 +156,7 @@ def grade_class(
             if outcome.status is not Status.ERROR or attempts > opts.retries:
                 finish(student, exercise, _grade_of(outcome, attempts))
                 return
-            opts.sleep(delay)
+            opts.sleep(max(0.0, min(delay, deadline - time.monotonic())))
             delay *= 2
 
     with ThreadPoolExecutor(max_workers=max(1, opts.concurrency)) as pool:

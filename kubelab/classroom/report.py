@@ -8,9 +8,11 @@ The JSON report is :meth:`ClassGrade.to_json` itself.
 from __future__ import annotations
 
 import html
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -46,7 +48,7 @@ def table(grade: ClassGrade) -> Table:
     out.add_column("score", justify="right")
     total = len(grade.exercises)
     for student in grade.students:
-        cells: list[Text | str] = [f"{student.id} {student.name}"]
+        cells: list[Text | str] = [Text(f"{student.id} {student.name}")]
         for ex_id, _ in grade.exercises:
             ex = student.exercise(ex_id)
             status = ex.status if ex else Status.ERROR
@@ -56,11 +58,19 @@ def table(grade: ClassGrade) -> Table:
         out.add_row(*cells)
     legend = "; ".join(f"{i} {ex_id}" for i, (ex_id, _) in enumerate(grade.exercises, start=1))
     errors = [f"{s.id}: {s.error}" for s in grade.students if s.error]
-    out.caption = legend + ("\n" + "\n".join(errors) if errors else "")
+    out.caption = escape(legend + ("\n" + "\n".join(errors) if errors else ""))
     return out
 
 
 # ----------------------------------------------------------------------------- JUnit
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: str | None) -> str:
+    """``text`` without the characters XML 1.0 cannot hold (an API error may carry ESC)."""
+    return _NOT_XML.sub("", text or "")
 
 
 def junit(grade: ClassGrade) -> str:
@@ -74,7 +84,7 @@ def junit(grade: ClassGrade) -> str:
         suite = ET.SubElement(
             root,
             "testsuite",
-            name=f"{student.id} {student.name}",
+            name=_xml(f"{student.id} {student.name}"),
             id=student.id,
             timestamp=grade.taken_at,
             time=f"{student.seconds:.3f}",
@@ -85,7 +95,7 @@ def junit(grade: ClassGrade) -> str:
             ("namespace", student.namespace),
             ("lesson", grade.lesson),
         ):
-            ET.SubElement(props, "property", name=key, value=value)
+            ET.SubElement(props, "property", name=key, value=_xml(value))
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         for ex_id, _ in grade.exercises:
             ex = student.exercise(ex_id)
@@ -93,7 +103,7 @@ def junit(grade: ClassGrade) -> str:
                 case = ET.SubElement(
                     suite, "testcase", classname=f"{student.id}.{ex_id}", name="graded"
                 )
-                ET.SubElement(case, "error", message=student.error or "not graded")
+                ET.SubElement(case, "error", message=_xml(student.error or "not graded"))
                 counts["tests"] += 1
                 counts["errors"] += 1
                 continue
@@ -102,24 +112,27 @@ def junit(grade: ClassGrade) -> str:
                     suite, "testcase", classname=f"{student.id}.{ex_id}", name=check.id
                 )
                 counts["tests"] += 1
+                message = _xml(check.message)
                 if ex.superseded_by and check.status is not Status.PASSED:
                     ET.SubElement(case, "system-out").text = (
                         f"done: {ex.superseded_by}, which starts from this exercise's end "
-                        f"state, passes (now: {check.status}: {check.message})"
+                        f"state, passes (now: {check.status}: {message})"
                     )
+                elif not check.required:  # never counted against the student, as in JSON
+                    ET.SubElement(
+                        case, "system-out"
+                    ).text = f"optional check: {check.status}: {message}"
                 elif check.status is Status.FAILED:
-                    node = ET.SubElement(case, "failure", message=check.message, type="failed")
-                    node.text = check.hint or ""
+                    node = ET.SubElement(case, "failure", message=message, type="failed")
+                    node.text = _xml(check.hint)
                     counts["failures"] += 1
                 elif check.status is Status.ERROR:
-                    ET.SubElement(case, "error", message=check.message, type="error")
+                    ET.SubElement(case, "error", message=message, type="error")
                     counts["errors"] += 1
                 elif check.status is Status.PENDING:
                     # Not done yet is not passed: report it as a failure named pending.
-                    ET.SubElement(case, "failure", message=check.message, type="pending")
+                    ET.SubElement(case, "failure", message=message, type="pending")
                     counts["failures"] += 1
-                if not check.required:
-                    ET.SubElement(case, "system-out").text = "optional check"
         for key, count in counts.items():
             suite.set(key, str(count))
             totals[key] += count

@@ -26,11 +26,12 @@ from kubelab.classroom.roster import Student, load_roster
 from kubelab.cluster.kube import (
     CLASS_LABEL,
     KUBECONFIG_EXTENSION,
+    STUDENT_LABEL,
     Kube,
     apply_order,
     kubeconfig_expiry,
 )
-from kubelab.errors import StateError, UsageError
+from kubelab.errors import StateError, UsageError, ValidationFailed
 from kubelab.i18n import Lang
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.lessons.model import Exercise
@@ -53,7 +54,12 @@ def snapshots_dir(lesson_id: str) -> Path:
 def save_snapshot(grade: ClassGrade) -> Path:
     folder = snapshots_dir(grade.lesson)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{re.sub(r'[^0-9A-Za-z]', '', grade.taken_at)}.json"
+    stem = re.sub(r"[^0-9A-Za-z]", "", grade.taken_at)
+    path = folder / f"{stem}.json"
+    number = 1
+    while path.exists():  # never overwrite an earlier run
+        number += 1
+        path = folder / f"{stem}-{number}.json"
     paths.write_private(path, json.dumps(grade.to_json(), indent=1))
     return path
 
@@ -76,13 +82,19 @@ class ClassTools:
 
     kube: Kube
     admin_kubeconfig: dict[str, Any]
+    admin_context: str | None  # the context `kubelab up` used (None: the current one)
+    admin_folder: Path | None  # where the admin kubeconfig is (relative CA file paths)
     registry: str | None
     context: Callable[[], CheckContext]
     available: set[str]  # components the cluster has (exercises needing others are skipped)
+    # (user, read-only registry token) for the students' pull Secrets; asked for once.
+    pull_token: Callable[[], tuple[str, str]]
 
 
 def tools_for(loaded: LoadedLesson, store: StateStore) -> ClassTools:
     """The cluster of a lesson that ``kubelab up`` brought up (else a clear error)."""
+    from kubelab.components.values import InstallSettings
+    from kubelab.images.pipeline import read_only_pull_token
     from kubelab.providers import get_provider
 
     lesson_id = loaded.lesson.id
@@ -102,11 +114,14 @@ def tools_for(loaded: LoadedLesson, store: StateStore) -> ClassTools:
     kubeconfig = Path(record.details["kubeconfig"])
     provider = get_provider(record.provider)
     return ClassTools(
-        Kube(kubeconfig),
+        Kube(kubeconfig, context=record.details.get("context")),
         (yamlio.load_all_yaml(kubeconfig.read_text(encoding="utf-8")) or [{}])[0],
+        record.details.get("context"),
+        kubeconfig.parent,
         record.details.get("registry_host"),
         lambda: check_context(provider, record),
         provider.available_components(loaded.lesson.components),
+        lambda: read_only_pull_token(Kube(kubeconfig), InstallSettings()),
     )
 
 
@@ -125,16 +140,12 @@ class ClassService:
         self.kube = tools.kube
         self.progress = progress
         self.namespace = lesson_namespace(self.lesson)
+        self._pull_credentials: tuple[str, str] | None = None
         self.injection = any(n.istio_injection for n in self.lesson.namespaces) or not (
             self.lesson.namespaces
         )
 
     # ----------------------------------------------------------------- rendering
-
-    def student_objects(self, student: Student) -> list[dict[str, Any]]:
-        """Everything one student gets, validated (raises before anything is applied)."""
-        identity, app = self.student_parts(student)
-        return identity + app
 
     def student_parts(self, student: Student) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(namespace and access objects, the lesson's app) of one student, validated."""
@@ -160,30 +171,25 @@ class ClassService:
         return identity, app
 
     def _pull_secret(self, namespace: str, student: Student) -> None:
-        """Copy the lesson's registry pull Secret into the student's namespace."""
+        """A registry pull Secret in the student's namespace with a read-only token: never
+        the build token of the lesson's namespace, which a student's pod could read."""
+        from kubelab.images.kaniko import registry_pull_secret
         from kubelab.images.pipeline import PULL_SECRET
 
         if not (self.lesson.images and self.tools.registry):
             return
-        source = self.kube.get("v1", "Secret", PULL_SECRET, self.namespace)
-        if source is None:
-            raise StateError(
-                f"Secret {self.namespace}/{PULL_SECRET} is missing",
-                hint=f"Run `kubelab up {self.lesson.id}` again: it recreates it.",
-            )
-        self.kube.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": source.get("type"),
-                "metadata": {
-                    "name": PULL_SECRET,
-                    "namespace": namespace,
-                    "labels": access.class_labels(self.lesson.id, student),
-                },
-                "data": source.get("data") or {},
-            }
+        if self._pull_credentials is None:
+            self._pull_credentials = self.tools.pull_token()
+        user, token = self._pull_credentials
+        secret = registry_pull_secret(
+            PULL_SECRET,
+            namespace,
+            self.tools.registry,
+            user,
+            token,
+            labels=access.class_labels(self.lesson.id, student),
         )
+        self.kube.apply(secret)
 
     # ----------------------------------------------------------------- tokens
 
@@ -194,7 +200,13 @@ class ClassService:
         token, expires = self.kube.create_token(namespace, access.IDENTITY, int(hours * 3600))
         issued = access.IssuedToken(token, expires)
         config = access.student_kubeconfig(
-            self.tools.admin_kubeconfig, self.lesson.id, student, namespace, issued
+            self.tools.admin_kubeconfig,
+            self.lesson.id,
+            student,
+            namespace,
+            issued,
+            context=self.tools.admin_context,
+            folder=self.tools.admin_folder,
         )
         path = out_dir / f"{student.id}.kubeconfig"
         paths.write_private(path, yamlio.dump_yaml(config))
@@ -215,7 +227,9 @@ class ClassService:
                     f"(from {existing.roster})",
                     hint=f"`kubelab class delete {self.lesson.id}` first, or use that roster.",
                 )
+        out_dir = out_dir.resolve()
         plans = [(s, self.student_parts(s)) for s in students]  # validate everything first
+        self._check_namespaces(roster, students)
         out_dir.mkdir(parents=True, exist_ok=True)
         with self.store.transaction() as state:
             record = state.classes.get(self.lesson.id) or ClassRecord(
@@ -246,6 +260,35 @@ class ClassService:
                 ]
                 record.updated_at = now()
         return self.store.load().classes[self.lesson.id]
+
+    def _check_namespaces(self, roster: Path, students: Sequence[Student]) -> None:
+        """Every student's namespace name is valid and is not somebody else's namespace
+        (``istio-system`` for a student named ``system``): refuse before creating anything."""
+        problems = []
+        for student in students:
+            namespace = student.namespace(self.namespace)
+            where = f"{roster}:{student.line}"
+            if len(namespace) > 63:
+                problems.append(
+                    f"{where}: namespace {namespace} would be {len(namespace)} characters "
+                    "(at most 63): use a shorter id"
+                )
+                continue
+            live = self.kube.get("v1", "Namespace", namespace)
+            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+            if live is not None and (
+                labels.get(CLASS_LABEL) != self.lesson.id or labels.get(STUDENT_LABEL) != student.id
+            ):
+                problems.append(
+                    f"{where}: namespace {namespace} already exists and is not {student.id}'s "
+                    "class namespace: use another id"
+                )
+        if problems:
+            raise ValidationFailed(
+                f"{len(problems)} student(s) cannot get a namespace; nothing was created",
+                details=problems,
+                hint="Change those ids in the roster and run the same command again.",
+            )
 
     def record(self) -> ClassRecord:
         record = self.store.load().classes.get(self.lesson.id)
@@ -288,8 +331,12 @@ class ClassService:
         namespaces = self.kube.list(
             "v1", "Namespace", label_selector=f"{CLASS_LABEL}={self.lesson.id}"
         )
+        known = {s.id for s in record.students} if record is not None else None
         for ns in namespaces:
             name = ns["metadata"]["name"]
+            student_id = (ns["metadata"].get("labels") or {}).get(STUDENT_LABEL)
+            if student_id is None or (known is not None and student_id not in known):
+                continue  # only namespaces made for a student of this class
             if self.kube.delete("v1", "Namespace", name):
                 done.append(f"deleted namespace {name}")
         if record is not None:

@@ -188,7 +188,11 @@ def grade(
         float, typer.Option("--deadline", min=1, help="Seconds allowed per student.")
     ] = 300.0,
     save: Annotated[
-        bool, typer.Option("--save/--no-save", help="Store this run as a progress snapshot.")
+        bool,
+        typer.Option(
+            "--save/--no-save",
+            help="Store this run as a progress snapshot (whole-class runs only, not --class).",
+        ),
     ] = True,
 ) -> None:
     """Grade every student's exercises at once: table, json, junit or html report."""
@@ -197,6 +201,10 @@ def grade(
     from kubelab.classroom.service import load_history, save_snapshot
 
     opts = options(ctx, ("table", "json", "junit", "html"))
+    if opts.output.value == "table" and out is not None:
+        from kubelab.errors import UsageError
+
+        raise UsageError("--out needs --output json, junit or html")
     service = _service(lesson)
     students = service.students(roster)
     err = console(stderr=True)
@@ -206,14 +214,10 @@ def grade(
         GradeOptions(concurrency=concurrency, student_deadline=deadline),
         lang=opts.lang,
     )
-    if save:
+    if save and roster is None:  # progress over time compares runs of the whole class
         save_snapshot(result)
     fmt = opts.output.value
     if fmt == "table":
-        if out is not None:
-            from kubelab.errors import UsageError
-
-            raise UsageError("--out needs --output json, junit or html")
         console().print(report.table(result))
         return
     if fmt == "json":

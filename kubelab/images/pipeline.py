@@ -144,3 +144,41 @@ def _pull_secret(kube: Kube, lesson: Lesson, registry: str, user: str, token: st
         kube.apply(
             registry_pull_secret(PULL_SECRET, namespace, registry, user, token), labels=labels
         )
+
+
+PULL_TOKEN_SECRET = "kubelab-gitea-pull-token"
+PULL_TOKEN_NAME = "kubelab-pull"
+
+
+def read_only_pull_token(kube: Kube, settings: InstallSettings) -> tuple[str, str]:
+    """(user, token) allowed to pull the course's images and nothing else (Gitea scope
+    ``read:package``), for namespaces whose users must not get the build token (a class's
+    students could read any Secret their pods mount). Stored in a Secret beside Gitea and
+    reused while it works, so a second call changes nothing."""
+    from kubelab.images.gitea import GiteaClient
+
+    gitea = catalog.CATALOG["gitea"]
+    assert gitea.api is not None
+    namespace, service, port = gitea.api
+    admin = _secret_data(kube, settings.gitea_admin_secret, namespace)
+    if not admin.get("password"):
+        raise SetupError(
+            f"Gitea's admin Secret {namespace}/{settings.gitea_admin_secret} is missing",
+            hint="Run `kubelab up` again: the components step creates it before Gitea.",
+        )
+    stored = _secret_data(kube, PULL_TOKEN_SECRET, namespace).get("token")
+    with kube.port_forward(namespace, f"svc/{service}", port) as local:
+        client = GiteaClient(f"http://127.0.0.1:{local}", admin["username"], admin["password"])
+        if stored and client.token_works(stored):
+            return admin["username"], stored
+        token = client.ensure_token(PULL_TOKEN_NAME, ("read:package",))
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": PULL_TOKEN_SECRET, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": {"token": token},
+        }
+    )
+    return admin["username"], token

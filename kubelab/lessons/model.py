@@ -8,6 +8,7 @@ reported with its line.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Discriminator, Field, Tag
@@ -108,6 +109,14 @@ class Exercise(StrictModel):
                 getattr(check, "name", None) == lesson_namespace
             ):
                 update["name"] = namespace  # a check on the namespace object itself
+            query = getattr(check, "query", None)
+            if isinstance(query, str):  # PromQL label values: namespace="<lesson ns>"
+                quoted = re.compile(rf"(['\"]){re.escape(lesson_namespace)}\1")
+                update["query"] = quoted.sub(lambda m: m.group(1) + namespace + m.group(1), query)
+            service = getattr(check, "service", None)
+            if isinstance(service, str) and service.endswith(f".{lesson_namespace}"):
+                # Jaeger names a mesh service <workload>.<namespace>
+                update["service"] = service[: -len(lesson_namespace)] + namespace
             checks.append(check.model_copy(update=update) if update else check)
         return self.model_copy(update={"checks": checks})
 

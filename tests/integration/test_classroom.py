@@ -13,6 +13,7 @@ kubectl exec elsewhere); a student whose VirtualService or pods are gone gets 50
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -30,7 +31,7 @@ import yaml
 from kubelab.checks.builtin import ISTIO_API, CheckContext, route_weights
 from kubelab.checks.result import Status
 from kubelab.checks.traffic import Destination, Sample
-from kubelab.classroom import report
+from kubelab.classroom import access, report
 from kubelab.classroom.grade import GradeOptions
 from kubelab.classroom.model import ClassGrade
 from kubelab.classroom.roster import Student
@@ -142,7 +143,7 @@ def api(tmp_path: Path) -> Iterator[EmulatedApi]:
         server.close()
 
 
-def make_service(api: EmulatedApi, home: Path) -> ClassService:
+def make_service(api: EmulatedApi, home: Path, registry: str | None = None) -> ClassService:
     store = StateStore()
     with store.transaction() as state:
         state.lessons[LESSON] = LessonRecord(
@@ -155,7 +156,10 @@ def make_service(api: EmulatedApi, home: Path) -> ClassService:
     tools = ClassTools(
         kube=kube,
         admin_kubeconfig=json.loads(api.kubeconfig.read_text()),
-        registry=None,
+        admin_context=None,
+        admin_folder=api.kubeconfig.parent,
+        registry=registry,
+        pull_token=lambda: ("kubelab-admin", "read-only-pull-token"),
         context=lambda: CheckContext(
             kube, sampler=lambda spec: MeshStandIn(kube), settle_seconds=0
         ),
@@ -343,7 +347,8 @@ def test_roles_grant_nothing_outside_the_namespace_and_no_secrets(
             continue
         service = ClassService(loaded, StateStore(), make_service(api, _isolated_home).tools)
         student = Student("ana", "Ana", "ana@escola.example")
-        objects = service.student_objects(student)
+        identity, app = service.student_parts(student)
+        objects = identity + app
         ns = student.namespace(service.namespace)
         kinds = [o["kind"] for o in objects]
         assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
@@ -564,3 +569,99 @@ def test_lesson_down_takes_its_class_with_it(
     assert not {"istio-s01", "istio-s02"} & names
     assert not any(Path(s.kubeconfig or "").exists() for s in record.students)
     assert LESSON not in store.load().classes
+
+
+def test_a_roster_id_cannot_take_over_an_existing_namespace(
+    api: EmulatedApi, tmp_path: Path, _isolated_home: Path
+) -> None:
+    kube = api.kube()
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})
+    roster = tmp_path / "roster.csv"
+    roster.write_text("id,name,email\nana,Ana,ana@x.org\nsystem,Sys,sys@x.org\n")
+    service = make_service(api, _isolated_home)
+    with pytest.raises(ValidationFailed) as info:
+        service.create(roster, tmp_path / "kc", hours=2)
+    assert info.value.details == [
+        f"{roster}:3: namespace istio-system already exists and is not system's class "
+        "namespace: use another id"
+    ]
+    assert kube.get("v1", "Namespace", "istio-ana") is None  # nothing created
+    live = kube.get("v1", "Namespace", "istio-system")
+    assert live is not None and CLASS_LABEL not in (live["metadata"].get("labels") or {})
+    # Even if somebody labels it by hand, delete removes only the class's students.
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "istio-system", "labels": {CLASS_LABEL: LESSON}},
+        }
+    )
+    roster.write_text("id,name,email\nana,Ana,ana@x.org\n")
+    service.create(roster, tmp_path / "kc", hours=2)
+    assert service.delete()[0] == "deleted namespace istio-ana"
+    assert kube.get("v1", "Namespace", "istio-system") is not None
+
+
+def test_students_pull_with_a_read_only_token(
+    api: EmulatedApi, tmp_path: Path, _isolated_home: Path
+) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text(roster_text(1))
+    service = make_service(api, _isolated_home, registry="gitea.course.example")
+    service.create(roster, tmp_path / "kc", hours=2)
+    secret = api.kube().get("v1", "Secret", "kubelab-registry", "istio-s01")
+    assert secret is not None and secret["type"] == "kubernetes.io/dockerconfigjson"
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    auth = config["auths"]["gitea.course.example"]
+    assert auth["password"] == "read-only-pull-token"
+    app = next(
+        o
+        for o in api.objects(resources.DEPLOYMENTS, "istio-s01")
+        if o["metadata"]["name"] == "app-backend-v2"
+    )
+    assert app["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "kubelab-registry"}]
+
+
+def test_reports_survive_hostile_text() -> None:
+    from kubelab.classroom.model import CheckGrade, ExerciseGrade, StudentGrade
+
+    student = StudentGrade(
+        "bob",
+        "Bob [/] <script>",
+        "bob@x.org",
+        "istio-bob",
+        [ExerciseGrade("e1", [CheckGrade("c", "t", Status.FAILED, "curl: \x1b[0m exit 7 & <b>")])],
+    )
+    grade = ClassGrade(LESSON, "2026-11-22T10:00:00.000Z", [("e1", "E1")], [student])
+    root = ET.fromstring(report.junit(grade))
+    assert root.find(".//failure").get("message") == "curl: [0m exit 7 & <b>"
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(report.table(grade))
+    assert "Bob [/] <script>" in console.export_text()
+    page = report.html_report(grade)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_student_kubeconfig_inlines_a_ca_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\nabc\n")
+    admin = {
+        "clusters": [
+            {
+                "name": "mk",
+                "cluster": {"server": "https://10.0.0.1:6443", "certificate-authority": "ca.crt"},
+            }
+        ],
+        "contexts": [{"name": "mk", "context": {"cluster": "mk", "user": "admin"}}],
+        "users": [{"name": "admin", "user": {"client-key-data": "SECRET"}}],
+        "current-context": "mk",
+    }
+    token = access.IssuedToken("tok", dt.datetime(2026, 11, 22, 20, tzinfo=dt.UTC))
+    config = access.student_kubeconfig(
+        admin, LESSON, Student("ana", "Ana", "a@x.org"), "istio-ana", token, folder=tmp_path
+    )
+    cluster = config["clusters"][0]["cluster"]
+    assert base64.b64decode(cluster["certificate-authority-data"]).startswith(b"-----BEGIN")
+    assert "SECRET" not in json.dumps(config)
+    assert config["users"][0]["user"] == {"token": "tok"}

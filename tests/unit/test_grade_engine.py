@@ -13,7 +13,7 @@ from kubelab.checks.builtin import CheckContext
 from kubelab.checks.result import CheckResult, Status
 from kubelab.checks.runner import CheckOutcome, ExerciseOutcome
 from kubelab.classroom import grade as grading
-from kubelab.classroom.grade import GradeOptions, grade_class, retarget
+from kubelab.classroom.grade import GradeOptions, grade_class
 from kubelab.classroom.roster import Student
 from kubelab.errors import UsageError
 from kubelab.lessons.loader import find_lesson
@@ -135,7 +135,7 @@ def test_superseded_exercises_count_as_done(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_retarget_moves_checks_and_namespace_objects() -> None:
     exercise = LESSON.exercises[0]
-    moved = retarget(exercise, "istio", "istio-ana")
+    moved = exercise.in_namespace("istio", "istio-ana")
     assert {getattr(c, "namespace", None) for c in moved.checks} == {"istio-ana"}
     assert {getattr(c, "namespace", None) for c in exercise.checks} == {"istio"}  # untouched
 
@@ -150,3 +150,40 @@ def test_a_class_needs_a_real_cluster(_isolated_home: Any) -> None:
         )
     with pytest.raises(UsageError, match="needs a real cluster"):
         tools_for(find_lesson(LESSON.id), store)
+
+
+def test_in_namespace_rewrites_queries_and_jaeger_services() -> None:
+    kiali = LESSON.exercise("kiali-graph")
+    jaeger = LESSON.exercise("jaeger-traces")
+    assert kiali is not None and jaeger is not None
+    queries = [
+        c.query for c in kiali.in_namespace("istio", "istio-ana").checks if hasattr(c, "query")
+    ]
+    assert queries and all('"istio-ana"' in q and '"istio"' not in q for q in queries)
+    services = [
+        c.service for c in jaeger.in_namespace("istio", "istio-ana").checks if hasattr(c, "service")
+    ]
+    assert services and all(s.endswith(".istio-ana") for s in services)
+
+
+def test_each_student_gets_the_whole_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 6 students x 2 exercises of 0.2 s on 2 workers: 1.2 s in all, 0.4 s per student.
+    import time
+
+    def slow(*a: Any, **k: Any) -> ExerciseOutcome:
+        time.sleep(0.2)
+        return outcome(a[1].id, Status.PASSED)
+
+    monkeypatch.setattr(grading, "run_exercise", slow)
+    students = [Student(f"s{n}", f"S{n}", f"s{n}@x.org") for n in range(6)]
+    result = grade_class(
+        LESSON,
+        students,
+        EXERCISES[:2],
+        ctx({f"istio-s{n}" for n in range(6)}),
+        "istio",
+        GradeOptions(concurrency=2, student_deadline=1.0),
+    )
+    assert all(s.status is Status.PASSED for s in result.students), [
+        s.to_json(2) for s in result.students
+    ]
