@@ -32,6 +32,22 @@ def _secret_data(kube: Kube, name: str, namespace: str) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
+def _gitea_admin(
+    kube: Kube, settings: InstallSettings
+) -> tuple[tuple[str, str, int], dict[str, str]]:
+    """Gitea's (namespace, service, port) and its admin credentials (else a clear error)."""
+    gitea = catalog.CATALOG["gitea"]
+    assert gitea.api is not None
+    namespace = gitea.api[0]
+    admin = _secret_data(kube, settings.gitea_admin_secret, namespace)
+    if not admin.get("password"):
+        raise SetupError(
+            f"Gitea's admin Secret {namespace}/{settings.gitea_admin_secret} is missing",
+            hint="Run `kubelab up` again: the components step creates it before Gitea.",
+        )
+    return gitea.api, admin
+
+
 def build_lesson_images(lesson: Lesson, kube: Kube, settings: InstallSettings) -> list[str]:
     """Configure Gitea and make sure every image of ``lesson`` is in its registry."""
     if not lesson.images:
@@ -39,15 +55,7 @@ def build_lesson_images(lesson: Lesson, kube: Kube, settings: InstallSettings) -
     from kubelab.images.build import DockerBuilder, image_builds, plan_images, run_docker_plan
     from kubelab.images.gitea import GiteaClient, GiteaSetup, configure_gitea
 
-    gitea = catalog.CATALOG["gitea"]
-    assert gitea.api is not None
-    namespace, service, port = gitea.api
-    admin = _secret_data(kube, settings.gitea_admin_secret, namespace)
-    if not admin.get("password"):
-        raise SetupError(
-            f"Gitea's admin Secret {namespace}/{settings.gitea_admin_secret} is missing",
-            hint="Run `kubelab up` again: the components step creates it before Gitea.",
-        )
+    (namespace, service, port), admin = _gitea_admin(kube, settings)
     lines: list[str] = []
     with kube.port_forward(namespace, f"svc/{service}", port) as local:
         client = GiteaClient(f"http://127.0.0.1:{local}", admin["username"], admin["password"])
@@ -157,15 +165,7 @@ def read_only_pull_token(kube: Kube, settings: InstallSettings) -> tuple[str, st
     reused while it works, so a second call changes nothing."""
     from kubelab.images.gitea import GiteaClient
 
-    gitea = catalog.CATALOG["gitea"]
-    assert gitea.api is not None
-    namespace, service, port = gitea.api
-    admin = _secret_data(kube, settings.gitea_admin_secret, namespace)
-    if not admin.get("password"):
-        raise SetupError(
-            f"Gitea's admin Secret {namespace}/{settings.gitea_admin_secret} is missing",
-            hint="Run `kubelab up` again: the components step creates it before Gitea.",
-        )
+    (namespace, service, port), admin = _gitea_admin(kube, settings)
     stored = _secret_data(kube, PULL_TOKEN_SECRET, namespace).get("token")
     with kube.port_forward(namespace, f"svc/{service}", port) as local:
         client = GiteaClient(f"http://127.0.0.1:{local}", admin["username"], admin["password"])
