@@ -843,11 +843,14 @@ def _metric_names(obj: dict[str, Any] | None) -> set[str]:
     return {str(m.get("name")) for m in metrics if isinstance(m, dict)}
 
 
-def _run_order(run: dict[str, Any]) -> tuple[datetime, int, str]:
+def _run_order(run: dict[str, Any]) -> tuple[int, datetime, str]:
+    # The Rollout's revision first: a run of a newer revision is newer, whatever the
+    # creation times say (they have one-second precision, so runs created around a second
+    # boundary could otherwise swap); then creation time, then name.
     revision = str((_meta(run).get("annotations") or {}).get(REVISION_ANNOTATION) or "")
     return (
-        parse_time(_meta(run).get("creationTimestamp")),
         int(revision) if revision.isdigit() else 0,
+        parse_time(_meta(run).get("creationTimestamp")),
         _name(run),
     )
 
