@@ -209,7 +209,13 @@ class ExecSampler:
             if not ips:
                 continue
             lines = self._run(f"http://{ips[0]}:{target}{dest.path}", 1, timeout, 1)
-            if lines and lines[0].rsplit("|", 2)[1] in ("000", ""):
+            if not lines:
+                continue
+            body, code, _subset = lines[0].rsplit("|", 2)
+            status = int(code) if code.isdigit() else 0
+            # curl gave up (000), or the sidecar did first: Envoy's 504 "upstream request
+            # timeout" after the x-envoy-upstream-rq-timeout-ms the request carried.
+            if status == 0 or classify(body, status, None, False).hung:
                 hung.add(version)
         return hung
 

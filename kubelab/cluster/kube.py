@@ -365,6 +365,43 @@ def kubeconfig_expiry(config: Mapping[str, Any]) -> tuple[str, datetime.datetime
     return None
 
 
+#: The container ``kubectl exec``/``logs`` use when none is named (Istio's injector sets it
+#: to the app's container, so the sidecars are never picked by default).
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+
+def default_container(pod: Mapping[str, Any]) -> str | None:
+    """The container kubectl picks in ``pod`` when none is named: the one its
+    default-container annotation names, else the first of ``spec.containers``. A real
+    API server refuses an exec without a container name in a pod that has several."""
+    meta = pod.get("metadata") or {}
+    names = [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
+    wanted = (meta.get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+    if wanted in names:
+        return str(wanted)
+    return names[0] if names else None
+
+
+def upgrade_refusal(exc: Any) -> Any:
+    """The API server's answer to a refused exec/attach upgrade as an ``ApiException`` with
+    its real status and body; the websocket client reports it as status 0 with the whole
+    answer in ``reason`` ("Handshake status 400 Bad Request -+-+- headers -+-+- body")."""
+    from kubernetes.client.exceptions import ApiException
+
+    reason = str(getattr(exc, "reason", "") or "")
+    if getattr(exc, "status", None) not in (0, None) or not reason.startswith("Handshake status"):
+        return exc
+    head, _, rest = reason.partition(" -+-+- ")
+    words = head.split()
+    try:
+        code = int(words[2])
+    except (IndexError, ValueError):
+        return exc
+    refused = ApiException(status=code, reason=" ".join(words[3:]) or None)
+    refused.body = rest.rpartition(" -+-+- ")[2].strip() if rest else None
+    return refused
+
+
 def _seconds(value: float) -> str:
     return f"{value:.0f}s" if value >= 1 else f"{value:g}s"
 
@@ -890,11 +927,21 @@ class Kube:
         container: str | None = None,
         timeout: float = 60.0,
     ) -> ExecResult:
-        """Run ``command`` in a pod's container and collect its output and exit code."""
+        """Run ``command`` in a pod's container and collect its output and exit code.
+
+        Without ``container``, the one kubectl would pick (:func:`default_container`)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
+        if not container:
+            found = self.get("v1", "Pod", pod, namespace)
+            if found is None:
+                raise KubelabError(
+                    f"pod {pod} not found in namespace {namespace}",
+                    hint=f"kubectl get pods -n {namespace}",
+                )
+            container = default_container(found)
         core = client.CoreV1Api(self.api_client())
         kwargs: dict[str, Any] = {
             "command": command,
@@ -914,7 +961,7 @@ class Kube:
                 what=f"exec in {namespace}/{pod}",
             )
         except ApiException as exc:
-            raise self._api_error(exc, f"exec in pod {namespace}/{pod}") from exc
+            raise self._api_error(upgrade_refusal(exc), f"exec in pod {namespace}/{pod}") from exc
         out: builtins.list[str] = []
         err: builtins.list[str] = []
         try:

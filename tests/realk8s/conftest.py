@@ -1,0 +1,149 @@
+"""Fixtures for the tests on the real control plane (``tests/realk8s``).
+
+One control plane per test session (:mod:`controlplane`: etcd, kube-apiserver and
+kube-controller-manager v1.20.2 on loopback, RBAC on) with one node (:mod:`nodeagent`).
+Every test here is marked ``realk8s``. Without the binaries the tests skip with the
+reason and the command that builds them; under ``CI=true`` that is an error instead, so
+CI cannot pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from controlplane import ControlPlane, find_binaries
+from mesh import INJECTOR, Injector, Mesh
+from nodeagent import NodeAgent
+
+from kubelab.cluster.kube import Kube
+from kubelab.cluster.retry import RetryPolicy
+from kubelab.tools import find_tool
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.realk8s)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass
+class Cluster:
+    """The running control plane, its node, and helpers to talk to it."""
+
+    plane: ControlPlane
+    agent: NodeAgent
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.admin_kubeconfig
+
+    def kube(self, kubeconfig: Path | None = None, **kwargs: Any) -> Kube:
+        """kubelab's client as the admin (or as ``kubeconfig``), polling fast."""
+        kwargs.setdefault("poll", 0.05)
+        kwargs.setdefault("retry", RetryPolicy(deadline=20.0, initial_delay=0.05, max_delay=0.5))
+        return Kube(kubeconfig or self.kubeconfig, **kwargs)
+
+    def kubeconfig_for(self, user: str, groups: tuple[str, ...] = (), **kwargs: Any) -> Path:
+        return self.plane.kubeconfig_for(user, groups, **kwargs)
+
+    def kubectl(
+        self, *args: str, kubeconfig: Path | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        kubectl = find_tool("kubectl")
+        assert kubectl is not None, "kubectl missing: scripts/install-tools.sh"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
+        result = subprocess.run(
+            [str(kubectl), *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> str:
+        meta = {"name": name, "labels": labels or {}}
+        self.kube().apply({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+        # Pods can be made in a namespace once its default ServiceAccount has its token.
+        self.kube().wait_for(
+            lambda: bool(
+                (self.kube().get("v1", "ServiceAccount", "default", name) or {}).get("secrets")
+            ),
+            timeout=30,
+            what=f"the default ServiceAccount of {name}",
+        )
+        return name
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    found = find_binaries()
+    if isinstance(found, str):
+        if _in_ci():
+            pytest.fail(f"CI=true and {found}", pytrace=False)
+        pytest.skip(found)
+    plane = ControlPlane(found, tmp_path_factory.mktemp("realk8s"))
+    agent: NodeAgent | None = None
+    try:
+        plane.start()
+        agent = NodeAgent(plane).start()
+        yield Cluster(plane, agent)
+    finally:
+        if agent is not None:
+            agent.stop()
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream_crds(control_plane: Cluster) -> list[str]:
+    """Istio's, Flagger's and Argo Rollouts' CRDs installed (adapted to v1.20)."""
+    import crds
+
+    if not crds.SHARED_CRDS.is_dir():
+        pytest.skip(f"{crds.SHARED_CRDS} is missing (the upstream CRDs live in ../shared)")
+    return crds.install(control_plane.kube(), crds.load())
+
+
+@pytest.fixture(scope="session")
+def mesh(control_plane: Cluster, upstream_crds: list[str]) -> Iterator[Mesh]:
+    """Istio stand-ins: the sidecar injector (a real mutating webhook of the API server)
+    and the data plane that commands exec'ed in pods reach through ``http_proxy``."""
+    injector = Injector(control_plane.plane).start(control_plane.kube())
+    data_plane = Mesh(control_plane.kube(timeout=10))
+    control_plane.agent.exec_env = lambda namespace, pod: {
+        "http_proxy": data_plane.proxy_url(namespace)
+    }
+    try:
+        yield data_plane
+    finally:
+        control_plane.agent.exec_env = lambda namespace, pod: {}
+        control_plane.kube().delete(
+            "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", INJECTOR
+        )
+        data_plane.close()
+        injector.close()
+
+
+def _dns_label(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:40].strip("-")
+
+
+@pytest.fixture
+def namespace(control_plane: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards (not waited for)."""
+    name = f"{_dns_label(request.node.name)}-{uuid.uuid4().hex[:5]}"
+    control_plane.create_namespace(name)
+    yield name
+    control_plane.kube().delete("v1", "Namespace", name)
