@@ -180,6 +180,45 @@ def _comparable(desired: Mapping[str, Any]) -> dict[str, Any]:
     return want
 
 
+_POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+def with_port_protocols(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``obj`` whose Service ports and container ports name their ``protocol``.
+
+    ``protocol`` is a key of those lists (with ``port``/``containerPort``), and API servers
+    before v1.21 refuse a server-side apply that leaves it out ("associative list with
+    keys has an element that omits key field protocol", a 500). TCP is what every server
+    defaults it to, so saying so changes nothing on newer ones."""
+    out = copy.deepcopy(dict(obj))
+    kind = str(out.get("kind", ""))
+    if kind == "Service":
+        for port in (out.get("spec") or {}).get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+        return out
+    path = _POD_TEMPLATE_PATHS.get(kind)
+    spec: Any = out
+    for key in path or ():
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return out
+    for field in ("initContainers", "containers"):
+        for container in spec.get(field) or []:
+            for port in (container or {}).get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    return out
+
+
 # -- apply order ------------------------------------------------------------------------------
 
 # Namespaces and CRDs first (everything else may live in one or be one), then helm's
@@ -647,7 +686,7 @@ class Kube:
         """
         from kubernetes.client.exceptions import ApiException
 
-        desired = with_fingerprint(stamp_labels(obj, labels or {}))
+        desired = with_fingerprint(with_port_protocols(stamp_labels(obj, labels or {})))
         meta = desired["metadata"]
         name = meta["name"]
         what = f"{desired['kind']} {name}"

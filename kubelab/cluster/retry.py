@@ -157,6 +157,10 @@ def classify_kube_error(exc: BaseException, *, idempotent: bool = True) -> Verdi
             # Too Many Requests is refused before any work is done: safe for any request.
             after = parse_retry_after(_header(exc.headers, "Retry-After"))
             return Verdict(True, after, "429 Too Many Requests")
+        if status == 500 and "failed to create typed patch object" in str(exc.body or ""):
+            # A server-side apply the server cannot merge (a schema it does not know):
+            # the same body fails the same way every time.
+            return NO_RETRY
         if status in RETRYABLE_STATUSES and idempotent:
             after = parse_retry_after(_header(exc.headers, "Retry-After"))
             return Verdict(True, after, str(status))

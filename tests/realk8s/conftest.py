@@ -61,13 +61,28 @@ class Cluster:
         return self.plane.kubeconfig_for(user, groups, **kwargs)
 
     def kubectl(
-        self, *args: str, kubeconfig: Path | None = None, check: bool = True, timeout: float = 60
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        check: bool = True,
+        timeout: float = 60,
+        input_text: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         kubectl = find_tool("kubectl")
         assert kubectl is not None, "kubectl missing: scripts/install-tools.sh"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+            # kubectl's discovery cache, per API server port: not in the developer's home.
+            "KUBECACHEDIR": str(self.plane.folder / "kubectl-cache"),
+        }
         result = subprocess.run(
-            [str(kubectl), *args], capture_output=True, text=True, env=env, timeout=timeout
+            [str(kubectl), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            input=input_text,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")

@@ -284,9 +284,14 @@ class ControlPlane:
     # -- kubeconfigs ---------------------------------------------------------------------------
 
     def kubeconfig_dict(
-        self, user: str, *, cert: bytes | None = None, key: bytes | None = None,
-        token: str | None = None, namespace: str | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        user: str,
+        *,
+        cert: bytes | None = None,
+        key: bytes | None = None,
+        token: str | None = None,
+        namespace: str | None = None,
+    ) -> dict[str, Any]:
         import base64
 
         credentials: dict[str, Any] = {}
@@ -523,3 +528,17 @@ class ControlPlane:
 
     def alive(self) -> list[str]:
         return [p.name for p in self.processes if p.popen.poll() is None]
+
+
+def chart_for_v120(chart: Path, folder: Path) -> Path:
+    """A copy of ``chart`` that helm installs on v1.20: without its ``kubeVersion``
+    constraint (the project's charts ask for >=1.25, the oldest Kubernetes Istio 1.30
+    supports; helm refuses them on this control plane otherwise)."""
+    import shutil
+
+    target = folder / chart.name
+    shutil.copytree(chart, target, dirs_exist_ok=True)
+    meta = target / "Chart.yaml"
+    lines = meta.read_text().splitlines(keepends=True)
+    meta.write_text("".join(line for line in lines if not line.startswith("kubeVersion:")))
+    return target

@@ -74,7 +74,11 @@ def install(kube: Kube, crds: list[dict[str, Any]], timeout: float = 60.0) -> li
         names.append(crd["metadata"]["name"])
     for name in names:
         kube.wait_condition(
-            "apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None, "Established",
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            name,
+            None,
+            "Established",
             timeout,
-        )  # fmt: skip
+        )
     return names

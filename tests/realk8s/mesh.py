@@ -192,8 +192,12 @@ class Mesh:
         if service is None:
             return f"no service {service_name} in {namespace}"
         selector = (service.get("spec") or {}).get("selector") or {}
-        names = {service_name, f"{service_name}.{namespace}", f"{service_name}.{namespace}.svc",
-                 f"{service_name}.{namespace}.svc.cluster.local"}  # fmt: skip
+        names = {
+            service_name,
+            f"{service_name}.{namespace}",
+            f"{service_name}.{namespace}.svc",
+            f"{service_name}.{namespace}.svc.cluster.local",
+        }
         subset_labels: dict[str, str] = {}
         vs = next(
             (v for v in snap.virtual_services if set(_spec(v).get("hosts") or []) & names), None

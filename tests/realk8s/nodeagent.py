@@ -492,7 +492,9 @@ class NodeAgent:
 
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
-        ports = [int(p) for v in request.query.getall("ports", []) for p in v.split(",") if p]
+        # The API server passes the client's ``ports`` on as ``port`` (one per port).
+        values = request.query.getall("port", []) + request.query.getall("ports", [])
+        ports = [int(p) for v in values for p in v.split(",") if p]
         ws = web.WebSocketResponse(protocols=CHANNEL_PROTOCOLS)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="websocket port-forward only")

@@ -123,9 +123,15 @@ def test_exec_into_a_container_the_pod_lacks_names_them(control_plane, lab: str)
 def test_kubectl_exec_as_the_lesson_prints_it(control_plane, lab: str) -> None:  # type: ignore[no-untyped-def]
     """The course's command, with kubectl defaulting the container as it does on Istio."""
     result = control_plane.kubectl(
-        "exec", "-n", lab, TESTER, "--", "sh", "-c",
+        "exec",
+        "-n",
+        lab,
+        TESTER,
+        "--",
+        "sh",
+        "-c",
         "for i in $(seq 1 10); do curl -s --max-time 1 http://app-backend/ || echo timeout; done",
-    )  # fmt: skip
+    )
     answers = result.stdout.splitlines()
     # One line per request: an answer, or "timeout" once v1 hangs (it does after 30).
     assert len(answers) == 10, answers
