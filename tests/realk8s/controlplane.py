@@ -276,6 +276,10 @@ class ControlPlane:
         self.ca_file.write_bytes(self.pki.ca_pem)
         self.admin_kubeconfig = self.folder / "admin.kubeconfig"
         self.pid_file = self.folder / "pids"
+        #: The API server reaches pods, Services and kubelets through an HTTP CONNECT
+        #: proxy on this socket (its egress selector's "cluster" network): the node agent
+        #: serves it, so pod IPs exist without any network of their own.
+        self.pod_network = self.folder / "pod-network.sock"
 
     @property
     def server(self) -> str:
@@ -453,6 +457,24 @@ class ControlPlane:
         )
 
         self.api_port = free_port()
+        egress = self.folder / "egress-selector.yaml"
+        egress.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "apiserver.k8s.io/v1beta1",
+                    "kind": "EgressSelectorConfiguration",
+                    "egressSelections": [
+                        {
+                            "name": "cluster",
+                            "connection": {
+                                "proxyProtocol": "HTTPConnect",
+                                "transport": {"uds": {"udsName": str(self.pod_network)}},
+                            },
+                        }
+                    ],
+                }
+            )
+        )
         _write_private(
             self.admin_kubeconfig,
             yaml.safe_dump(
@@ -481,6 +503,7 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.96.0.0/12",
                 "--allow-privileged=true",
                 "--kubelet-preferred-address-types=InternalIP",
+                f"--egress-selector-config-file={egress}",
                 "--profiling=false",
                 "--v=1",
             ],

@@ -12,6 +12,10 @@ every wait of kubelab's would run out. :class:`NodeAgent`:
 * finishes graceful deletions (a pod with a ``deletionTimestamp`` is deleted with grace 0,
   as the kubelet does once its containers stopped), so namespaces and ReplicaSets really
   finalize;
+* is the pod network: the API server's egress selector sends every connection to a pod,
+  Service or kubelet as an HTTP CONNECT to this agent (a Unix socket), which connects
+  ``podIP:port`` to what :attr:`NodeAgent.pod_servers` names (and kubelets to itself),
+  so the API server's service proxy reaches servers the tests run on loopback;
 * serves the kubelet API the API server proxies to: ``/exec`` and ``/portForward`` over
   websockets (channel protocols v4/v5, what the official client and kubectl 1.31 speak;
   SPDY is not implemented) and ``/containerLogs``.
@@ -73,6 +77,9 @@ class NodeAgent:
     exec_env: Callable[[str, str], dict[str, str]] = lambda namespace, pod: {}
     #: (namespace, pod, port) -> (host, port) a port-forward to the pod reaches.
     forwards: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
+    #: (namespace, pod, port) -> (host, port) the API server reaches for ``podIP:port``
+    #: (its service proxy: ``/api/v1/namespaces/N/services/S:P/proxy/``).
+    pod_servers: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
     #: (namespace, pod, container) -> the text ``kubectl logs`` shows.
     logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
     #: Called for each pod before its status is written: returning False leaves it alone.
@@ -83,11 +90,13 @@ class NodeAgent:
         self.session: requests.Session = self.plane.session()
         self.base = self.plane.server
         self._ips: dict[str, str] = {}
+        self._pods_by_ip: dict[str, tuple[str, str]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.kubelet_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._network: asyncio.AbstractServer | None = None
         self.errors: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -106,6 +115,8 @@ class NodeAgent:
             loop = self._loop
 
             async def shutdown() -> None:
+                if self._network is not None:
+                    self._network.close()
                 if self._runner is not None:
                     await self._runner.cleanup()
 
@@ -301,6 +312,7 @@ class NodeAgent:
             }
 
         ip = self._ip(meta["uid"])
+        self._pods_by_ip[ip] = (meta["namespace"], meta["name"])
         self._patch_status(
             pod,
             {
@@ -395,6 +407,10 @@ class NodeAgent:
             raise RuntimeError(f"the node agent's kubelet API did not start: {failure[0]}")
 
     async def _serve(self, context: ssl.SSLContext) -> None:
+        self.plane.pod_network.unlink(missing_ok=True)
+        self._network = await asyncio.start_unix_server(
+            self._connect, path=str(self.plane.pod_network)
+        )
         app = web.Application()
         app.router.add_route("*", "/exec/{ns}/{pod}/{container}", self._exec)
         app.router.add_route("*", "/portForward/{ns}/{pod}", self._port_forward)
@@ -403,6 +419,43 @@ class NodeAgent:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.kubelet_port, ssl_context=context).start()
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One HTTP CONNECT from the API server's egress selector: a tunnel to a pod."""
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            host, _, port_text = target.rpartition(":")
+            port = int(port_text)
+            if host == "127.0.0.1":
+                address: tuple[str, int] | None = (host, port)  # a kubelet: this agent
+            else:
+                pod = self._pods_by_ip.get(host)
+                address = self.pod_servers.get((*pod, port)) if pod else None
+            if method != "CONNECT" or address is None:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+                await writer.drain()
+                return
+            up_reader, upstream = await asyncio.open_connection(*address)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError):
+                    while chunk := await src.read(65536):
+                        dst.write(chunk)
+                        await dst.drain()
+                with contextlib.suppress(OSError):
+                    dst.close()
+
+            await asyncio.gather(pipe(reader, upstream), pipe(up_reader, writer))
+        except (OSError, ValueError, asyncio.IncompleteReadError):
+            return
+        finally:
+            if upstream is not None:
+                upstream.close()
+            writer.close()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -11,6 +11,7 @@ VirtualService, DestinationRule and Ready pods the API server holds, and the rea
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -177,7 +178,7 @@ def test_in_mesh_checks_follow_the_course_on_the_real_server(  # type: ignore[no
 
 
 def test_a_traffic_check_fails_when_v2_has_no_pods(  # type: ignore[no-untyped-def]
-    control_plane, loaded: LoadedLesson, lab: str
+    control_plane, mesh, loaded: LoadedLesson, lab: str
 ) -> None:
     kube = control_plane.kube()
     control_plane.kubectl("scale", "deploy/app-backend-v2", "-n", lab, "--replicas=0")
@@ -187,6 +188,7 @@ def test_a_traffic_check_fails_when_v2_has_no_pods(  # type: ignore[no-untyped-d
             timeout=30,
             what="v2's pods to go",
         )
+        time.sleep(2 * mesh.refresh)  # the mesh learns of it, as Envoy does from istiod
         outcome = run_exercise(LESSON, exercise(loaded, "rollout-v2", lab), context(kube))
         assert outcome.status is not Status.PASSED, outcome.to_json()
     finally:

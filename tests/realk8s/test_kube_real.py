@@ -798,3 +798,53 @@ def test_port_forward_through_the_real_server(control_plane, namespace: str) -> 
             assert client.recv(1024) == b"GRAPH"
     finally:
         echo.close()
+
+
+def test_service_proxy_get_reaches_a_pod_through_the_real_server(  # type: ignore[no-untyped-def]
+    control_plane, namespace: str
+) -> None:
+    """The API server's service proxy (how checks query VictoriaMetrics and Jaeger): the
+    Service's Endpoints, made by the real endpoints controller, lead to a server here."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kube = control_plane.kube()
+    try:
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "vm", "namespace": namespace},
+                "spec": {"selector": {"app": "vm"}, "ports": [{"port": 8428, "targetPort": 8428}]},
+            }
+        )
+        kube.apply(ready_pod("vm-0", namespace, {"app": "vm"}))
+        control_plane.agent.pod_servers[(namespace, "vm-0", 8428)] = server.server_address[:2]
+        kube.wait_for(
+            lambda: bool(
+                ((kube.get("v1", "Endpoints", "vm", namespace) or {}).get("subsets") or [{}])[
+                    0
+                ].get("addresses")
+            ),
+            timeout=30,
+            what="the endpoints of vm",
+        )
+        body = kube.service_proxy_get(namespace, "vm", 8428, "/api/v1/query", {"query": "up"})
+        assert json.loads(body) == {"path": "/api/v1/query?query=up"}
+        with pytest.raises(KubelabError, match=r"answered 503 Service Unavailable for service"):
+            kube.service_proxy_get(namespace, "vm", 9999, "/", {})
+    finally:
+        server.shutdown()
