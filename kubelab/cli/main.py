@@ -14,6 +14,7 @@ import typer
 
 from kubelab import __version__
 from kubelab.cli import (
+    charts,
     classroom,
     cluster,
     doctor,
@@ -93,6 +94,7 @@ app.command("progress")(student.progress)
 app.command("solve")(student.solve)
 app.command("test")(lessontest.test)
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(charts.app, name="charts")
 app.add_typer(classroom.app, name="class")
 app.command("grade")(classroom.grade)
 # The kubeconfig of a GKE cluster runs this for tokens (an exec credential plugin).

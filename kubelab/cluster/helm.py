@@ -20,6 +20,12 @@ with what kubelab would deploy instead, upgrading when either differs. The finge
 is a one-way digest, so values (and their secrets) are never stored in clear by kubelab
 nor read back on the fast path.
 
+**Local charts.** :func:`pull_chart` saves a repository chart as the archive ``helm pull``
+writes (``kubelab charts pull``), and ``ensure_release(..., archive=PATH)`` installs such an
+archive instead of fetching the chart from its repository (``kubelab up --charts``). The
+fingerprint still names the repository chart (name, repository, version): the caller has
+checked that the archive is exactly that chart, so changing the source is not a change.
+
 **Secrets.** Values reach helm on stdin (pyhelm3's ``--values -``), never on a command
 line. Error messages quote helm's last error line with every secret value masked (string
 values under keys such as password/token/secret, and any ``secrets`` the caller names),
@@ -233,6 +239,120 @@ def _duration(seconds: float) -> str:
     return f"{max(round(seconds), 1)}s"
 
 
+def _run_bounded(make: Callable[[], Awaitable[T]], limit: float) -> T:
+    """Run the coroutine ``make()`` to completion on a private loop, cancelling it
+    (pyhelm3 then terminates helm) after ``limit`` seconds."""
+    # Imported here: this module is on the CLI's fast paths (load_all_yaml, template).
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(make(), limit)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(bounded())
+    # asyncio.run cannot nest inside a running loop: give the call its own thread.
+    with ThreadPoolExecutor(1, thread_name_prefix="kubelab-helm") as pool:
+        return pool.submit(asyncio.run, bounded()).result()
+
+
+# -- packaged charts -------------------------------------------------------------------------
+
+
+def packaged_chart_metadata(archive: Path) -> dict[str, Any]:
+    """The ``Chart.yaml`` of a packaged chart (``<name>/Chart.yaml`` in the .tgz helm
+    writes); raises ``SetupError`` naming the file when it is not one."""
+    import tarfile  # only for local chart sources
+
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.strip("/").split("/")
+                if len(parts) == 2 and parts[1] == "Chart.yaml" and member.isfile():
+                    handle = tar.extractfile(member)
+                    loaded = yaml.load(handle.read() if handle else b"", Loader=LOADER)
+                    if isinstance(loaded, dict):
+                        return loaded
+                    break
+    except (OSError, tarfile.TarError, yaml.YAMLError) as exc:
+        raise SetupError(
+            f"{archive} is not a packaged Helm chart: {exc}",
+            hint="Delete it and download it again (`kubelab charts pull`).",
+        ) from None
+    raise SetupError(
+        f"{archive} is not a packaged Helm chart: it has no <chart>/Chart.yaml",
+        hint="Delete it and download it again (`kubelab charts pull`).",
+    )
+
+
+def pull_chart(
+    helm_bin: Path,
+    chart: str,
+    repo: str,
+    version: str,
+    destination: Path,
+    *,
+    timeout: float = 300.0,
+) -> Path:
+    """``helm pull CHART --repo REPO --version VERSION`` into ``destination`` (a folder
+    that should hold nothing else); returns the archive helm saved there.
+
+    Goes through pyhelm3's ``Command`` (its ``Client.pull_chart`` only unpacks, and the
+    archive itself is what a local chart source keeps). Failures are a ``SetupError``
+    naming the chart, its version and the repository; a helm still running after
+    ``timeout`` seconds is stopped (``KubelabTimeout``).
+    """
+    pyhelm3_command = importlib.import_module("pyhelm3.command")
+    errors = importlib.import_module("pyhelm3.errors")
+    what = f"chart {chart} {version} from {repo}"
+    if not helm_bin.is_file():
+        raise SetupError(
+            f"cannot run helm at {helm_bin}: no such file",
+            hint="Run `bash scripts/install-tools.sh`, or put helm 3 on PATH.",
+        )
+    destination.mkdir(parents=True, exist_ok=True)
+    command = pyhelm3_command.Command(executable=str(helm_bin))
+    args = ["pull", chart, "--repo", repo, "--version", version, "--destination", destination]
+
+    async def pull() -> bytes:
+        return bytes(await command.run(args))
+
+    try:
+        _run_bounded(pull, timeout)
+    except TimeoutError:
+        raise KubelabTimeout(
+            f"timed out downloading {what} ({_duration(timeout)})",
+            hint=f"Is {repo} slow or unreachable from here? Run the same command again: "
+            "charts already downloaded are kept.",
+        ) from None
+    except errors.Error as exc:
+        raw = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else ""
+        lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+        last = lines[-1].removeprefix("Error: ") if lines else f"helm exited with {exc.returncode}"
+        if isinstance(exc, errors.ChartNotFoundError):
+            hint = (
+                f"{repo} has no chart {chart} at version {version}: check the pin in "
+                "kubelab/components/catalog.py against the repository's index.yaml."
+            )
+        else:
+            hint = (
+                f"Check that this machine reaches {repo} (a proxy needs HTTPS_PROXY), then "
+                "run the same command again: charts already downloaded are kept."
+            )
+        raise SetupError(
+            f"could not download {what}: {last}", hint=hint, details=lines[-5:-1]
+        ) from None
+    archives = sorted(destination.glob("*.tgz"))
+    if len(archives) != 1:
+        raise SetupError(
+            f"helm pull of {what} left {len(archives)} archives in {destination}, not one",
+            hint="Pull into an empty folder.",
+        )
+    return archives[0]
+
+
 @dataclass(frozen=True)
 class _Chart:
     """The chart as asked for: its reference for helm, and its name/version if known."""
@@ -291,22 +411,7 @@ class HelmClient:
             return self._client
 
     def _run(self, make: Callable[[], Awaitable[T]], limit: float) -> T:
-        """Run the coroutine ``make()`` to completion on a private loop, cancelling it
-        (pyhelm3 then terminates helm) after ``limit`` seconds."""
-        # Imported here: this module is on the CLI's fast paths (load_all_yaml, template).
-        import asyncio
-        from concurrent.futures import ThreadPoolExecutor
-
-        async def bounded() -> T:
-            return await asyncio.wait_for(make(), limit)
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(bounded())
-        # asyncio.run cannot nest inside a running loop: give the call its own thread.
-        with ThreadPoolExecutor(1, thread_name_prefix="kubelab-helm") as pool:
-            return pool.submit(asyncio.run, bounded()).result()
+        return _run_bounded(make, limit)
 
     # -- releases --------------------------------------------------------------------------
 
@@ -319,6 +424,8 @@ class HelmClient:
             if chart_yaml.is_file():
                 loaded = yaml.load(chart_yaml.read_text(encoding="utf-8"), Loader=LOADER)
                 meta = loaded if isinstance(loaded, dict) else {}
+            elif path.is_file():
+                meta = packaged_chart_metadata(path)
             name = str(meta.get("name") or path.name)
             found = meta.get("version")
             return _Chart(path, None, name, str(found) if found else version, chart_digest(path))
@@ -337,16 +444,25 @@ class HelmClient:
         timeout: float | None = None,
         *,
         secrets: Iterable[str] = (),
+        archive: Path | None = None,
     ) -> Result:
         """Install or upgrade release ``name`` of ``chart`` (a path, or a chart name in
         ``repo``, or an ``oci://`` reference) at ``version`` with ``values``, unless the
-        deployed revision already is exactly that (see the module docstring)."""
+        deployed revision already is exactly that (see the module docstring).
+
+        ``archive``: a packaged copy of that repository chart (as ``helm pull`` saved it,
+        checked by the caller to be ``chart`` at ``version``), installed instead of
+        fetching the chart from ``repo``; it leaves the fingerprint as it is."""
         values = dict(values or {})
         hidden = secret_strings(values, secrets)
         limit = self.timeout if timeout is None else timeout
         want = self._chart(chart, repo, version)
         digest = fingerprint(want.name, want.repo, want.version, values, want.files)
         what = f"release {name} (chart {want.name} {want.version or 'latest'})"
+        # What helm is given: the archive (no repository to reach) or the chart as asked.
+        ref, source_repo = (
+            (archive.resolve(), None) if archive is not None else (want.ref, want.repo)
+        )
 
         async def ensure() -> Result:
             client = self.client()
@@ -356,13 +472,14 @@ class HelmClient:
             if current is not None and await self._up_to_date(current, want, values, digest):
                 return Result("unchanged", int(current.revision))
             log.debug(
-                "helm upgrade --install %s %s %s values=%s",
+                "helm upgrade --install %s %s %s from %s values=%s",
                 name,
                 want.name,
                 want.version,
+                ref if archive is not None else (want.repo or want.ref),
                 mask_values(values),
             )
-            resolved = await client.get_chart(want.ref, repo=want.repo, version=want.version)
+            resolved = await client.get_chart(ref, repo=source_repo, version=want.version)
             revision = await client.install_or_upgrade_release(
                 name,
                 resolved,

@@ -5,13 +5,17 @@ namespace, dependencies, values with secrets masked) for ``--dry-run``; ``compon
 turns the same releases into installer nodes that call helm (skipping releases already
 at the same chart version and values) and apply each component's extra manifests
 once its releases are ready. ``removal_nodes`` is the reverse, for ``kubelab down``.
+Both take an optional ``archives`` (release name -> checked chart archive, from
+``kubelab.components.localcharts``): then each release is installed from its archive
+instead of its repository (``kubelab up --charts DIR``).
 """
 
 from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kubelab.cluster.helm import HelmClient, mask_values
@@ -45,11 +49,17 @@ def _mask_paths(values: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any
     return dict(masked)
 
 
-def component_plan(names: list[str], settings: InstallSettings) -> list[dict[str, Any]]:
-    """Every release with chart, exact version, repo, namespace, deps and masked values."""
+def component_plan(
+    names: list[str],
+    settings: InstallSettings,
+    archives: Mapping[str, Path] | None = None,
+) -> list[dict[str, Any]]:
+    """Every release with chart, exact version, repo, where helm gets the chart from
+    (``source``: the repo, or the local archive), namespace, deps and masked values."""
     plan = []
     for component in components_for(names, settings):
         for release in component.releases:
+            archive = (archives or {}).get(release.name)
             plan.append(
                 {
                     "component": component.name,
@@ -57,6 +67,7 @@ def component_plan(names: list[str], settings: InstallSettings) -> list[dict[str
                     "chart": release.chart,
                     "version": release.version,
                     "repo": release.repo,
+                    "source": str(archive) if archive is not None else release.repo,
                     "namespace": release.namespace,
                     "depends_on": list(release.depends_on),
                     "values": _mask_paths(values_for(release, settings), release.secret_paths),
@@ -92,7 +103,10 @@ def component_nodes(
     settings: InstallSettings,
     helm: HelmClient,
     kube: Kube,
+    archives: Mapping[str, Path] | None = None,
 ) -> list[Node]:
+    """The installer's nodes for ``components``: one per release (from ``archives`` when
+    given, else from its repository), Gitea's admin Secret, each component's manifests."""
     selected = {r.name for c in components for r in c.releases}
     nodes: list[Node] = []
     for component in components:
@@ -110,7 +124,12 @@ def component_nodes(
                 )
                 deps = (*deps, secret)
             nodes.append(
-                Node(release.name, deps, _ensure(helm, release, settings), component.title)
+                Node(
+                    release.name,
+                    deps,
+                    _ensure(helm, release, settings, (archives or {}).get(release.name)),
+                    component.title,
+                )
             )
         manifests = extra_manifests(component, settings)
         if manifests:
@@ -126,7 +145,10 @@ def component_nodes(
 
 
 def _ensure(
-    helm: HelmClient, release: catalog.Release, settings: InstallSettings
+    helm: HelmClient,
+    release: catalog.Release,
+    settings: InstallSettings,
+    archive: Path | None = None,
 ) -> Callable[[], str]:
     def run() -> str:
         result = helm.ensure_release(
@@ -139,6 +161,7 @@ def _ensure(
             wait=release.wait,
             timeout=release.timeout,
             secrets=release.secret_paths,
+            archive=archive,
         )
         return result.action
 
