@@ -163,6 +163,9 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[s
                 "namespace": details.get("namespace"),
                 "seconds": round(result.seconds, 2),
                 "first_exercise": first.to_json() if first else None,
+                # What this run changed, step by step (UpResult.changes): a second `up`
+                # reports every component unchanged and 0 writes.
+                "changes": result.changes(),
             }
         )
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
-from kubelab.components.installer import ProgressSink, run_dag
+from kubelab.components.installer import NodeResult, ProgressSink, run_dag
 from kubelab.components.values import InstallSettings, app_gateway_values
 from kubelab.errors import KubelabError
 from kubelab.images.pipeline import PULL_SECRET
@@ -86,9 +86,49 @@ def exercise_available(exercise: Exercise, available: set[str]) -> bool:
 
 @dataclass
 class UpResult:
+    """What one ``up`` did; ``kubelab up -o json`` prints the last four as ``changes``.
+
+    A second ``up`` of a lesson that is fully up changes nothing, and says so here: every
+    ``components`` outcome is ``unchanged``, ``images`` only says that each tag already
+    exists, ``deploy_changed`` and ``api_writes`` are 0.
+    """
+
     record: LessonRecord
     first: ExerciseOutcome | None
     seconds: float
+    # DAG node (Helm release, ``gitea:admin-secret``, ``<component>:manifests``) -> what
+    # happened to it: installed, upgraded, unchanged, created, applied. Empty when the
+    # provider installs no components (the sandbox).
+    components: dict[str, str] = field(default_factory=dict)
+    # The images step's lines: Gitea changes, tags skipped because they exist, builds.
+    images: list[str] = field(default_factory=list)
+    deployed: int = 0  # objects of the lesson the deploy step applied (or found up to date)
+    deploy_changed: int = 0  # mutating API calls the deploy step sent
+    # Every mutating Kubernetes API call ``up`` sent through kubelab's client (Kube.mutations:
+    # Secrets, component manifests, pull Secrets, kaniko Jobs, the lesson's objects). Helm's
+    # own calls are not in it: their result is the ``components`` outcome.
+    api_writes: int = 0
+
+    def changes(self) -> dict[str, Any]:
+        """The ``changes`` object of ``kubelab up -o json``."""
+        return {
+            "components": [{"name": n, "outcome": o} for n, o in self.components.items()],
+            "images": list(self.images),
+            "deploy": {"objects": self.deployed, "changed": self.deploy_changed},
+            "api_writes": self.api_writes,
+        }
+
+
+def merge_outcomes(*passes: list[NodeResult]) -> dict[str, str]:
+    """One outcome per DAG node over several passes of the installer (the components step
+    runs it again when the gateway's IP gives the dashboards their names): a node keeps the
+    last outcome that changed something, ``unchanged`` only when no pass changed it."""
+    merged: dict[str, str] = {}
+    for results in passes:
+        for result in results:
+            if result.name not in merged or result.outcome != "unchanged":
+                merged[result.name] = result.outcome
+    return merged
 
 
 class LessonRunner:
@@ -142,14 +182,23 @@ class LessonRunner:
 
     def up(self) -> UpResult:
         started = time.monotonic()
-        first: ExerciseOutcome | None = None
+        returned: dict[str, Any] = {}
         for step in STEPS:
-            result = getattr(self, f"step_{step}")()
-            if step == "exercises":
-                first = result
+            returned[step] = getattr(self, f"step_{step}")()
             self._done(step)
         record = self.store.load().lesson(self.lesson.id)
-        return UpResult(record, first, time.monotonic() - started)
+        deployed, deploy_changed = returned.get("deploy") or (0, 0)
+        return UpResult(
+            record,
+            returned.get("exercises"),
+            time.monotonic() - started,
+            components=returned.get("components") or {},
+            images=returned.get("images") or [],
+            deployed=deployed,
+            deploy_changed=deploy_changed,
+            # One client from the cluster step on; the checks use their own (read-only).
+            api_writes=self.kube.mutations,
+        )
 
     def step_preflight(self) -> None:
         self.provider.preflight()
@@ -195,18 +244,20 @@ class LessonRunner:
         record = self.store.load().lesson(self.lesson.id)
         return HelmClient(Path(record.details["kubeconfig"]), require_tool("helm"))
 
-    def step_components(self) -> None:
+    def step_components(self) -> dict[str, str]:
+        """Install the lesson's components; returns each DAG node's outcome."""
         if not self.provider.installs_components:
             self.report(
                 "components",
                 "skipped: the sandbox has no Istio control plane, Kiali, Jaeger, "
                 "VictoriaMetrics or Gitea (Envoy plays the mesh's routing)",
             )
-            return
+            return {}
         settings = self.settings()
         components = components_for(self.lesson.components, settings)
         nodes = component_nodes(components, settings, self.helm(), self.kube)
         results = run_dag(nodes, progress=self.progress)
+        passes = [results]
         if settings.domain is None and self._wildcard_domain():
             # The gateway got a public IP: the dashboards move to <name>.<ip>.sslip.io, so
             # the releases whose values name the domain are upgraded (only those).
@@ -214,6 +265,7 @@ class LessonRunner:
             components = components_for(self.lesson.components, settings)
             nodes = component_nodes(components, settings, self.helm(), self.kube)
             results = run_dag(nodes, progress=self.progress)
+            passes.append(results)
         for result in results:
             if ":" in result.name:
                 continue
@@ -230,6 +282,7 @@ class LessonRunner:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
         self.report("components", f"{len(components)} components ready ({summary})")
+        return merge_outcomes(*passes)
 
     def _wildcard_domain(self, timeout: float = 180.0) -> bool:
         """Without --domain: name the dashboards after the gateway's public IP (sslip.io).
@@ -263,16 +316,19 @@ class LessonRunner:
             time.sleep(self.poll * 10)
             service = self.kube.get("v1", "Service", GATEWAY_RELEASE, ISTIO_NAMESPACE) or {}
 
-    def step_images(self) -> None:
+    def step_images(self) -> list[str]:
+        """Gitea and the lesson's images; returns what was done or found, one line each."""
         if not self.provider.builds_images:
             self.report("images", "skipped: the sandbox runs app_backend from source")
-            return
+            return []
         from kubelab.images.pipeline import build_lesson_images  # requests, only here
 
         lines = build_lesson_images(self.lesson, self.kube, self.settings())
         self.report("images", "; ".join(lines) or "no images to build")
+        return lines
 
-    def step_deploy(self) -> None:
+    def step_deploy(self) -> tuple[int, int]:
+        """Apply the lesson's objects; returns (objects, mutating API calls sent)."""
         registry = self.store.load().lesson(self.lesson.id).details.get("registry_host")
         pull = [PULL_SECRET] if self.provider.builds_images and self.lesson.images else None
         exposure = app_gateway_values(self.settings()) if self.provider.installs_components else {}
@@ -292,6 +348,7 @@ class LessonRunner:
         changed = self.kube.mutations - before
         what = f"{changed} changed" if changed else "nothing to change"
         self.report("deploy", f"{len(rendered.objects)} objects ({what}); their pods are ready")
+        return len(rendered.objects), changed
 
     def _wait_for_deployments(self, objects: list[Any]) -> None:
         """Every Deployment rolled out and every bare Pod Ready, within ``ready_timeout``."""

@@ -109,7 +109,7 @@ def test_up_twice_then_down(fake_helm: FakeHelm) -> None:
     loaded = find_lesson("istio-traffic-splitting")
     runner = LessonRunner(loaded, provider, store)
     try:
-        runner.up()
+        first = runner.up()
         # -- helm: every release of the lesson's components, exact chart/version/values
         settings = runner.settings()
         expected = {
@@ -145,9 +145,20 @@ def test_up_twice_then_down(fake_helm: FakeHelm) -> None:
         # -- a second up: zero helm upgrades and zero mutating API calls
         installs_before = len(fake_helm.installs)
         second = LessonRunner(loaded, provider, store)
-        second.up()
+        again_result = second.up()
         assert len(fake_helm.installs) == installs_before
         assert second.kube.mutations == 0
+        # ... and `up -o json` says so (UpResult.changes): the first up's report names
+        # every release it installed, the second's the same nodes, all unchanged.
+        assert {n: o for n, o in first.components.items() if ":" not in n} == dict.fromkeys(
+            expected, "installed"
+        )
+        assert first.components["gitea:admin-secret"] == "created"
+        assert first.deploy_changed == first.deployed > 0 and first.api_writes > 0
+        assert list(again_result.components) == list(first.components)
+        assert set(again_result.components.values()) == {"unchanged"}
+        assert (again_result.deployed, again_result.deploy_changed) == (first.deployed, 0)
+        assert again_result.api_writes == 0
         again = kube.get("v1", "Secret", settings.gitea_admin_secret, "gitea")
         assert again is not None and again["data"]["password"] == password  # never replaced
 
