@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """e2e tests (marker ``e2e``: a real cluster, tens of minutes) run after every other
+    test, whatever the order of the folders; the rest keeps its order (the sort is stable)."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(
     request: pytest.FixtureRequest,
