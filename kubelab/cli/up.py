@@ -42,6 +42,14 @@ def up(
     email: Annotated[
         str | None, typer.Option("--email", help="With --tls: the ACME account email.")
     ] = None,
+    charts: Annotated[
+        Path | None,
+        typer.Option(
+            "--charts",
+            help="Install the components from the chart archives `kubelab charts pull` put "
+            "in this folder, not from the chart repositories (remembered for the lesson).",
+        ),
+    ] = None,
 ) -> None:
     """Set up a lesson: cluster, components, images, deploy, first checks."""
     from kubelab.config import load_config
@@ -70,19 +78,35 @@ def up(
     loaded = find_lesson(lesson)
     if tls and not (domain and email):
         raise UsageError("--tls needs --domain and --email", hint="Add both, or drop --tls.")
-    choices = {"domain": domain, "tls": tls, "email": email}
+    if charts is not None and not PROVIDERS[provider].installs_components:
+        raise UsageError(
+            f"--charts is for providers that install components; {provider} installs none",
+            hint="Drop --charts, or use --provider existing or kind.",
+        )
+    folder = charts.expanduser().resolve() if charts is not None else None
+    choices = {"domain": domain, "tls": tls, "email": email, "charts": folder}
     if not dry_run:
         _up(opts, loaded, provider, choices)
         return
     rendered = render(loaded)
-    plan = build_plan(loaded, provider, rendered)
+    plan = build_plan(loaded, provider, rendered, charts=folder)
     components = []
     if PROVIDERS[provider].installs_components:
-        from kubelab.components.deploy import component_plan
+        from kubelab.components.deploy import component_plan, components_for
         from kubelab.components.values import InstallSettings
 
         settings = InstallSettings(domain=domain, tls=tls, email=email)
-        components = component_plan(loaded.lesson.components, settings)
+        archives = None
+        if folder is not None:
+            # The same checks as `up --charts`: a plan that would fail says so now.
+            from kubelab.components.localcharts import LocalCharts, pull_command
+
+            releases = [
+                r for c in components_for(loaded.lesson.components, settings) for r in c.releases
+            ]
+            hint = pull_command(folder, [loaded.lesson.id], tls=bool(tls))
+            archives = LocalCharts(folder, hint).archives(releases)
+        components = component_plan(loaded.lesson.components, settings, archives)
     with tempfile.TemporaryDirectory(prefix="kubelab-dry-run-") as tmp:
         target = out if out is not None else Path(tmp)
         write_rendered(rendered, target, plan, loaded.lesson.id, components)

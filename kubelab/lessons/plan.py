@@ -16,7 +16,7 @@ from typing import Any
 
 from kubelab import paths
 from kubelab.cluster import helm
-from kubelab.components.catalog import install_order
+from kubelab.components.catalog import Release, install_order
 from kubelab.errors import ValidationFailed
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.validation.manifests import validate_objects
@@ -171,12 +171,30 @@ def render(
     return Rendered(objects, values)
 
 
-def build_plan(loaded: LoadedLesson, provider: str, rendered: Rendered | None) -> list[Step]:
-    """What each lifecycle step will do for ``loaded`` on ``provider``."""
+def _archive(release: Release) -> str:
+    from kubelab.components.localcharts import archive_name
+
+    return archive_name(release)
+
+
+def build_plan(
+    loaded: LoadedLesson,
+    provider: str,
+    rendered: Rendered | None,
+    *,
+    charts: Path | None = None,
+) -> list[Step]:
+    """What each lifecycle step will do for ``loaded`` on ``provider`` (``charts``: the
+    local chart folder the components are installed from, ``up --charts``)."""
     from kubelab.providers.requirements import PROVIDERS
 
     lesson = loaded.lesson
     info = PROVIDERS[provider]
+    source = (
+        f" from the chart archives in {charts} (checked against charts.json)"
+        if charts is not None
+        else ""
+    )
     steps = [
         Step(
             "preflight",
@@ -186,10 +204,11 @@ def build_plan(loaded: LoadedLesson, provider: str, rendered: Rendered | None) -
         Step("cluster", info.cluster_step),
         Step(
             "components",
-            "install with Helm, dependencies first, independent ones in parallel",
+            f"install with Helm{source}, dependencies first, independent ones in parallel",
             [
                 f"{c.name} ({c.namespace})"
                 + (f" after {', '.join(c.depends_on)}" if c.depends_on else "")
+                + (f": {', '.join(_archive(r) for r in c.releases)}" if charts else "")
                 for c in install_order(lesson.components)
             ],
         )

@@ -152,7 +152,8 @@ class LessonRunner:
         self.poll = poll
         self.namespace = lesson_namespace(self.lesson)
         self.progress = progress
-        # --domain, --tls, --email: how the lesson's components are exposed.
+        # --domain, --tls, --email: how the lesson's components are exposed; --charts: a
+        # folder of pinned chart archives to install from instead of the repositories.
         self.options = options or {}
         self._kube: Kube | None = None
 
@@ -244,6 +245,30 @@ class LessonRunner:
         record = self.store.load().lesson(self.lesson.id)
         return HelmClient(Path(record.details["kubeconfig"]), require_tool("helm"))
 
+    def chart_dir(self) -> Path | None:
+        """The local chart folder the components come from (``--charts``), if any.
+
+        A folder given now is recorded in the lesson's state, so a re-run without the
+        flag (after Ctrl-C, or to resume) installs from the same place."""
+        chosen = self.options.get("charts")
+        if chosen:
+            folder = str(Path(chosen).expanduser().resolve())
+            self._update(functools.partial(_merge_details, {"charts": folder}))
+        recorded = self.store.load().lesson(self.lesson.id).details.get("charts")
+        return Path(recorded) if recorded else None
+
+    def chart_archives(
+        self, components: list[Any], settings: InstallSettings, folder: Path | None
+    ) -> dict[str, Path] | None:
+        """Each release's checked archive in ``folder`` (None: from the repositories)."""
+        if folder is None:
+            return None
+        from kubelab.components.localcharts import LocalCharts, pull_command
+
+        releases = [r for c in components for r in c.releases]
+        hint = pull_command(folder, [self.lesson.id], tls=settings.tls)
+        return LocalCharts(folder, hint).archives(releases)
+
     def step_components(self) -> dict[str, str]:
         """Install the lesson's components; returns each DAG node's outcome."""
         if not self.provider.installs_components:
@@ -255,7 +280,10 @@ class LessonRunner:
             return {}
         settings = self.settings()
         components = components_for(self.lesson.components, settings)
-        nodes = component_nodes(components, settings, self.helm(), self.kube)
+        # Every local archive is checked before anything is installed.
+        folder = self.chart_dir()
+        archives = self.chart_archives(components, settings, folder)
+        nodes = component_nodes(components, settings, self.helm(), self.kube, archives)
         results = run_dag(nodes, progress=self.progress)
         passes = [results]
         if settings.domain is None and self._wildcard_domain():
@@ -263,25 +291,29 @@ class LessonRunner:
             # the releases whose values name the domain are upgraded (only those).
             settings = self.settings()
             components = components_for(self.lesson.components, settings)
-            nodes = component_nodes(components, settings, self.helm(), self.kube)
+            nodes = component_nodes(components, settings, self.helm(), self.kube, archives)
             results = run_dag(nodes, progress=self.progress)
             passes.append(results)
         for result in results:
             if ":" in result.name:
                 continue
             release = next(r for c in components for r in c.releases if r.name == result.name)
+            details = {"chart": release.chart, "version": release.version}
+            if archives is not None:
+                details["archive"] = str(archives[release.name])
             resource = CreatedResource(
                 kind="HelmRelease",
                 name=release.name,
                 namespace=release.namespace,
-                details={"chart": release.chart, "version": release.version},
+                details=details,
             )
             self._update(functools.partial(LessonRecord.add_resource, resource=resource))
         counts: dict[str, int] = {}
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-        self.report("components", f"{len(components)} components ready ({summary})")
+        source = "" if folder is None else f" from the local charts in {folder}"
+        self.report("components", f"{len(components)} components ready ({summary}){source}")
         return merge_outcomes(*passes)
 
     def _wildcard_domain(self, timeout: float = 180.0) -> bool:

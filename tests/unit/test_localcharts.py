@@ -607,3 +607,148 @@ def test_charts_pull_refuses_a_file_and_an_unknown_lesson(
     assert run(["charts", "pull", str(tmp_path), "no-such-lesson"]) == 2
     assert "no lesson 'no-such-lesson'" in capsys.readouterr().err
     assert cli_pull == []
+
+
+# -- the runner: `up --charts DIR`, recorded for later runs ------------------------------------
+
+LESSON_COMPONENTS = ["istio", "victoria-metrics", "kiali", "jaeger", "gitea"]
+
+
+def _folder_for_lesson(folder: Path) -> Path:
+    pull_charts(folder, lesson_releases(LESSON_COMPONENTS), FakePuller())
+    return folder
+
+
+class ComponentsRig:
+    """A LessonRunner whose provider, HelmClient and Kube are mocks at their boundary."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from kubelab.providers.base import ClusterInfo
+
+        self.helm = MagicMock(name="HelmClient")
+        self.helm.ensure_release.return_value = Result("installed", 1)
+        self.kube = MagicMock(name="Kube")
+        self.kube.get.return_value = None  # no gitea admin Secret, no gateway Service yet
+        self.kube.mutations = 0
+        self.provider = MagicMock(name="provider", installs_components=True)
+        self.provider.name = "existing"
+        self.provider.ensure_cluster.return_value = ClusterInfo(
+            Path("/tmp/kubelab-test/kubeconfig"), {"gateway_service_type": "NodePort"}
+        )
+        monkeypatch.setattr("kubelab.lessons.runner.LessonRunner.helm", lambda runner: self.helm)
+        self.reports: list[tuple[str, str]] = []
+
+    def components(self, options: dict[str, Any] | None = None) -> Any:
+        from kubelab.lessons.loader import find_lesson
+        from kubelab.lessons.runner import LessonRunner
+        from kubelab.state import StateStore
+
+        runner = LessonRunner(
+            find_lesson("istio-traffic-splitting"),
+            self.provider,
+            StateStore(),
+            lambda step, message: self.reports.append((step, message)),
+            options=options,
+        )
+        runner.step_cluster()
+        runner._kube = self.kube
+        runner.step_components()
+        return runner
+
+    def archives_installed(self) -> dict[str, Any]:
+        return {c.args[0]: c.kwargs["archive"] for c in self.helm.ensure_release.call_args_list}
+
+
+def test_up_with_charts_installs_every_release_from_its_archive_and_records_the_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from kubelab.state import StateStore
+
+    folder = _folder_for_lesson(tmp_path / "charts")
+    rig = ComponentsRig(monkeypatch)
+    rig.components({"charts": str(tmp_path / "charts" / ".." / "charts")})
+    releases = lesson_releases(LESSON_COMPONENTS)
+    settings = InstallSettings(gateway_service_type="NodePort")
+    istiod = catalog.RELEASES["istiod"]
+    rig.helm.ensure_release.assert_any_call(
+        "istiod",
+        "istiod",
+        repo=istiod.repo,
+        version=istiod.version,
+        namespace=istiod.namespace,
+        values=values_for(istiod, settings),
+        wait=True,
+        timeout=600,
+        secrets=(),
+        archive=folder / "istiod-1.30.3.tgz",
+    )
+    assert rig.archives_installed() == {
+        r.name: folder / f"{r.chart}-{r.version}.tgz" for r in releases
+    }
+    record = StateStore().load().lesson("istio-traffic-splitting")
+    assert record.details["charts"] == str(folder)  # resolved, no ".."
+    helm_records = {r.name: r.details for r in record.resources if r.kind == "HelmRelease"}
+    assert helm_records["gitea"]["archive"] == str(folder / "gitea-12.7.0.tgz")
+    assert rig.reports[-1][1].endswith(f"from the local charts in {folder}")
+
+    # A re-run without --charts (Ctrl-C, resume) uses the recorded folder.
+    rig.helm.ensure_release.reset_mock()
+    rig.components()
+    assert rig.archives_installed() == {
+        r.name: folder / f"{r.chart}-{r.version}.tgz" for r in releases
+    }
+
+
+def test_up_without_charts_installs_from_the_repositories(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = ComponentsRig(monkeypatch)
+    rig.components()
+    assert set(rig.archives_installed().values()) == {None}
+    assert "local charts" not in rig.reports[-1][1]
+
+
+def test_up_with_an_incomplete_folder_installs_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    folder = _folder_for_lesson(tmp_path / "charts")
+    (folder / "jaeger-4.11.1.tgz").unlink()
+    rig = ComponentsRig(monkeypatch)
+    with pytest.raises(SetupError) as info:
+        rig.components({"charts": str(folder)})
+    assert info.value.message == (
+        f"{folder}/jaeger-4.11.1.tgz: missing (chart jaeger 4.11.1 (release jaeger), listed "
+        "in charts.json)"
+    )
+    assert f"`kubelab charts pull {folder} istio-traffic-splitting`" in (info.value.hint or "")
+    rig.helm.ensure_release.assert_not_called()
+    rig.kube.apply.assert_not_called()
+
+
+def test_dry_run_with_charts_names_each_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder_for_lesson(tmp_path / "charts")
+    args = ["up", "istio-traffic-splitting", "--provider", "existing", "--dry-run"]
+    assert run([*args, "--charts", str(folder), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"components: install with Helm from the chart archives in {folder}" in out
+    assert "- istio (istio-system): base-1.30.3.tgz, istiod-1.30.3.tgz, gateway-1.30.3.tgz" in out
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert {c["release"]: c["source"] for c in plan["components"]}["kiali"] == str(
+        folder / "kiali-server-2.29.0.tgz"
+    )
+    assert run(["-o", "json", *args, "--charts", str(folder)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [c["source"] for c in data["components"]] == [
+        str(folder / f"{r.chart}-{r.version}.tgz") for r in lesson_releases(LESSON_COMPONENTS)
+    ]
+    # The same check as `up`: a folder that would fail the install fails the plan.
+    (folder / INDEX_FILE).unlink()
+    assert run([*args, "--charts", str(folder)]) == 4
+    assert f"{folder / INDEX_FILE} is missing" in capsys.readouterr().err
+
+
+def test_charts_with_the_sandbox_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["up", "istio-traffic-splitting", "--provider", "sandbox", "--charts", "x"]) == 2
+    assert "--charts is for providers that install components" in capsys.readouterr().err
