@@ -1,16 +1,10 @@
-"""Shared fixtures: an isolated kubelab home, the repo root, and a CLI runner."""
+"""Shared fixtures: an isolated kubelab home; e2e tests last. Helpers tests import (the
+repo root, a CLI runner) live in ``support.py``: two ``conftest`` modules (this one and
+tests/realk8s') cannot both be imported by that name."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 
 @pytest.hookimpl(trylast=True)
@@ -35,17 +29,3 @@ def _isolated_home(
     monkeypatch.setenv("KUBELAB_HOME", str(home))
     monkeypatch.delenv("KUBELAB_LANG", raising=False)
     return home
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60):
-    """Run the real ``kubelab`` console entry point in a subprocess."""
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", "from kubelab.cli.main import run; run()", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from kubelab.checks import jsonpath, selectors, stats, types
 from kubelab.checks.result import CheckResult, Status
 from kubelab.checks.traffic import Destination, Sample, Sampler, attribute_hung, tally
-from kubelab.cluster.kube import Kube
+from kubelab.cluster.kube import AccessDenied, Kube
 
 ISTIO_API = "networking.istio.io/v1"
 
@@ -155,13 +155,21 @@ def pods_ready(spec: types.PodsReady, ctx: CheckContext) -> CheckResult:
 @implements(types.SidecarInjected)
 def sidecar_injected(spec: types.SidecarInjected, ctx: CheckContext) -> CheckResult:
     pods = ctx.kube.list("v1", "Pod", spec.namespace, spec.selector)
-    ns = ctx.kube.get("v1", "Namespace", spec.namespace) or {}
-    labels = (ns.get("metadata") or {}).get("labels") or {}
+    try:
+        ns = ctx.kube.get("v1", "Namespace", spec.namespace)
+    except AccessDenied:
+        # A class student may not read Namespaces (cluster-scoped; their Role cannot grant
+        # it): their pods' containers still tell whether the sidecar is there.
+        ns = None
+        readable = False
+    else:
+        readable = True
+    labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
     without = [p["metadata"]["name"] for p in pods if spec.container not in _containers(p)]
     problems = []
     injection = labels.get("istio-injection")
     revision = labels.get("istio.io/rev")
-    if injection != "enabled" and not revision:
+    if readable and injection != "enabled" and not revision:
         problems.append(
             f"namespace {spec.namespace} does not have the label istio-injection=enabled"
             + (f" (it is {injection!r})" if injection else "")
@@ -171,7 +179,7 @@ def sidecar_injected(spec: types.SidecarInjected, ctx: CheckContext) -> CheckRes
     if without:
         problems.append(f"pods without the {spec.container} sidecar: {', '.join(without)}")
     evidence = {
-        "namespace_labels": labels,
+        "namespace_labels": labels if readable else "not readable with these credentials",
         "pods": [p["metadata"]["name"] for p in pods],
         "without_sidecar": without,
     }

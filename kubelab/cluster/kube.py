@@ -65,6 +65,10 @@ class ClusterUnreachable(SetupError):
     """The API server did not answer (down, wrong address, expired credentials)."""
 
 
+class AccessDenied(SetupError):
+    """The cluster answered 403: these credentials may not do that (RBAC)."""
+
+
 class KindNotServed(KubelabError):
     """The cluster does not serve this kind (its CRD is not installed)."""
 
@@ -141,10 +145,12 @@ def _scalar_equal(live: Any, want: Any) -> bool:
 def contains(live: Any, want: Any) -> bool:
     """Whether ``live`` already holds everything in ``want``.
 
-    Maps may carry more keys in ``live`` (defaults, fields of other managers, status);
-    lists must have the same length, compared item by item in order (a list that grew
-    or shrank needs an apply). ``null`` in ``want`` asks for the field to be unset; an
-    empty map or list in ``want`` matches a field the server dropped.
+    Maps may carry more keys in ``live`` (defaults, fields of other managers, status).
+    A list matches when ``want``'s items match items of ``live`` in the same order; ``live``
+    may hold more (Istio's sidecar injector appends ``istio-proxy`` to a Pod's containers,
+    and a Pod's spec cannot change anyway). Items kubelab dropped from its own manifest
+    are caught by the applied-hash annotation, not here. ``null`` in ``want`` asks for the
+    field to be unset; an empty map or list in ``want`` matches a field the server dropped.
     """
     if isinstance(want, dict):
         if not isinstance(live, dict):
@@ -162,9 +168,9 @@ def contains(live: Any, want: Any) -> bool:
     if isinstance(want, list):
         if not isinstance(live, list):
             return not want and live is None
-        return len(live) == len(want) and all(
-            contains(a, b) for a, b in zip(live, want, strict=True)
-        )
+        found = iter(live)
+        # A subsequence test: each wanted item consumes live items up to its match.
+        return all(any(contains(item, wanted) for item in found) for wanted in want)
     return _scalar_equal(live, want)
 
 
@@ -855,7 +861,12 @@ class Kube:
             expired = self._expired_class_kubeconfig()
             if expired:
                 return SetupError(expired[0], hint=expired[1])
-        if exc.status in (401, 403):
+        if exc.status == 403:
+            return AccessDenied(
+                f"the cluster refused to {verb} {what} ({exc.status} {exc.reason})",
+                hint="Your credentials may have expired or lack rights; ask the instructor.",
+            )
+        if exc.status == 401:
             return SetupError(
                 f"the cluster refused to {verb} {what} ({exc.status} {exc.reason})",
                 hint="Your credentials may have expired or lack rights; ask the instructor.",

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 from kubelab.checks import types
 from kubelab.lessons.loader import load_lesson

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 from kubelab.tools import find_tool
 

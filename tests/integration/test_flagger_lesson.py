@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 from kubelab.checks import types as check_types
 from kubelab.components.values import metrics_url

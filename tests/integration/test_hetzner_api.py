@@ -834,7 +834,7 @@ def test_cli_plan_confirm_delete_and_leftovers_never_print_the_token(
     stub: StubAPI, home: Path
 ) -> None:
     """`kubelab cluster ...` in a real process against the stub, with a fake token."""
-    from conftest import run_cli
+    from support import run_cli
 
     env = {"KUBELAB_HOME": str(home), "HCLOUD_TOKEN": TOKEN, "HCLOUD_ENDPOINT": stub.url}
     # Not a terminal and no --yes: the plan and its cost are shown, nothing is created.

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support import run_cli
 
 from kubelab.tools import find_tool
 

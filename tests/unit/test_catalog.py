@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, SHARED
+from support import ROOT, SHARED
 
 from kubelab.components import catalog, values
 from kubelab.components.catalog import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from support import run_cli
 
 from kubelab.cli.main import hoist_global_options, run
 from kubelab.i18n import detect_lang

@@ -141,7 +141,7 @@ def test_live_object_with_defaults_contains_the_applied_one() -> None:
     [
         {"image": "web:v2"},
         {"ports": [{"containerPort": 8080}, {"containerPort": 9090}]},  # a list that grew
-        {"ports": []},  # ...or shrank
+        {"ports": [{"containerPort": 9090}]},  # ...or changed
         {"env": [{"name": "A", "value": "1"}]},  # a field the live object lacks
         {"imagePullPolicy": None},  # null: unset a field it has
         {"ports": [{"containerPort": "8080"}]},  # "8080" is not 8080 to the API
@@ -149,6 +149,17 @@ def test_live_object_with_defaults_contains_the_applied_one() -> None:
 )
 def test_any_difference_means_apply(change: dict[str, Any]) -> None:
     assert not contains(LIVE_DEPLOYMENT, desired(**change))
+
+
+def test_items_another_manager_added_to_a_list_are_not_a_difference() -> None:
+    """Istio's injector appends its sidecar to a Pod: the Pod kubelab applied is unchanged."""
+    live = {"spec": {"containers": [{"name": "curl-test"}, {"name": "istio-proxy"}]}}
+    assert contains(live, {"spec": {"containers": [{"name": "curl-test"}]}})
+    assert not contains(
+        live, {"spec": {"containers": [{"name": "istio-proxy"}, {"name": "curl-test"}]}}
+    )
+    assert not contains(live, {"spec": {"containers": [{"name": "other"}]}})
+    assert not contains({"spec": {"containers": []}}, {"spec": {"containers": [{"name": "a"}]}})
 
 
 def test_scalar_rules() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 from kubelab.cli.main import run
 from kubelab.errors import ValidationFailed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT, SHARED
+from support import ROOT, SHARED
 
 from kubelab.validation.manifests import crd_kinds, validate_object
 
