@@ -444,6 +444,9 @@ def upgrade_refusal(exc: Any) -> Any:
         return exc
     refused = ApiException(status=code, reason=" ".join(words[3:]) or None)
     refused.body = rest.rpartition(" -+-+- ")[2].strip() if rest else None
+    # The upgrade was answered, and refused: the command never started, so sending it
+    # again is safe whatever the request (see classify_kube_error).
+    refused.never_ran = True  # type: ignore[attr-defined]
     return refused
 
 
@@ -1003,15 +1006,19 @@ class Kube:
         }
         if container:
             kwargs["container"] = container
+
+        def open_stream(_timeout: float) -> Any:
+            try:
+                return stream(core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs)
+            except ApiException as exc:
+                raise upgrade_refusal(exc) from exc
+
         try:
-            # Not idempotent (the command may have run): only never-sent requests retry.
-            resp = self._request(
-                lambda _t: stream(core.connect_get_namespaced_pod_exec, pod, namespace, **kwargs),
-                idempotent=False,
-                what=f"exec in {namespace}/{pod}",
-            )
+            # Not idempotent (the command may have run): only never-sent requests and
+            # refused upgrades retry.
+            resp = self._request(open_stream, idempotent=False, what=f"exec in {namespace}/{pod}")
         except ApiException as exc:
-            raise self._api_error(upgrade_refusal(exc), f"exec in pod {namespace}/{pod}") from exc
+            raise self._api_error(exc, f"exec in pod {namespace}/{pod}") from exc
         out: builtins.list[str] = []
         err: builtins.list[str] = []
         try:

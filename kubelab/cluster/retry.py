@@ -153,6 +153,8 @@ def classify_kube_error(exc: BaseException, *, idempotent: bool = True) -> Verdi
 
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
+        if getattr(exc, "never_ran", False):
+            idempotent = True  # a refused exec upgrade: nothing was run
         if status == 429:
             # Too Many Requests is refused before any work is done: safe for any request.
             after = parse_retry_after(_header(exc.headers, "Retry-After"))

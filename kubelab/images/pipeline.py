@@ -145,10 +145,14 @@ def _pull_secret(kube: Kube, lesson: Lesson, registry: str, user: str, token: st
 
     labels = kubelab_labels(lesson.id)
     for namespace in {ns.name for ns in lesson.namespaces} | {d.namespace for d in lesson.deploy}:
-        kube.apply(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-            labels=labels,
-        )
+        if kube.get("v1", "Namespace", namespace) is None:
+            # Only when missing: the deploy step applies the namespace with its labels
+            # (istio-injection). Applying this bare one over it, as the same field manager,
+            # would drop them until the deploy step puts them back.
+            kube.apply(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                labels=labels,
+            )
         kube.apply(
             registry_pull_secret(PULL_SECRET, namespace, registry, user, token), labels=labels
         )

@@ -14,6 +14,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -93,6 +94,8 @@ class FaultProxy:
             body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status}
             headers = {"Retry-After": "0"} if status == 429 else {}
             return web.json_response(body, status=status, headers=headers)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._forward_websocket(request)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         body = await request.read()
         async with self._session.request(
@@ -110,6 +113,34 @@ class FaultProxy:
             faults.injected += 1
             await asyncio.sleep(faults.delay)
         return web.Response(status=status, body=body, headers=out)
+
+    async def _forward_websocket(self, request: web.Request) -> web.StreamResponse:
+        """exec and port-forward: the upgrade goes on to the server, the frames both ways."""
+        protocols = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p
+        ]
+        try:
+            upstream = await self._session.ws_connect(
+                f"{self.plane.server.replace('https', 'wss')}{request.path_qs}",
+                protocols=protocols,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            return web.Response(status=exc.status, text=exc.message)
+        client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else [])
+        await client.prepare(request)
+
+        async def pump(src: Any, dst: Any) -> None:
+            async for msg in src:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    await dst.send_bytes(msg.data)
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    await dst.send_str(msg.data)
+                else:
+                    break
+            await dst.close()
+
+        await asyncio.gather(pump(upstream, client), pump(client, upstream))
+        return client
 
     def close(self) -> None:
         async def stop() -> None:

@@ -9,6 +9,7 @@ every wait of kubelab's would run out. :class:`NodeAgent`:
   ``Initialized``/``ContainersReady``/``Ready``/``PodScheduled`` conditions, init containers
   terminated with 0, containers running and ready. Pods that do not restart (Jobs' pods,
   ``restartPolicy`` Never/OnFailure) then terminate with exit code 0 and ``Succeeded``;
+* gives Services of type LoadBalancer an address (a host name), as a cloud would;
 * finishes graceful deletions (a pod with a ``deletionTimestamp`` is deleted with grace 0,
   as the kubelet does once its containers stopped), so namespaces and ReplicaSets really
   finalize;
@@ -77,6 +78,8 @@ class NodeAgent:
     exec_env: Callable[[str, str], dict[str, str]] = lambda namespace, pod: {}
     #: (namespace, pod, port) -> (host, port) a port-forward to the pod reaches.
     forwards: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
+    #: Asked when ``forwards`` names nothing: pods made by controllers have random names.
+    forward_to: Callable[[str, str, int], tuple[str, int] | None] = lambda ns, pod, port: None
     #: (namespace, pod, port) -> (host, port) the API server reaches for ``podIP:port``
     #: (its service proxy: ``/api/v1/namespaces/N/services/S:P/proxy/``).
     pod_servers: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
@@ -84,6 +87,8 @@ class NodeAgent:
     logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
     #: Called for each pod before its status is written: returning False leaves it alone.
     admit: Callable[[dict[str, Any]], bool] = lambda pod: True
+    #: Called with each pod the agent ends with exit code 0 (what its program "did").
+    on_success: Callable[[dict[str, Any]], None] = lambda pod: None
     execs: list[ExecCall] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -106,7 +111,9 @@ class NodeAgent:
         self._register_node()
         watcher = threading.Thread(target=self._watch_loop, name="node-agent", daemon=True)
         watcher.start()
-        self._threads.append(watcher)
+        balancer = threading.Thread(target=self._balancer_loop, name="node-agent-lb", daemon=True)
+        balancer.start()
+        self._threads += [watcher, balancer]
         return self
 
     def stop(self) -> None:
@@ -186,6 +193,34 @@ class NodeAgent:
             timeout=10,
         )
         r.raise_for_status()
+
+    # -- load balancers -------------------------------------------------------------------------
+
+    def _balancer_loop(self) -> None:
+        """A cloud's load-balancer controller: every Service of type LoadBalancer gets an
+        address, a host name (as AWS's do) under ``lb.kubelab.test``, which resolves
+        nowhere: kubelab then serves dashboards through `kubelab open`, as on kind."""
+        while not self._stop.wait(0.5):
+            try:
+                services = self.session.get(f"{self.base}/api/v1/services", timeout=10)
+                services.raise_for_status()
+                for svc in services.json().get("items") or []:
+                    meta, spec = svc["metadata"], svc.get("spec") or {}
+                    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+                    if spec.get("type") != "LoadBalancer" or ingress:
+                        continue
+                    host = f"{meta['name']}.{meta['namespace']}.lb.kubelab.test"
+                    self.session.patch(
+                        f"{self.base}/api/v1/namespaces/{meta['namespace']}/services/"
+                        f"{meta['name']}/status",
+                        data=json.dumps(
+                            {"status": {"loadBalancer": {"ingress": [{"hostname": host}]}}}
+                        ),
+                        headers={"Content-Type": "application/merge-patch+json"},
+                        timeout=10,
+                    )
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                log.debug("node agent load balancers: %s", exc)
 
     # -- pods ----------------------------------------------------------------------------------
 
@@ -272,7 +307,10 @@ class NodeAgent:
         if phase == "Running" and restarts:
             return  # nothing more happens to a long-running pod
         if phase == "Running" and not restarts:
-            self._terminate(pod, int(annotations.get(EXIT_ANNOTATION, "0")))
+            code = int(annotations.get(EXIT_ANNOTATION, "0"))
+            if code == 0:
+                self.on_success(pod)
+            self._terminate(pod, code)
             return
         self._run(pod, ready=annotations.get(READY_ANNOTATION, "true") != "false")
 
@@ -565,7 +603,9 @@ class NodeAgent:
             await ws.send_bytes(bytes([2 * index]) + header)
             await ws.send_bytes(bytes([2 * index + 1]) + header)
         for index, port in enumerate(ports):
-            target = self.forwards.get((m["ns"], m["pod"], port))
+            target = self.forwards.get((m["ns"], m["pod"], port)) or self.forward_to(
+                m["ns"], m["pod"], port
+            )
             if target is None:
                 await ws.send_bytes(
                     bytes([2 * index + 1])
