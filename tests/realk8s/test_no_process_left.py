@@ -80,3 +80,21 @@ def test_a_killed_session_leaves_no_process(control_plane, tmp_path: Path) -> No
     while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [name for name, pid in pids.items() if alive(pid)] == []
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", "1 skipped"), ("true", "1 error")])
+def test_without_the_binaries_a_skip_says_how_and_ci_fails(
+    tmp_path: Path, ci: str, outcome: str
+) -> None:
+    env = {**os.environ, "KUBELAB_K8S_CACHE": str(tmp_path / "no-cache"), "CI": ci}
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", str(HERE / "probe_session.py"), "-q", "-rs",
+            "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'probe'}",
+        ],
+        env=env, capture_output=True, text=True, timeout=120, cwd=HERE.parents[1],
+    )  # fmt: skip
+    assert outcome in done.stdout, done.stdout
+    assert "bash scripts/build-control-plane.sh" in done.stdout
+    assert done.returncode == (0 if not ci else 1)
