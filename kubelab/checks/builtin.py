@@ -155,21 +155,19 @@ def pods_ready(spec: types.PodsReady, ctx: CheckContext) -> CheckResult:
 @implements(types.SidecarInjected)
 def sidecar_injected(spec: types.SidecarInjected, ctx: CheckContext) -> CheckResult:
     pods = ctx.kube.list("v1", "Pod", spec.namespace, spec.selector)
+    labels: dict[str, str] | None
     try:
-        ns = ctx.kube.get("v1", "Namespace", spec.namespace)
+        ns = ctx.kube.get("v1", "Namespace", spec.namespace) or {}
+        labels = (ns.get("metadata") or {}).get("labels") or {}
     except AccessDenied:
         # A class student may not read Namespaces (cluster-scoped; their Role cannot grant
         # it): their pods' containers still tell whether the sidecar is there.
-        ns = None
-        readable = False
-    else:
-        readable = True
-    labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
+        labels = None
     without = [p["metadata"]["name"] for p in pods if spec.container not in _containers(p)]
     problems = []
-    injection = labels.get("istio-injection")
-    revision = labels.get("istio.io/rev")
-    if readable and injection != "enabled" and not revision:
+    injection = (labels or {}).get("istio-injection")
+    revision = (labels or {}).get("istio.io/rev")
+    if labels is not None and injection != "enabled" and not revision:
         problems.append(
             f"namespace {spec.namespace} does not have the label istio-injection=enabled"
             + (f" (it is {injection!r})" if injection else "")
@@ -179,7 +177,7 @@ def sidecar_injected(spec: types.SidecarInjected, ctx: CheckContext) -> CheckRes
     if without:
         problems.append(f"pods without the {spec.container} sidecar: {', '.join(without)}")
     evidence = {
-        "namespace_labels": labels if readable else "not readable with these credentials",
+        "namespace_labels": labels if labels is not None else "not readable with these credentials",
         "pods": [p["metadata"]["name"] for p in pods],
         "without_sidecar": without,
     }

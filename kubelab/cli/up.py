@@ -99,13 +99,10 @@ def up(
         archives = None
         if folder is not None:
             # The same checks as `up --charts`: a plan that would fail says so now.
-            from kubelab.components.localcharts import LocalCharts, pull_command
+            from kubelab.components.localcharts import lesson_archives
 
-            releases = [
-                r for c in components_for(loaded.lesson.components, settings) for r in c.releases
-            ]
-            hint = pull_command(folder, [loaded.lesson.id], tls=bool(tls))
-            archives = LocalCharts(folder, hint).archives(releases)
+            chosen = components_for(loaded.lesson.components, settings)
+            archives = lesson_archives(folder, loaded.lesson.id, chosen, bool(tls))
         components = component_plan(loaded.lesson.components, settings, archives)
     with tempfile.TemporaryDirectory(prefix="kubelab-dry-run-") as tmp:
         target = out if out is not None else Path(tmp)

@@ -864,13 +864,9 @@ class Kube:
             expired = self._expired_class_kubeconfig()
             if expired:
                 return SetupError(expired[0], hint=expired[1])
-        if exc.status == 403:
-            return AccessDenied(
-                f"the cluster refused to {verb} {what} ({exc.status} {exc.reason})",
-                hint="Your credentials may have expired or lack rights; ask the instructor.",
-            )
-        if exc.status == 401:
-            return SetupError(
+        if exc.status in (401, 403):
+            refused = AccessDenied if exc.status == 403 else SetupError
+            return refused(
                 f"the cluster refused to {verb} {what} ({exc.status} {exc.reason})",
                 hint="Your credentials may have expired or lack rights; ask the instructor.",
             )

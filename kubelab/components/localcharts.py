@@ -305,6 +305,17 @@ def _pull_one(directory: Path, release: Release, puller: Puller) -> IndexEntry:
 # -- installing from the folder ----------------------------------------------------------------
 
 
+def lesson_archives(
+    directory: Path, lesson_id: str, components: Iterable[catalog.Component], tls: bool = False
+) -> dict[str, Path]:
+    """The checked archive of each release of ``components`` in ``directory``: what
+    ``kubelab up LESSON --charts DIR`` installs (and ``--dry-run`` plans), with the command
+    that fetches them quoted when some are missing."""
+    releases = [r for c in components for r in c.releases]
+    hint = pull_command(directory, [lesson_id], tls=tls)
+    return LocalCharts(directory, hint).archives(releases)
+
+
 @dataclass(frozen=True)
 class LocalCharts:
     """A folder filled by ``kubelab charts pull``, as the components' chart source."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubelab import paths
 from kubelab.cluster import helm
-from kubelab.components.catalog import Release, install_order
+from kubelab.components.catalog import install_order
 from kubelab.errors import ValidationFailed
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.validation.manifests import validate_objects
@@ -171,12 +171,6 @@ def render(
     return Rendered(objects, values)
 
 
-def _archive(release: Release) -> str:
-    from kubelab.components.localcharts import archive_name
-
-    return archive_name(release)
-
-
 def build_plan(
     loaded: LoadedLesson,
     provider: str,
@@ -190,8 +184,10 @@ def build_plan(
 
     lesson = loaded.lesson
     info = PROVIDERS[provider]
+    from kubelab.components.localcharts import INDEX_FILE, archive_name
+
     source = (
-        f" from the chart archives in {charts} (checked against charts.json)"
+        f" from the chart archives in {charts} (checked against {INDEX_FILE})"
         if charts is not None
         else ""
     )
@@ -208,7 +204,7 @@ def build_plan(
             [
                 f"{c.name} ({c.namespace})"
                 + (f" after {', '.join(c.depends_on)}" if c.depends_on else "")
-                + (f": {', '.join(_archive(r) for r in c.releases)}" if charts else "")
+                + (f": {', '.join(archive_name(r) for r in c.releases)}" if charts else "")
                 for c in install_order(lesson.components)
             ],
         )

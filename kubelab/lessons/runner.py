@@ -257,18 +257,6 @@ class LessonRunner:
         recorded = self.store.load().lesson(self.lesson.id).details.get("charts")
         return Path(recorded) if recorded else None
 
-    def chart_archives(
-        self, components: list[Any], settings: InstallSettings, folder: Path | None
-    ) -> dict[str, Path] | None:
-        """Each release's checked archive in ``folder`` (None: from the repositories)."""
-        if folder is None:
-            return None
-        from kubelab.components.localcharts import LocalCharts, pull_command
-
-        releases = [r for c in components for r in c.releases]
-        hint = pull_command(folder, [self.lesson.id], tls=settings.tls)
-        return LocalCharts(folder, hint).archives(releases)
-
     def step_components(self) -> dict[str, str]:
         """Install the lesson's components; returns each DAG node's outcome."""
         if not self.provider.installs_components:
@@ -282,7 +270,11 @@ class LessonRunner:
         components = components_for(self.lesson.components, settings)
         # Every local archive is checked before anything is installed.
         folder = self.chart_dir()
-        archives = self.chart_archives(components, settings, folder)
+        archives = None
+        if folder is not None:
+            from kubelab.components.localcharts import lesson_archives
+
+            archives = lesson_archives(folder, self.lesson.id, components, settings.tls)
         nodes = component_nodes(components, settings, self.helm(), self.kube, archives)
         results = run_dag(nodes, progress=self.progress)
         passes = [results]
