@@ -126,6 +126,11 @@ class NodeAgent:
                     self._network.close()
                 if self._runner is not None:
                     await self._runner.cleanup()
+                # Tunnels of the pod network still open: end them before the loop stops.
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
 
             # Best effort at the end of the session: the loop stops either way.
             with contextlib.suppress(Exception):

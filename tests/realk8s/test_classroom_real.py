@@ -413,6 +413,37 @@ def test_student_rbac_matrix_from_the_real_authorizer(  # type: ignore[no-untype
             "http://app-backend/", kubeconfig=student_config,
         )  # fmt: skip
         assert re.match(r"v[12] - Request \d+", result.stdout)
+
+        # sidecar-injected with the student's own credentials, which cannot read their
+        # Namespace: judged by the pods, so a pod without the sidecar still fails it.
+        from kubelab.checks.runner import run_check
+        from kubelab.checks.types import SidecarInjected
+
+        spec = SidecarInjected(type="sidecar-injected", namespace=mine, selector="app=app-backend")
+        as_student = CheckContext(Kube(student_config), sampler=lambda spec: ProportionalMesh(kube))
+        passed = run_check(spec, as_student)
+        assert passed.status is Status.PASSED, passed
+        assert passed.evidence["namespace_labels"] == "not readable with these credentials"
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "no-sidecar",
+                    "namespace": mine,
+                    # Istio's opt-out label: the injector leaves this pod alone.
+                    "labels": {
+                        "app": "app-backend",
+                        "version": "v3",
+                        "sidecar.istio.io/inject": "false",
+                    },
+                },
+                "spec": {"containers": [{"name": "app", "image": "app-backend:v3"}]},
+            }
+        )
+        failed = run_check(spec, as_student)
+        assert failed.status is Status.FAILED
+        assert "pods without the istio-proxy sidecar: no-sidecar" in failed.message
     finally:
         service.delete()
         wait_gone(kube, [mine, other])
