@@ -529,9 +529,14 @@ class Kube:
                     )
                 except ApiException as exc:
                     raise self._api_error(exc, "its API discovery") from exc
+        # Search only the kind's own group: a bare "v1" would make the client read every
+        # group that serves a v1, and one of them answering 404 (a custom resource
+        # definition being deleted, a broken local APIService) would hide Namespace.
+        group, _, version = api_version.rpartition("/")
+        where = {"prefix": "apis", "group": group} if group else {"prefix": "api"}
         try:
             return self._request(
-                lambda _t: self._dynamic.resources.get(api_version=api_version, kind=kind),
+                lambda _t: self._dynamic.resources.get(**where, api_version=version, kind=kind),
                 what=f"API discovery of {kind}",
             )
         except ApiException as exc:

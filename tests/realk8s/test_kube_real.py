@@ -348,6 +348,48 @@ def test_a_kind_the_cluster_does_not_serve_is_named(control_plane) -> None:  # t
         control_plane.kube().get("argoproj.io/v9", "Rollout", "x", "default")
 
 
+def test_a_group_whose_discovery_answers_404_does_not_hide_other_kinds(  # type: ignore[no-untyped-def]
+    control_plane,
+) -> None:
+    """A local APIService for a group nobody serves is listed in ``/apis`` while its own
+    path answers 404, as a custom resource definition being deleted is for a moment. It
+    once hid Namespace from a fresh client (the search for a bare "v1" read every group)."""
+    from kubernetes.client import ApiregistrationV1Api, ApisApi
+
+    from kubelab.cluster.kube import KindNotServed
+
+    group = f"broken{uuid.uuid4().hex[:6]}.kubelab.test"
+    admin = control_plane.kube()
+    # Created, not applied: v1.20's server-side apply of an APIService panics (its
+    # FieldManager is not installed for that registry).
+    ApiregistrationV1Api(admin.api_client()).create_api_service(
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": f"v1.{group}"},
+            "spec": {
+                "group": group,
+                "version": "v1",
+                "groupPriorityMinimum": 100,
+                "versionPriority": 10,
+            },
+        }
+    )
+    try:
+        deadline = time.monotonic() + 30
+        apis = ApisApi(admin.api_client())
+        while group not in {g.name for g in apis.get_api_versions().groups}:
+            assert time.monotonic() < deadline, f"{group} never listed in /apis"
+            time.sleep(0.1)
+        fresh = control_plane.kube()
+        assert fresh.get("v1", "Namespace", "default") is not None
+        assert fresh.list("apps/v1", "Deployment", "default") == []
+        with pytest.raises(KindNotServed, match=rf"does not serve Thing \({group}/v1\)"):
+            fresh.get(f"{group}/v1", "Thing", "x", "default")
+    finally:
+        admin.delete("apiregistration.k8s.io/v1", "APIService", f"v1.{group}")
+
+
 # -- waiting --------------------------------------------------------------------------------------
 
 
