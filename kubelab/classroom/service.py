@@ -118,7 +118,7 @@ def tools_for(loaded: LoadedLesson, store: StateStore) -> ClassTools:
         (yamlio.load_all_yaml(kubeconfig.read_text(encoding="utf-8")) or [{}])[0],
         record.details.get("context"),
         kubeconfig.parent,
-        record.details.get("registry_host"),
+        record.details.get("registry"),
         lambda: check_context(provider, record),
         provider.available_components(loaded.lesson.components),
         lambda: read_only_pull_token(Kube(kubeconfig), InstallSettings()),

@@ -55,7 +55,7 @@ def up(
     from kubelab.config import load_config
     from kubelab.errors import UsageError
     from kubelab.lessons.loader import display_path, find_lesson
-    from kubelab.lessons.plan import build_plan, render, write_rendered
+    from kubelab.lessons.plan import build_plan, render_for_cluster, write_rendered
     from kubelab.providers.requirements import PROVIDERS
 
     # Flags, then the user's config file, then kubelab's defaults.
@@ -88,14 +88,20 @@ def up(
     if not dry_run:
         _up(opts, loaded, provider, choices)
         return
-    rendered = render(loaded)
+    from kubelab.components.values import InstallSettings
+    from kubelab.providers import get_provider
+
+    # The provider's own facts (registry address, kind's NodePort gateway and Gitea,
+    # Hetzner's load balancer location): the plan shows what `up` on it installs.
+    facts = get_provider(provider).facts()
+    settings = InstallSettings.for_cluster(facts, domain=domain, tls=bool(tls), email=email)
+    installs = PROVIDERS[provider].installs_components
+    rendered = render_for_cluster(loaded, facts, settings if installs else None)
     plan = build_plan(loaded, provider, rendered, charts=folder)
     components = []
-    if PROVIDERS[provider].installs_components:
+    if installs:
         from kubelab.components.deploy import component_plan, components_for
-        from kubelab.components.values import InstallSettings
 
-        settings = InstallSettings(domain=domain, tls=tls, email=email)
         archives = None
         if folder is not None:
             # The same checks as `up --charts`: a plan that would fail says so now.

@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubelab.cluster.facts import ClusterFacts
 from kubelab.components import catalog
 from kubelab.components.catalog import Component, Release
 from kubelab.errors import UsageError
@@ -74,6 +75,9 @@ class InstallSettings:
     # Fixed node ports for the gateway's http/https ports (kind's extraPortMappings need them).
     gateway_http_node_port: int | None = None
     gateway_https_node_port: int | None = None
+    # Annotations of the gateway Service, as (name, value) pairs (a cloud load balancer's
+    # settings, e.g. Hetzner's location).
+    gateway_annotations: tuple[tuple[str, str], ...] = ()
     # Fixed node port of Gitea's http Service (NodePort instead of ClusterIP), for clusters
     # whose nodes pull images from Gitea's registry on localhost:<port> (kind).
     gitea_node_port: int | None = None
@@ -119,6 +123,30 @@ class InstallSettings:
                 raise UsageError(f"node port {port} is outside 30000-32767")
         if not 0.0 <= self.trace_sampling <= 100.0:
             raise UsageError(f"trace sampling {self.trace_sampling} is not a percentage")
+
+    @classmethod
+    def for_cluster(
+        cls,
+        facts: ClusterFacts,
+        *,
+        domain: str | None = None,
+        tls: bool = False,
+        email: str | None = None,
+    ) -> InstallSettings:
+        """The settings of a cluster with ``facts`` and the instructor's choices: what
+        ``up`` installs and ``up --dry-run`` shows, from one place."""
+        registry = facts.registry
+        return cls(
+            domain=domain,
+            tls=tls,
+            email=email,
+            gateway_service_type=facts.gateway_service_type,
+            gateway_http_node_port=facts.gateway_http_node_port,
+            gateway_https_node_port=facts.gateway_https_node_port,
+            gateway_annotations=tuple(sorted(facts.gateway_annotations.items())),
+            gitea_node_port=registry.node_port if registry else None,
+            registry_host=registry.host if registry else None,
+        )
 
     def installs(self, component: str) -> bool:
         """Whether ``component`` is part of this installation."""
@@ -221,6 +249,8 @@ def _istiod(settings: InstallSettings) -> dict[str, Any]:
 def _gateway(settings: InstallSettings) -> dict[str, Any]:
     # gateway/values.yaml (validated by gateway/values.schema.json).
     service: dict[str, Any] = {"type": settings.gateway_service_type}
+    if settings.gateway_annotations:
+        service["annotations"] = dict(settings.gateway_annotations)
     if settings.gateway_http_node_port or settings.gateway_https_node_port:
         # The ports list replaces the chart's; same three ports, with fixed node ports.
         ports: list[dict[str, Any]] = [

@@ -114,13 +114,15 @@ def kaniko_job(
     backoff_limit: int = 1,
     active_deadline_seconds: int = 1200,
     ttl_seconds_after_finished: int = 3600,
+    host_network: bool = False,
 ) -> dict[str, Any]:
     """The Job that builds ``build`` with kaniko and pushes it.
 
     ``destination_registry`` is the registry address as seen from inside the cluster when
     it differs from the one in ``build.ref`` (the address nodes pull from). ``insecure``
     pushes over plain HTTP; ``git_credentials_secret`` (keys ``username``/``password``) is
-    only needed for a private repository.
+    only needed for a private repository. ``host_network`` runs the build on the node's
+    network, where ``localhost:<NodePort>`` reaches the registry as the nodes see it.
     """
     context, pull_method = git_context(repo_url, git_ref)
     destination = (
@@ -176,6 +178,11 @@ def kaniko_job(
                 },
                 "spec": {
                     "restartPolicy": "Never",
+                    **(
+                        {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}
+                        if host_network
+                        else {}
+                    ),
                     "containers": [
                         {
                             "name": "kaniko",

@@ -1,20 +1,29 @@
 """The images step of ``kubelab up`` on a real cluster: Gitea, then build and push.
 
-Gitea is reached through a port-forward to its HTTP Service (no public address needed);
-its admin password comes from the Secret kubelab created before installing it, and the
-access token made here is kept in a Secret beside it so a re-run reuses it. The app's
-source goes into a course repository, and each (image, version) the registry does not
-have yet is built: with the local Docker engine when there is one, else in the cluster
-with kaniko (a Job cloning that repository). The lesson's namespace gets an image pull
-Secret for the registry.
+Everything names the registry by one address, the provider's
+:class:`~kubelab.cluster.facts.RegistryAccess` (``localhost:<Gitea NodePort>``): the image
+references, the pull Secret, Gitea's ROOT_URL (the registry's token realm), the push and
+the in-cluster build. Gitea is reached through a port-forward to its HTTP Service bound to
+that same local port, so ``docker push`` and its token request resolve here as they do on
+the nodes (kind maps the port to the host instead). Its admin password comes from the
+Secret kubelab created before installing it, and the access token made here is kept in a
+Secret beside it so a re-run reuses it. The app's source goes into the lesson's
+repository, and each (image, version) the registry does not have yet is built: with the
+local Docker engine when there is one, else in the cluster with kaniko (a Job on the
+node's network cloning that repository). The lesson's namespace gets an image pull Secret
+for the registry.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
+from collections.abc import Iterator
 from typing import Any
 
 from kubelab import paths
+from kubelab.cluster.facts import RegistryAccess
 from kubelab.cluster.kube import Kube, Pending, kubelab_labels
 from kubelab.components import catalog
 from kubelab.components.values import InstallSettings
@@ -48,8 +57,31 @@ def _gitea_admin(
     return gitea.api, admin
 
 
-def build_lesson_images(lesson: Lesson, kube: Kube, settings: InstallSettings) -> list[str]:
-    """Configure Gitea and make sure every image of ``lesson`` is in its registry."""
+@contextlib.contextmanager
+def _gitea_forward(kube: Kube, service: tuple[str, str, int], local_port: int) -> Iterator[int]:
+    """A port-forward to Gitea on ``local_port`` (0: any), naming a busy port's fix."""
+    namespace, name, port = service
+    with contextlib.ExitStack() as stack:
+        try:
+            local = stack.enter_context(
+                kube.port_forward(namespace, f"svc/{name}", port, local_port)
+            )
+        except OSError as exc:
+            if not local_port:
+                raise
+            raise SetupError(
+                f"cannot listen on 127.0.0.1:{local_port} for Gitea's registry: {exc}",
+                hint=f"The images are pushed to localhost:{local_port}, the address the "
+                "nodes pull from. Stop what uses that port here (`ss -ltnp 'sport = "
+                f":{local_port}'`; a kind cluster maps it), then run `kubelab up` again.",
+            ) from None
+        yield local
+
+
+def build_lesson_images(
+    lesson: Lesson, kube: Kube, settings: InstallSettings, registry: RegistryAccess
+) -> list[str]:
+    """Configure Gitea and make sure every image of ``lesson`` is in ``registry``."""
     if not lesson.images:
         return []
     from kubelab.images.build import DockerBuilder, image_builds, plan_images, run_docker_plan
@@ -57,7 +89,8 @@ def build_lesson_images(lesson: Lesson, kube: Kube, settings: InstallSettings) -
 
     (namespace, service, port), admin = _gitea_admin(kube, settings)
     lines: list[str] = []
-    with kube.port_forward(namespace, f"svc/{service}", port) as local:
+    local_port = registry.node_port if registry.push_via_forward else 0
+    with _gitea_forward(kube, (namespace, service, port), local_port) as local:
         client = GiteaClient(f"http://127.0.0.1:{local}", admin["username"], admin["password"])
         stored = _secret_data(kube, TOKEN_SECRET, namespace).get("token")
         source = paths.data_root() / lesson.images[0].context
@@ -73,9 +106,8 @@ def build_lesson_images(lesson: Lesson, kube: Kube, settings: InstallSettings) -
                 }
             )
         lines += [f"gitea: {change}" for change in result.changes()]
-        registry = settings.registry_host or f"127.0.0.1:{local}"
         builds = image_builds(
-            lesson.images, project_root=paths.data_root(), registry=registry, org=ORG
+            lesson.images, project_root=paths.data_root(), registry=registry.host, org=ORG
         )
         plan = plan_images(builds, client.tag_exists)
         to_build = [p for p in plan if p.action == "build"]
@@ -89,35 +121,36 @@ def build_lesson_images(lesson: Lesson, kube: Kube, settings: InstallSettings) -
                 use_docker = False
             if use_docker:
                 pushed = run_docker_plan(
-                    plan, builder, registry=registry, user=admin["username"], password=result.token
+                    plan,
+                    builder,
+                    registry=registry.host,
+                    user=admin["username"],
+                    password=result.token,
                 )
                 lines += [f"built and pushed {ref}" for ref in pushed]
             else:
-                lines += _kaniko(kube, plan, namespace, service, port, admin["username"], result)
-    _pull_secret(kube, lesson, registry, admin["username"], result.token)
+                repo_url = f"http://{registry.host}/{ORG}/{lesson.id}.git"
+                lines += _kaniko(kube, plan, namespace, repo_url, admin["username"], result.token)
+    _pull_secret(kube, lesson, registry.host, admin["username"], result.token)
     return lines
 
 
 def _kaniko(
-    kube: Kube,
-    plan: list[Any],
-    namespace: str,
-    service: str,
-    port: int,
-    user: str,
-    result: Any,
+    kube: Kube, plan: list[Any], namespace: str, repo_url: str, user: str, token: str
 ) -> list[str]:
+    """Build ``plan`` with kaniko Jobs cloning ``repo_url`` (the repository configure_gitea
+    made) and pushing to the registry address; each on the node's network, where that
+    address (``localhost:<NodePort>``) is Gitea as it is for the container runtime."""
     from kubelab.images.kaniko import kaniko_objects
 
-    in_cluster = f"{service}.{namespace}.svc.cluster.local:{port}"
     objects = kaniko_objects(
         plan,
         namespace=namespace,
-        repo_url=f"http://{in_cluster}/{ORG}/{plan[0].build.name}.git",
+        repo_url=repo_url,
         user=user,
-        token=result.token,
-        destination_registry=in_cluster,
+        token=token,
         insecure=True,
+        host_network=True,
     )
     jobs = [o for o in objects if o["kind"] == "Job"]
     for job in jobs:
@@ -126,18 +159,40 @@ def _kaniko(
     kube.apply_all(objects)
     for job in jobs:
         name = job["metadata"]["name"]
-
-        def finished(name: str = name) -> bool | Pending:
-            status = (kube.get("batch/v1", "Job", name, namespace) or {}).get("status") or {}
-            if status.get("failed"):
-                raise SetupError(
-                    f"image build job {namespace}/{name} failed",
-                    hint=f"kubectl logs -n {namespace} job/{name}",
-                )
-            return bool(status.get("succeeded")) or Pending("the build is still running")
-
-        kube.wait_for(finished, timeout=JOB_TIMEOUT, what=f"job/{name}", namespace=namespace)
+        kube.wait_for(
+            functools.partial(_job_finished, kube, name, namespace),
+            timeout=JOB_TIMEOUT,
+            what=f"job/{name}",
+            namespace=namespace,
+        )
     return [f"built {job['metadata']['name']} in the cluster (kaniko)" for job in jobs]
+
+
+def _job_finished(kube: Kube, name: str, namespace: str) -> bool | Pending:
+    """True once the Job succeeded; Pending while it runs or retries a failed pod (as its
+    ``backoffLimit`` allows); a SetupError naming the last failed pod's log once the Job
+    controller gave up (condition Failed)."""
+    job = kube.get("batch/v1", "Job", name, namespace) or {}
+    status = job.get("status") or {}
+    if status.get("succeeded"):
+        return True
+    failed = int(status.get("failed") or 0)
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            pods = kube.list("v1", "Pod", namespace, f"job-name={name}")
+            dead = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+            dead.sort(key=lambda p: str((p.get("status") or {}).get("startTime") or ""))
+            where = f"pod/{dead[-1]['metadata']['name']}" if dead else f"job/{name}"
+            reason = condition.get("reason") or "Failed"
+            raise SetupError(
+                f"image build job {namespace}/{name} failed after {failed} "
+                f"attempt{'s' if failed != 1 else ''} ({reason}: {condition.get('message')})",
+                hint=f"The build's log: kubectl logs -n {namespace} {where}",
+            )
+    if failed:
+        limit = int((job.get("spec") or {}).get("backoffLimit", 6))
+        return Pending(f"attempt {failed + 1} of {limit + 1} after a failed build pod")
+    return Pending("the build is still running")
 
 
 def _pull_secret(kube: Kube, lesson: Lesson, registry: str, user: str, token: str) -> None:

@@ -12,7 +12,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubelab import paths
 from kubelab.cluster import helm
@@ -21,6 +21,10 @@ from kubelab.errors import ValidationFailed
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.validation.manifests import validate_objects
 from kubelab.yamlio import dump_yaml, load_all_yaml
+
+if TYPE_CHECKING:
+    from kubelab.cluster.facts import ClusterFacts
+    from kubelab.components.values import InstallSettings
 
 APP_CHART = "charts/app-backend"
 STEPS = ("preflight", "cluster", "components", "images", "deploy", "exercises")
@@ -101,6 +105,23 @@ def release_values(
     return deep_merge(
         deep_merge(defaults, deploy.values), {"commonLabels": lesson_labels(loaded.lesson.id)}
     )
+
+
+def render_for_cluster(
+    loaded: LoadedLesson, facts: ClusterFacts, settings: InstallSettings | None
+) -> Rendered:
+    """The lesson's objects as the deploy step applies them on a cluster with ``facts``:
+    images named by the registry address, its pull Secret, the app's Gateway exposure
+    (``settings``; None where no components are installed). ``up`` and ``up --dry-run``
+    both render with this."""
+    from kubelab.components.values import app_gateway_values
+    from kubelab.images.pipeline import PULL_SECRET
+
+    registry = facts.registry
+    pull = [PULL_SECRET] if registry is not None and loaded.lesson.images else None
+    exposure = app_gateway_values(settings) if settings is not None else {}
+    host = registry.host if registry is not None else PLACEHOLDER_REGISTRY
+    return render(loaded, host, pull, exposure)
 
 
 def render(

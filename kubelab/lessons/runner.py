@@ -7,6 +7,7 @@ remove. Progress goes to a ``Reporter`` (the CLI prints it; tests collect it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -20,13 +21,12 @@ from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import NodeResult, ProgressSink, run_dag
-from kubelab.components.values import InstallSettings, app_gateway_values
+from kubelab.components.values import InstallSettings
 from kubelab.errors import KubelabError
-from kubelab.images.pipeline import PULL_SECRET
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise, Lesson
-from kubelab.lessons.plan import LESSON_LABEL, PLACEHOLDER_REGISTRY, STEPS, render
-from kubelab.providers.base import Provider
+from kubelab.lessons.plan import LESSON_LABEL, STEPS, render_for_cluster
+from kubelab.providers.base import ClusterFacts, Provider
 from kubelab.state import CreatedResource, LessonRecord, StateStore
 
 Reporter = Callable[[str, str], None]  # (step, message)
@@ -207,10 +207,20 @@ class LessonRunner:
 
     def step_cluster(self) -> None:
         info = self.provider.ensure_cluster(self.namespace)
+        facts = self.provider.facts()
 
         def record(r: LessonRecord) -> None:
             r.cluster = self.provider.name
+            recorded = r.details.get("cluster_facts")
+            kept = facts
+            if recorded and recorded.get("registry"):
+                # The registry address is decided once per cluster: images already pushed
+                # and pull Secrets already made name it, so a later up keeps it.
+                registry = ClusterFacts.from_state(recorded).registry
+                kept = dataclasses.replace(facts, registry=registry)
             r.details.update(info.details)
+            r.details["cluster_facts"] = kept.to_state()
+            r.details["registry"] = kept.registry.host if kept.registry else None
             r.details["kubeconfig"] = str(info.kubeconfig)
             r.details["namespace"] = self.namespace
 
@@ -219,19 +229,19 @@ class LessonRunner:
         where = info.details.get("api", info.kubeconfig)
         self.report("cluster", f"{self.provider.name} cluster ready at {where}")
 
+    def facts(self) -> ClusterFacts:
+        """The cluster's facts as ``up`` recorded them (the provider's, before a first up)."""
+        recorded = self.store.load().lesson(self.lesson.id).details.get("cluster_facts")
+        return ClusterFacts.from_state(recorded) if recorded else self.provider.facts()
+
     def settings(self) -> InstallSettings:
         """How components are configured on this cluster (provider facts + CLI choices)."""
-        record = self.store.load().lesson(self.lesson.id)
-        details = record.details
-        return InstallSettings(
+        details = self.store.load().lesson(self.lesson.id).details
+        return InstallSettings.for_cluster(
+            self.facts(),
             domain=self.options.get("domain") or details.get("domain"),
             tls=bool(self.options.get("tls")),
             email=self.options.get("email"),
-            gateway_service_type=str(details.get("gateway_service_type", "LoadBalancer")),
-            gateway_http_node_port=details.get("gateway_http_node_port"),
-            gateway_https_node_port=details.get("gateway_https_node_port"),
-            gitea_node_port=details.get("gitea_node_port"),
-            registry_host=details.get("registry_host"),
         )
 
     def helm(self) -> HelmClient:
@@ -347,16 +357,17 @@ class LessonRunner:
             return []
         from kubelab.images.pipeline import build_lesson_images  # requests, only here
 
-        lines = build_lesson_images(self.lesson, self.kube, self.settings())
+        registry = self.facts().registry
+        if registry is None:
+            raise KubelabError(f"the {self.provider.name} provider has no image registry")
+        lines = build_lesson_images(self.lesson, self.kube, self.settings(), registry)
         self.report("images", "; ".join(lines) or "no images to build")
         return lines
 
     def step_deploy(self) -> tuple[int, int]:
         """Apply the lesson's objects; returns (objects, mutating API calls sent)."""
-        registry = self.store.load().lesson(self.lesson.id).details.get("registry_host")
-        pull = [PULL_SECRET] if self.provider.builds_images and self.lesson.images else None
-        exposure = app_gateway_values(self.settings()) if self.provider.installs_components else {}
-        rendered = render(self.loaded, registry or PLACEHOLDER_REGISTRY, pull, exposure)
+        settings = self.settings() if self.provider.installs_components else None
+        rendered = render_for_cluster(self.loaded, self.facts(), settings)
         before = self.kube.mutations
         for obj in apply_order([o.obj for o in rendered.objects]):
             self.kube.apply(obj)

@@ -15,11 +15,17 @@ from typing import Any
 
 from kubelab.checks.traffic import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
+from kubelab.cluster.facts import ClusterFacts, RegistryAccess
 from kubelab.cluster.kube import Kube
+
+__all__ = ["ClusterFacts", "ClusterInfo", "Provider", "RegistryAccess"]
 
 
 @dataclass
 class ClusterInfo:
+    """The cluster ``ensure_cluster`` made or found: its kubeconfig, and the provider's
+    own bookkeeping (cluster name, location, addresses) kept in the lesson's state."""
+
     kubeconfig: Path
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -38,6 +44,11 @@ class Provider(ABC):
     @abstractmethod
     def ensure_cluster(self, namespace: str) -> ClusterInfo:
         """A reachable cluster (created or reused); idempotent."""
+
+    @abstractmethod
+    def facts(self) -> ClusterFacts:
+        """What this provider's clusters offer (registry address, gateway exposure). Pure:
+        ``up --dry-run`` renders with it, without a cluster or credentials."""
 
     # True where `down --all` removes the whole cluster (kind): nothing to uninstall first.
     owns_cluster: bool = False

@@ -15,7 +15,7 @@ from kubelab.checks.traffic import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import SetupError
-from kubelab.providers.base import ClusterInfo, Provider
+from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider, RegistryAccess
 
 
 def default_kubeconfig() -> Path | None:
@@ -74,6 +74,11 @@ class ExistingProvider(Provider):
         if self.context:
             details["context"] = self.context
         return ClusterInfo(self._kubeconfig(), details)
+
+    def facts(self) -> ClusterFacts:
+        # Gitea's NodePort on every node's loopback (see RegistryAccess), a LoadBalancer
+        # gateway (its address, when the cluster gives one, names the dashboards).
+        return ClusterFacts(registry=RegistryAccess())
 
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         return []

@@ -50,7 +50,7 @@ from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError, UsageError
 from kubelab.paths import write_private
-from kubelab.providers.base import ClusterInfo, Provider
+from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider, RegistryAccess
 from kubelab.providers.existing import real_cluster_sampler
 from kubelab.providers.gke_pricing import (
     MACHINE_HOURLY,
@@ -466,6 +466,12 @@ class GkeCluster:
             release_channel=container_v1.ReleaseChannel(
                 channel=container_v1.ReleaseChannel.Channel.REGULAR
             ),
+            # kube-proxy in iptables mode, said outright rather than left to GKE's default:
+            # the nodes pull the lesson's images from localhost:<Gitea NodePort>
+            # (RegistryAccess), which kube-proxy's iptables mode is known to serve.
+            network_config=container_v1.NetworkConfig(
+                datapath_provider=container_v1.DatapathProvider.LEGACY_DATAPATH
+            ),
         )
 
     def create(
@@ -731,6 +737,13 @@ class GkeProvider(Provider):
             or (record.details.get("location") if record else None)
             or DEFAULT_LOCATION,
         )
+
+    def facts(self) -> ClusterFacts:
+        # The nodes pull from Gitea's NodePort on their loopback: kube-proxy's iptables mode
+        # serves it, and the clusters kubelab creates ask for it (legacy datapath, not
+        # Dataplane V2). The images never leave the cluster; the cost is one fixed NodePort
+        # (30300) on every node, closed to the internet by GKE's default firewall.
+        return ClusterFacts(registry=RegistryAccess())
 
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         if not everything:

@@ -57,7 +57,7 @@ from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError, UsageError
 from kubelab.paths import write_private
-from kubelab.providers.base import ClusterInfo, Provider
+from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider, RegistryAccess
 from kubelab.providers.existing import real_cluster_sampler
 from kubelab.state import ClusterRecord, CreatedResource, StateStore
 
@@ -68,6 +68,10 @@ DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_NAME = "kubelab"
 DEFAULT_SERVER_TYPE = "cx33"  # 4 vCPU, 8 GB: Istio + observability + Gitea fit on two
 DEFAULT_LOCATION = "nbg1"
+#: The hcloud cloud controller's Service annotation naming where a load balancer is made.
+LB_LOCATION_ANNOTATION = "load-balancer.hetzner.cloud/location"
+#: Gitea's NodePort on each node's loopback; k3s's registries.yaml names it.
+REGISTRY = RegistryAccess()
 DEFAULT_WORKERS = 1
 IMAGE = "ubuntu-24.04"
 NETWORK_RANGE = "10.0.0.0/16"
@@ -227,11 +231,24 @@ def cluster_dir(name: str) -> Path:
     return path
 
 
-def generate_ssh_key(directory: Path, comment: str) -> tuple[Path, str]:
-    """A new ed25519 key pair: private key (OpenSSH format) 0600 in ``directory``."""
+def cluster_ssh_key(directory: Path, comment: str) -> tuple[Path, str]:
+    """The cluster's ed25519 key pair: the one in ``directory`` when an earlier attempt made
+    it (servers adopted from that attempt hold its public key), else a new one, private key
+    (OpenSSH format) 0600. Returns (private key path, public key line)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    key_path = directory / "id_ed25519"
+    if key_path.is_file():
+        try:
+            loaded = serialization.load_ssh_private_key(key_path.read_bytes(), password=None)
+        except (ValueError, TypeError, OSError):
+            loaded = None  # unreadable: replaced below (the Hetzner key follows it)
+        if isinstance(loaded, Ed25519PrivateKey):
+            kept = loaded.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+            return key_path, f"{kept.decode('ascii')} {comment}"
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -244,10 +261,14 @@ def generate_ssh_key(directory: Path, comment: str) -> tuple[Path, str]:
         .decode("ascii")
     )
     public = f"{public} {comment}"
-    key_path = directory / "id_ed25519"
     write_private(key_path, private)
     (directory / "id_ed25519.pub").write_text(public + "\n", encoding="utf-8")
     return key_path, public
+
+
+def _key_body(line: str | None) -> str:
+    """An OpenSSH public key line without its comment ("ssh-ed25519 AAAA...")."""
+    return " ".join((line or "").split()[:2])
 
 
 def detect_public_ip(timeout: float = 5.0) -> str:
@@ -631,7 +652,7 @@ class HetznerCluster:
                     hint="Try another --location (fsn1, nbg1, hel1) or --size.",
                 )
 
-        key_path, public_key = generate_ssh_key(directory, f"kubelab-{name}")
+        key_path, public_key = cluster_ssh_key(directory, f"kubelab-{name}")
         key = self._adopt_or_create(
             name,
             "ssh_key",
@@ -640,7 +661,8 @@ class HetznerCluster:
                 name=f"kubelab-{name}", public_key=public_key, labels=labels
             ),
             lambda: client.ssh_keys.get_by_name(f"kubelab-{name}"),
-            replace=True,
+            # Kept while it is the local key; one of a lost local key is made again.
+            replace=lambda found: _key_body(found.public_key) != _key_body(public_key),
         )
         assert isinstance(key, BoundSSHKey)
 
@@ -721,7 +743,7 @@ class HetznerCluster:
 
         node_infos = [self._node_info(server) for server, _ in pending]
         control_plane = node_infos[0]
-        installer = self._installer or _default_installer(self._token, network.id)
+        installer = self._installer or _default_installer(self._token, network.id, location)
         log.info("hetzner: installing k3s on %d servers", len(node_infos))
         kubeconfig_text = installer(node_infos, key_path)
         kubeconfig = directory / "kubeconfig"
@@ -748,10 +770,11 @@ class HetznerCluster:
         make: Callable[[], Any],
         find: Callable[[], Any],
         *,
-        replace: bool = False,
+        replace: Callable[[Any], bool] | None = None,
     ) -> Any:
-        """Create a named resource; one left by an earlier run of ours is reused (or, with
-        ``replace``, deleted and made again: an SSH key must match the new local key)."""
+        """Create a named resource; one left by an earlier run of ours is reused (or, where
+        ``replace(found)`` says so, deleted and made again: an SSH key must match the
+        local key)."""
         found = self.call(f"looking for {kind} {res_name}", find)
         if found is not None:
             if (found.labels or {}).get(LABEL_CLUSTER) != cluster:
@@ -760,7 +783,7 @@ class HetznerCluster:
                     "not make it",
                     hint="Pick another --name, or rename/delete that resource.",
                 )
-            if not replace:
+            if replace is None or not replace(found):
                 self._record_bound(cluster, kind, found)
                 return found
             self.call(f"replacing {kind} {res_name}", found.delete)
@@ -990,13 +1013,22 @@ def _action_of(result: Any, client: Client) -> BoundAction | None:
     return action if isinstance(action, BoundAction) else None
 
 
-def _default_installer(token: str, network_id: int | None) -> Installer:
+def _default_installer(token: str, network_id: int | None, location: str) -> Installer:
     """``kubelab.providers.k3s.install_k3s`` (Ansible through ansible-runner, imported only
-    when needed) with the token and network the cloud controller and CSI driver need."""
+    when needed) with the token, network and location the cloud controller and CSI driver
+    need, and k3s's registries.yaml naming the registry address (plain HTTP to Gitea's
+    NodePort on the node's loopback)."""
     module = importlib.import_module("kubelab.providers.k3s")
     return cast(
         Installer,
-        functools.partial(module.install_k3s, hcloud_token=token, network_id=network_id),
+        functools.partial(
+            module.install_k3s,
+            hcloud_token=token,
+            network_id=network_id,
+            hcloud_location=location,
+            registry_host=REGISTRY.host,
+            registry_endpoint=f"http://{REGISTRY.host}",
+        ),
     )
 
 
@@ -1058,6 +1090,16 @@ class HetznerProvider(Provider):
         return ClusterInfo(
             created.kubeconfig,
             {"cluster": created.name, "control_plane_ip": created.control_plane_ip},
+        )
+
+    def facts(self) -> ClusterFacts:
+        # The hcloud cloud controller makes no load balancer without a location (or network
+        # zone): the gateway Service names the cluster's own (the CCM also gets it as
+        # HCLOUD_LOAD_BALANCERS_LOCATION). k3s's registries.yaml names the registry address.
+        record = self.state.load().clusters.get(self.cluster_name)
+        location = str((record.details if record else {}).get("location") or self.location)
+        return ClusterFacts(
+            registry=REGISTRY, gateway_annotations={LB_LOCATION_ANNOTATION: location}
         )
 
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:

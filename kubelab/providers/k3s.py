@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -45,6 +46,8 @@ SECRET_KEYS = frozenset({"hcloud_token", "k3s_token", "k3s_node_token"})
 MASK = "********"
 
 DEFAULT_TIMEOUT = 1800
+# Times ssh is retried when a connection fails (refused while a server boots).
+SSH_RETRIES = 5
 
 UNREACHABLE_HINT = (
     "SSH unreachable: check the firewall allows your IP on port 22 (kubelab cluster create "
@@ -257,9 +260,17 @@ def run_playbook(
 # --------------------------------------------------------------------------- k3s
 
 
+def known_hosts_file(ssh_key_path: Path) -> Path:
+    """The cluster's known-hosts file: beside its SSH key, so it goes with the cluster."""
+    return ssh_key_path.parent / "known_hosts"
+
+
 def inventory_for(servers: Sequence[K3sNode], ssh_key_path: Path) -> dict[str, Any]:
     """Ansible inventory: the first control-plane server in ``k3s_server``, the rest in
-    ``k3s_agents``; root over SSH with kubelab's key, new host keys accepted once."""
+    ``k3s_agents``; root over SSH with kubelab's key, new host keys accepted once into the
+    cluster's own known-hosts file beside the key (never the user's ``~/.ssh/known_hosts``:
+    a Hetzner IP reused by a later server must not be refused as a changed host key).
+    Connections refused while a server boots are retried (``ansible_ssh_retries``)."""
     if not servers:
         raise SetupError("no servers to install k3s on")
     control = [s for s in servers if s.role in CONTROL_PLANE_ROLES]
@@ -279,9 +290,11 @@ def inventory_for(servers: Sequence[K3sNode], ssh_key_path: Path) -> dict[str, A
                 "ansible_user": "root",
                 "ansible_ssh_private_key_file": str(ssh_key_path),
                 "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={shlex.quote(str(known_hosts_file(ssh_key_path)))} "
                     "-o StrictHostKeyChecking=accept-new -o ConnectTimeout=20 "
                     "-o ServerAliveInterval=15"
                 ),
+                "ansible_ssh_retries": SSH_RETRIES,
                 "ansible_python_interpreter": "auto_silent",
             },
             "children": {
@@ -299,6 +312,7 @@ def install_extravars(
     hcloud_token: str,
     network_id: int | str | None,
     k3s_version: str,
+    hcloud_location: str = "",
     kubeconfig_dest: Path | None = None,
 ) -> dict[str, Any]:
     """The extravars of ``site.yml`` (``hcloud_token`` is secret: see :data:`SECRET_KEYS`)."""
@@ -306,6 +320,7 @@ def install_extravars(
         "k3s_version": k3s_version,
         "k3s_registry_host": registry_host,
         "k3s_registry_endpoint": registry_endpoint,
+        "hcloud_location": hcloud_location,
         "hcloud_token": hcloud_token,
         "hcloud_network_id": "" if network_id is None else str(network_id),
         "hcloud_ccm_chart_version": HCLOUD_CCM_CHART_VERSION,
@@ -331,6 +346,7 @@ def install_k3s(
     registry_endpoint: str = "",
     hcloud_token: str | None = None,
     network_id: int | str | None = None,
+    hcloud_location: str = "",
     k3s_version: str = K3S_VERSION,
     timeout: int = DEFAULT_TIMEOUT,
 ) -> str:
@@ -350,6 +366,7 @@ def install_k3s(
             hcloud_token=token,
             network_id=network_id,
             k3s_version=k3s_version,
+            hcloud_location=hcloud_location,
             kubeconfig_dest=dest,
         )
         run_playbook("site.yml", inventory, extravars, private / "runner", timeout)

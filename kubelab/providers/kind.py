@@ -18,21 +18,30 @@ from kubelab.checks.traffic import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError
-from kubelab.providers.base import ClusterInfo, Provider
+from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider, RegistryAccess
 from kubelab.providers.existing import real_cluster_sampler
 
 DEFAULT_NAME = "kubelab"
-# kindest/node image matching the kubectl kubelab installs (1.31); pinned by digest-free tag.
-NODE_IMAGE = "kindest/node:v1.31.6"
+# kindest/node v1.35.0, by digest: kind v0.31.0's default node image (its
+# pkg/apis/config/defaults/image.go at tag v0.31.0), so kind >= v0.31.0 runs it. Kubernetes
+# 1.35 meets Istio 1.30's minimum (1.32) and, from 1.33 on, Istio injects its proxy as a
+# native sidecar (an init container), as on k3s v1.35.
+NODE_IMAGE = (
+    "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
+)
 HTTP_NODE_PORT = 30080
 HTTPS_NODE_PORT = 30443
 GITEA_NODE_PORT = 30300
 CREATE_TIMEOUT = 600
 
 
+#: Gitea's NodePort, which the node pulls from and a host port mapping serves here.
+REGISTRY = RegistryAccess(node_port=GITEA_NODE_PORT, push_via_forward=False)
+
+
 def registry_host() -> str:
     """The registry name images carry on kind: Gitea's NodePort, seen from the node."""
-    return f"localhost:{GITEA_NODE_PORT}"
+    return REGISTRY.host
 
 
 def registry_hosts_toml() -> str:
@@ -154,15 +163,16 @@ class KindProvider(Provider):
         paths.write_private(kubeconfig, proc.stdout)
         return ClusterInfo(
             kubeconfig,
-            {
-                "cluster_name": self.cluster_name,
-                "gateway_url": "http://127.0.0.1:80",
-                "gateway_service_type": "NodePort",
-                "gateway_http_node_port": HTTP_NODE_PORT,
-                "gateway_https_node_port": HTTPS_NODE_PORT,
-                "gitea_node_port": GITEA_NODE_PORT,
-                "registry_host": registry_host(),
-            },
+            {"cluster_name": self.cluster_name, "gateway_url": "http://127.0.0.1:80"},
+        )
+
+    def facts(self) -> ClusterFacts:
+        # The gateway on fixed NodePorts that the cluster config maps to the host's 80/443.
+        return ClusterFacts(
+            registry=REGISTRY,
+            gateway_service_type="NodePort",
+            gateway_http_node_port=HTTP_NODE_PORT,
+            gateway_https_node_port=HTTPS_NODE_PORT,
         )
 
     owns_cluster = True

@@ -25,7 +25,7 @@ from kubelab.checks.traffic import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError
-from kubelab.providers.base import ClusterInfo, Provider
+from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 8.0
@@ -213,6 +213,10 @@ class SandboxProvider(Provider):
             sandbox.kubeconfig,
             {"api": sandbox.api, "ingress": sandbox.ingress, "pid": sandbox.pid},
         )
+
+    def facts(self) -> ClusterFacts:
+        # No registry: the sandbox runs app_backend from source, no Gitea, no gateway Service.
+        return ClusterFacts(registry=None, gateway_service_type="ClusterIP")
 
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         pids = stop()

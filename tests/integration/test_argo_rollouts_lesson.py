@@ -259,6 +259,7 @@ def test_rollout_pods_run_the_image_version_and_scrape_metrics(rendered):
         template = spec["template"]
         assert template["metadata"]["labels"]["app"] == name
         (container,) = template["spec"]["containers"]
+        # The sandbox (the dry run's default provider) has no registry: a placeholder name.
         assert container["image"] == "registry.kubelab.invalid/kubelab/app-backend:v1"
         # The image's tag sets APP_VERSION: an env var would pin the version whatever the tag.
         assert "APP_VERSION" not in {e["name"] for e in container["env"]}

@@ -261,7 +261,8 @@ def test_deployment_runs_v1_without_replicas_or_app_version(rendered):
     assert spec["template"]["metadata"]["labels"]["app"] == "app-backend"
     (container,) = spec["template"]["spec"]["containers"]
     assert container["name"] == "app-backend"
-    assert container["image"] == "registry.kubelab.invalid/kubelab/app-backend:v1"
+    # The dry run renders with the provider's registry address and its pull Secret.
+    assert container["image"] == "localhost:30300/kubelab/app-backend:v1"
     assert container["env"][0] == {"name": "BUG_AFTER", "value": "30"}
     assert "APP_VERSION" not in {e["name"] for e in container["env"]}
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]

@@ -17,6 +17,7 @@ mutating API calls; it is given no ``--charts``: the recorded choice is used.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,7 +38,7 @@ from kubelab.components.values import InstallSettings, values_for
 from kubelab.errors import SetupError
 from kubelab.lessons.loader import find_lesson
 from kubelab.lessons.runner import LessonRunner
-from kubelab.providers.base import ClusterInfo
+from kubelab.providers.base import ClusterFacts
 from kubelab.providers.existing import ExistingProvider
 from kubelab.state import StateStore
 from kubelab.tools import find_tool
@@ -91,11 +92,10 @@ class TimedHelm:
 
 class NodePortCluster(ExistingProvider):
     """The existing provider on a cluster without LoadBalancers: the gateway is a NodePort
-    Service, which is what kubelab records for kind."""
+    Service, as kind's is."""
 
-    def ensure_cluster(self, namespace: str) -> ClusterInfo:
-        info = super().ensure_cluster(namespace)
-        return ClusterInfo(info.kubeconfig, {**info.details, "gateway_service_type": "NodePort"})
+    def facts(self) -> ClusterFacts:
+        return dataclasses.replace(super().facts(), gateway_service_type="NodePort")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ from support import run_cli  # noqa: E402
 from test_gitea_api import ADMIN, PASSWORD, StubServer, StubState  # noqa: E402
 
 LESSON = "istio-traffic-splitting"
+#: The existing provider's registry address: Gitea's NodePort on the nodes' loopback.
+REGISTRY = "localhost:30300"
 HELM = find_tool("helm")
 
 pytestmark = [
@@ -58,10 +61,7 @@ def gitea(control_plane) -> Iterator[StubState]:  # type: ignore[no-untyped-def]
     """The Gitea stub, where a port-forward to Gitea's pods arrives."""
     state = StubState()
     server = StubServer(state)
-    state.root_url = (
-        f"http://{catalog.GITEA_SERVICE}.{catalog.GITEA_NAMESPACE}.svc.cluster.local:"
-        f"{catalog.GITEA_PORT}/"
-    )
+    state.root_url = f"http://{REGISTRY}/"  # what kubelab's values make Gitea's ROOT_URL
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     address = server.server_address[:2]
@@ -138,9 +138,19 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         assert any(r.path.endswith("/orgs") and r.method == "POST" for r in gitea.requests)
         jobs = kube.list("batch/v1", "Job", catalog.GITEA_NAMESPACE)
         assert jobs and all(j["status"].get("succeeded") == 1 for j in jobs)
+        # kaniko clones the repository kubelab created, on the node's network, where the
+        # registry address is Gitea as it is for the container runtime.
+        assert ("kubelab", LESSON) in gitea.repos
+        for job in jobs:
+            pod = job["spec"]["template"]["spec"]
+            assert pod["hostNetwork"] is True
+            args = pod["containers"][0]["args"]
+            assert f"--context=git://{REGISTRY}/kubelab/{LESSON}.git#refs/heads/main" in args
+            assert any(a.startswith(f"--destination={REGISTRY}/kubelab/") for a in args)
         secret = kube.get("v1", "Secret", "kubelab-registry", "istio")
         assert secret is not None and secret["type"] == "kubernetes.io/dockerconfigjson"
         assert PASSWORD not in base64.b64decode(secret["data"][".dockerconfigjson"]).decode()
+        assert_one_registry_address(kube, env)
         # The app, as deployed: sidecars injected, rolled out, labelled for `down`.
         pods = kube.list("v1", "Pod", "istio", "app=app-backend")
         assert len(pods) == 2
@@ -154,14 +164,9 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         changes = second["changes"]
         assert {c["outcome"] for c in changes["components"]} <= {"unchanged"}, changes
         assert changes["deploy"]["changed"] == 0, changes
-        # The one write left: the pull Secret names the registry by the address of this
-        # run's port-forward (127.0.0.1:<random port>), so it changes on every `up`. That
-        # is issue 12's "one registry name used by everything", not fixed here.
-        assert changes["api_writes"] == 1, changes
-        pull = kube.get("v1", "Secret", "kubelab-registry", "istio")
-        assert pull is not None
-        auths = json.loads(base64.b64decode(pull["data"][".dockerconfigjson"]))["auths"]
-        assert [host.split(":")[0] for host in auths] == ["127.0.0.1"]
+        # Nothing written: the pull Secret names the same registry address as before.
+        assert changes["api_writes"] == 0, changes
+        assert_one_registry_address(kube, env)
         assert gitea.writes() == writes_before  # Gitea already holds everything
         assert second["first_exercise"]["status"] in ("passed", "failed")
 
@@ -189,6 +194,38 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
             timeout=120,
             what="the lesson's namespaces to finalize",
         )
+
+
+def assert_one_registry_address(kube: Kube, env: dict[str, str]) -> None:
+    """The rendered Deployments' images, the pull Secret's key, Gitea's ROOT_URL and the
+    lesson's state all name :data:`REGISTRY` (on `existing` the nodes need no registry
+    config: their runtime speaks plain HTTP to localhost)."""
+    images = {
+        c["image"]
+        for d in kube.list("apps/v1", "Deployment", "istio", "kubelab.dev/lesson")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "app-backend"
+    }
+    assert images == {f"{REGISTRY}/kubelab/app-backend:v1", f"{REGISTRY}/kubelab/app-backend:v2"}
+    pull = kube.get("v1", "Secret", "kubelab-registry", "istio")
+    assert pull is not None
+    auths = json.loads(base64.b64decode(pull["data"][".dockerconfigjson"]))["auths"]
+    assert list(auths) == [REGISTRY]
+    assert HELM is not None
+    values = subprocess.run(
+        [str(HELM), "get", "values", "gitea", "-n", catalog.GITEA_NAMESPACE, "-o", "json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    server = json.loads(values.stdout)["gitea"]["config"]["server"]
+    assert server["ROOT_URL"] == f"http://{REGISTRY}/"
+    gitea_http = kube.get("v1", "Service", catalog.GITEA_SERVICE, catalog.GITEA_NAMESPACE)
+    assert gitea_http is not None and gitea_http["spec"]["type"] == "NodePort"
+    assert [p.get("nodePort") for p in gitea_http["spec"]["ports"]] == [30300]
+    state = json.loads((Path(env["KUBELAB_HOME"]) / "state.json").read_text())
+    assert state["lessons"][LESSON]["details"]["registry"] == REGISTRY
 
 
 # -- faults and interruptions, with the lifecycle in-process ---------------------------------------

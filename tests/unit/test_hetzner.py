@@ -15,9 +15,9 @@ from kubelab.providers import hetzner
 from kubelab.providers.hetzner import (
     HetznerCluster,
     Pricing,
+    cluster_ssh_key,
     explain,
     firewall_rules,
-    generate_ssh_key,
     point_kubeconfig_at,
     selector_for,
     validate_name,
@@ -103,10 +103,23 @@ def test_kubeconfig_points_at_public_ip() -> None:
 
 
 def test_ssh_key_is_ed25519_and_private(tmp_path: Path) -> None:
-    path, public = generate_ssh_key(tmp_path, "kubelab-demo")
+    path, public = cluster_ssh_key(tmp_path, "kubelab-demo")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert public.startswith("ssh-ed25519 ") and public.endswith(" kubelab-demo")
     assert "PRIVATE" not in public
+
+
+def test_ssh_key_of_an_earlier_attempt_is_reused(tmp_path: Path) -> None:
+    """Servers adopted from an interrupted create hold the first key: a second attempt
+    must sign in with it, so the key pair is kept, not made again."""
+    path, public = cluster_ssh_key(tmp_path, "kubelab-demo")
+    private = path.read_bytes()
+    again_path, again = cluster_ssh_key(tmp_path, "kubelab-demo")
+    assert (again_path, again) == (path, public)
+    assert path.read_bytes() == private
+    path.write_text("not a key")  # damaged: a new pair, not a crash
+    _, fresh = cluster_ssh_key(tmp_path, "kubelab-demo")
+    assert fresh != public and fresh.startswith("ssh-ed25519 ")
 
 
 @pytest.mark.parametrize(
@@ -149,7 +162,14 @@ def test_default_installer_is_k3s_with_token_and_network(monkeypatch: pytest.Mon
 
     from kubelab.providers import k3s
 
-    installer = hetzner._default_installer("t0ken", 42)
+    installer = hetzner._default_installer("t0ken", 42, "hel1")
     assert isinstance(installer, functools.partial)
     assert installer.func is k3s.install_k3s
-    assert installer.keywords == {"hcloud_token": "t0ken", "network_id": 42}
+    # The CCM's load balancer location, and k3s's registries.yaml naming the registry.
+    assert installer.keywords == {
+        "hcloud_token": "t0ken",
+        "network_id": 42,
+        "hcloud_location": "hel1",
+        "registry_host": "localhost:30300",
+        "registry_endpoint": "http://localhost:30300",
+    }

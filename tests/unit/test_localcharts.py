@@ -623,7 +623,7 @@ class ComponentsRig:
     """A LessonRunner whose provider, HelmClient and Kube are mocks at their boundary."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from kubelab.providers.base import ClusterInfo
+        from kubelab.providers.base import ClusterFacts, ClusterInfo, RegistryAccess
 
         self.helm = MagicMock(name="HelmClient")
         self.helm.ensure_release.return_value = Result("installed", 1)
@@ -633,7 +633,10 @@ class ComponentsRig:
         self.provider = MagicMock(name="provider", installs_components=True)
         self.provider.name = "existing"
         self.provider.ensure_cluster.return_value = ClusterInfo(
-            Path("/tmp/kubelab-test/kubeconfig"), {"gateway_service_type": "NodePort"}
+            Path("/tmp/kubelab-test/kubeconfig")
+        )
+        self.provider.facts.return_value = ClusterFacts(
+            registry=RegistryAccess(), gateway_service_type="NodePort"
         )
         monkeypatch.setattr("kubelab.lessons.runner.LessonRunner.helm", lambda runner: self.helm)
         self.reports: list[tuple[str, str]] = []

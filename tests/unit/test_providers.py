@@ -59,7 +59,13 @@ def test_kind_creates_once_and_writes_a_private_kubeconfig(tmp_path, monkeypatch
     config = json.loads(Path(calls[1].split("--config ")[1].split()[0]).read_text())
     assert config["name"] == "kubelab"
     assert oct(info.kubeconfig.stat().st_mode & 0o777) == "0o600"
-    assert info.details["registry_host"] == registry_host()
+    assert "registry_host" not in info.details  # a typed fact now, not a details key
+    facts = KindProvider("kubelab").facts()
+    assert facts.registry is not None and facts.registry.host == registry_host()
+    assert not facts.registry.push_via_forward  # the host port mapping serves the push
+    assert (facts.gateway_http_node_port, facts.gateway_https_node_port) == (30080, 30443)
+    mirror = Path(config["nodes"][0]["extraMounts"][0]["hostPath"]) / registry_host()
+    assert (mirror / "hosts.toml").read_text() == registry_hosts_toml()
 
 
 def test_kind_reuses_an_existing_cluster(tmp_path, monkeypatch):
