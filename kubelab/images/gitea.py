@@ -370,19 +370,22 @@ class GiteaClient:
             self._version = _parse_version(text) or (0, 0)
         return None if self._version == (0, 0) else self._version
 
-    def token_works(self, token: str) -> bool:
-        """True when ``token`` still authenticates (GET /user answers 200)."""
+    def token_works(self, token: str, probe: str = "/user") -> bool:
+        """True when ``token`` still authenticates: GET ``probe`` answers 200. Gitea asks a
+        token for the route's scope (``/user`` needs read:user, 403 without it), so a token
+        of narrower scope is probed on a route of its own (``/packages/<owner>`` for
+        read:package)."""
         self._remember_secret(token)
         response = self._send(
             "GET",
-            self.api_url + "/user",
+            self.api_url + probe,
             headers={"Authorization": f"token {token}", "Accept": "application/json"},
         )
         if response.status_code == 200:
             return True
         if response.status_code in (401, 403):
             return False
-        raise self._error(response, "GET", "/user")
+        raise self._error(response, "GET", probe)
 
     def _token_ids(self, name: str) -> list[int]:
         ids: list[int] = []

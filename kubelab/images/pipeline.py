@@ -228,7 +228,9 @@ def read_only_pull_token(kube: Kube, settings: InstallSettings) -> tuple[str, st
     stored = _secret_data(kube, PULL_TOKEN_SECRET, namespace).get("token")
     with kube.port_forward(namespace, f"svc/{service}", port) as local:
         client = GiteaClient(f"http://127.0.0.1:{local}", admin["username"], admin["password"])
-        if stored and client.token_works(stored):
+        # Probed where read:package suffices: GET /user would answer 403 (read:user) and
+        # replacing the token would revoke the copies in earlier students' namespaces.
+        if stored and client.token_works(stored, f"/packages/{ORG}"):
             return admin["username"], stored
         token = client.ensure_token(PULL_TOKEN_NAME, ("read:package",))
     kube.apply(

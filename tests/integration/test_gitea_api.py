@@ -105,6 +105,37 @@ class StubState:
     def valid_token(self, value: str) -> bool:
         return any(t["sha1"] == value for t in self.tokens.values())
 
+    def token_scopes(self, value: str) -> set[str]:
+        return next((set(t["scopes"]) for t in self.tokens.values() if t["sha1"] == value), set())
+
+
+def required_scope(method: str, path: str) -> str | None:
+    """The scope Gitea 1.27's API router asks of a token for ``path`` (routers/api/v1/api.go:
+    tokenRequiresScopes per route group; read for GET/HEAD, write otherwise), None where it
+    asks none (/version, and the token routes, which take basic auth only)."""
+    level = "read" if method in ("GET", "HEAD") else "write"
+    for prefix, category in (
+        ("/user", "user"),
+        ("/users/", "user"),
+        ("/orgs", "organization"),
+        ("/repos/", "repository"),
+        ("/packages/", "package"),
+        ("/admin/", "admin"),
+    ):
+        if path == prefix.rstrip("/") or path.startswith(prefix):
+            return f"{level}:{category}"
+    return None
+
+
+def scope_granted(scopes: set[str], needed: str) -> bool:
+    """``all`` grants everything, ``write:x`` also grants ``read:x`` (Gitea's AccessTokenScope)."""
+    level, _, category = needed.partition(":")
+    return (
+        bool({"all", needed, f"write:{category}"} & scopes)
+        if level == "read"
+        else bool({"all", needed} & scopes)
+    )
+
 
 def _take(rules: list[list[Any]], method: str, path: str) -> Any:
     for rule in rules:
@@ -185,6 +216,13 @@ class Handler(BaseHTTPRequestHandler):
             return "token" if self.state.valid_token(value) else "bad"
         return "none"
 
+    def presented_secret(self) -> str:
+        """The token value this request carries (header ``token``, or basic auth's password)."""
+        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+        if scheme == "Basic":
+            return base64.b64decode(value).decode().partition(":")[2]
+        return value
+
     def unauthorized(self) -> None:
         self.error(401, "user does not exist [uid: 0, name: ]")
 
@@ -219,6 +257,16 @@ class Handler(BaseHTTPRequestHandler):
     def api(self, path: str, query: dict[str, list[str]], auth: str) -> None:
         state, method = self.state, self.command
         signed_in = auth in ("basic", "basic-token", "token")
+        needed = required_scope(method, path)
+        by_token = auth in ("token", "basic-token") and "/tokens" not in path
+        if (
+            by_token
+            and needed
+            and not scope_granted(state.token_scopes(self.presented_secret()), needed)
+        ):
+            return self.error(
+                403, f"token does not have at least one of required scope(s): [{needed}]"
+            )
         if path == "/version" and method == "GET":
             return self.send(200, {"version": state.version})
         if path == "/user" and method == "GET":
@@ -231,6 +279,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.tokens(method, m.group(2), query)
         if not signed_in:
             return self.unauthorized()
+        if re.fullmatch(r"/packages/[^/]+", path) and method == "GET":
+            return self.send(200, [])  # the owner's packages (the stub lists none)
         if path == "/orgs" and method == "POST":
             return self.create_org(self.body())
         if (m := re.fullmatch(r"/orgs/([^/]+)", path)) and method == "GET":
@@ -450,6 +500,10 @@ class Handler(BaseHTTPRequestHandler):
         state = self.state
         if path == "/v2/token" and self.command == "GET":
             if auth == "bad":
+                return self.send(401, {"errors": [{"code": "UNAUTHORIZED", "message": ""}]})
+            if auth == "basic-token" and not scope_granted(
+                state.token_scopes(self.presented_secret()), "read:package"
+            ):
                 return self.send(401, {"errors": [{"code": "UNAUTHORIZED", "message": ""}]})
             token = "jwt-" + secrets.token_hex(16)
             with state.lock:
@@ -767,3 +821,19 @@ def test_blob_sha_matches_git(tmp_path: Path) -> None:
         ["git", "hash-object", str(sample)], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert git_blob_sha(sample.read_bytes()) == expected
+
+
+def test_the_stub_asks_tokens_for_scopes_as_gitea_does(gitea: Gitea) -> None:
+    """A read:package token (the class's pull token) is refused on /user (read:user) and
+    on writes, accepted where its scope suffices: what a token check must probe."""
+    client = gitea.client()
+    pull = client.ensure_token("kubelab-pull", ("read:package",))
+    assert not client.token_works(pull)  # GET /user: 403, scope read:user missing
+    refused = [r for r in gitea.state.requests if r.path == "/api/v1/user"][-1]
+    assert refused.auth == "token"
+    assert client.token_works(pull, "/packages/kubelab")
+    full = client.ensure_token("kubelab")  # the build token's scopes include read:user
+    assert client.token_works(full)
+    assert required_scope("POST", "/orgs") == "write:organization"
+    assert scope_granted({"write:package"}, "read:package")
+    assert not scope_granted({"read:package"}, "write:package")
