@@ -1,0 +1,59 @@
+"""The lesson's own commands, as printed, against the real API server: what a student sees
+must name the sidecar whether Istio injected it as a container (Kubernetes < 1.33) or as a
+native sidecar, an init container (1.33 and newer: kind v1.35, k3s v1.35)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from kubelab.lessons.loader import find_lesson
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _pod(name: str, namespace: str, *, native: bool) -> dict[str, Any]:
+    app = {"name": "app-backend", "image": "app-backend:v1"}
+    proxy = {"name": "istio-proxy", "image": "istio/proxyv2:1.30.3"}
+    init = {"name": "istio-init", "image": "istio/proxyv2:1.30.3"}
+    spec: dict[str, Any] = (
+        # A native sidecar is an init container with restartPolicy: Always. v1.20 has no such
+        # field (server-side apply refuses it); the layout, which kubectl reads, is the point.
+        {"initContainers": [init, proxy], "containers": [app]}
+        if native
+        else {"initContainers": [init], "containers": [app, proxy]}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "app-backend"}},
+        "spec": spec,
+    }
+
+
+def _first_command(text: str) -> str:
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block is not None
+    return block.group(1).strip()
+
+
+def test_the_container_listing_names_the_sidecar_in_both_layouts(  # type: ignore[no-untyped-def]
+    control_plane, namespace: str
+) -> None:
+    exercise = find_lesson("istio-traffic-splitting").lesson.exercises[0]
+    command = _first_command(exercise.instructions.en)
+    assert command == _first_command(exercise.instructions.pt)  # one command, both languages
+    kube = control_plane.kube()
+    kube.apply(_pod("classic", namespace, native=False))
+    kube.apply(_pod("native", namespace, native=True))
+    # The printed command, its namespace swapped for the test's (kubectl -o jsonpath=...).
+    args = command.removeprefix("kubectl ").replace("-n istio", f"-n {namespace}", 1)
+    jsonpath = re.search(r"-o jsonpath='(.*)'$", args)
+    assert jsonpath is not None
+    head = args[: jsonpath.start()].split()
+    out = control_plane.kubectl(*head, "-o", f"jsonpath={jsonpath.group(1)}").stdout
+    lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert lines["classic"].split() == ["istio-init", "app-backend", "istio-proxy"]
+    assert lines["native"].split() == ["istio-init", "istio-proxy", "app-backend"]
