@@ -153,12 +153,20 @@ def delete(
     ctx: typer.Context,
     provider: ProviderOption,
     name: Annotated[str | None, typer.Option("--name", help="Cluster name.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="GKE: delete the cluster even when its load balancers and disks could not "
+            "be released from inside it first (they stay billed: see leftovers).",
+        ),
+    ] = False,
 ) -> None:
     """Delete the cluster and everything labelled for it; then list what is left."""
     opts = options(ctx)
     cloud = _cloud(provider)
     name = name or _defaults(provider)["name"]
-    removed = cloud.delete(name)
+    removed = cloud.delete(name, force=force)
     left = cloud.leftovers(name)
     if opts.json:
         print_json({"removed": removed, "leftovers": [_leftover_json(x) for x in left]})

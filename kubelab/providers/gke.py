@@ -85,8 +85,9 @@ NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 
 LEFTOVER_NOTE = (
     "Deleting a GKE cluster does not delete the Compute Engine load balancers (forwarding "
-    "rules) of LoadBalancer Services nor the persistent disks of PVCs made inside it: run "
-    "`kubelab down --all` before deleting the cluster. To check for any left over: "
+    "rules) of LoadBalancer Services nor the persistent disks of PVCs made inside it: "
+    "`kubelab cluster delete` releases them from inside the cluster first, and stops when it "
+    "cannot (`--force` deletes the cluster anyway). To check for any left over: "
     "`gcloud compute forwarding-rules list "
     '--filter="description~kubernetes.io/service-name"` and `gcloud compute disks list '
     '--filter="description~kubernetes.io/created-for/pvc/name AND -users:*"`; '
@@ -595,12 +596,17 @@ class GkeCluster:
         details = {"cluster_name": name, "project": self.project, "location": location}
         return ClusterInfo(path, details)
 
-    def delete(self, name: str = DEFAULT_NAME, location: str | None = None) -> list[str]:
-        """Delete the cluster and wait; NOT_FOUND counts as already gone. Idempotent."""
+    def delete(
+        self, name: str = DEFAULT_NAME, location: str | None = None, *, force: bool = False
+    ) -> list[str]:
+        """Delete the cluster and wait; NOT_FOUND counts as already gone. Idempotent.
+
+        Its load balancers and disks are released from inside it first; when that fails
+        the cluster is left in place (a SetupError says why), unless ``force``."""
         from google.api_core import exceptions as e
 
         location = self._location_of(name, location)
-        lines: list[str] = self._release_from_inside(name)
+        lines: list[str] = self._release_from_inside(name, force)
         deadline = time.monotonic() + self.delete_timeout
         while True:
             try:
@@ -640,8 +646,9 @@ class GkeCluster:
             lines.append(f"removed {path}")
         return lines
 
-    def _release_from_inside(self, name: str) -> list[str]:
-        """Load balancers and disks the cluster made go first (they outlive the cluster)."""
+    def _release_from_inside(self, name: str, force: bool = False) -> list[str]:
+        """Load balancers and disks the cluster made go first (they outlive the cluster,
+        billed). A failure stops the delete, unless ``force``: then it is reported."""
         from kubelab.cluster.kube import Kube
         from kubelab.providers.incluster import release_cloud_resources
 
@@ -650,11 +657,20 @@ class GkeCluster:
             return []
         try:
             released = release_cloud_resources(Kube(path), sleep=self.sleep)
-        except Exception as exc:  # a broken or half-made cluster is deleted all the same
+        except Exception as exc:
             reason = exc.message if isinstance(exc, KubelabError) else type(exc).__name__
+            if not force:
+                raise SetupError(
+                    f"GKE cluster {name} is not deleted: its load balancers and disks could "
+                    f"not be released from inside it first ({reason})",
+                    hint="Deleted now, they would stay billed. Fix what the message says and "
+                    "run `kubelab cluster delete --provider gke` again; `--force` deletes the "
+                    "cluster anyway (then delete the disks and forwarding rules by hand: "
+                    "`kubelab cluster leftovers`).",
+                ) from None
             return [
                 f"could not release in-cluster load balancers and disks first ({reason}); "
-                "`kubelab cluster leftovers` tells what is left"
+                "deleted anyway (--force): `kubelab cluster leftovers` tells what is left"
             ]
         return [f"released {line}" for line in released]
 

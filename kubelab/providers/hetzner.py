@@ -903,8 +903,11 @@ class HetznerCluster:
             for net in lb.private_net or []
         )
 
-    def delete(self, name: str) -> list[str]:
-        """Remove everything of cluster ``name``; idempotent. Returns a line per deletion."""
+    def delete(self, name: str, *, force: bool = False) -> list[str]:
+        """Remove everything of cluster ``name``; idempotent. Returns a line per deletion.
+
+        ``force`` changes nothing here: the load balancers and volumes are found and deleted
+        through the Hetzner API by their labels, not from inside the cluster."""
         validate_name(name)
         client = self.client
         done: list[str] = []

@@ -309,9 +309,16 @@ def test_create_and_delete(
     assert record.details["status"] == "running"
 
     assert [c.name for c in gke.leftovers("class-a")] == ["class-a"]
-    lines = gke.delete("class-a")
-    # The stub's cluster has no Kubernetes API: the in-cluster release is skipped, said so.
+    # The stub's cluster has no Kubernetes API: its disks cannot be released from inside, so
+    # the delete stops (they would stay billed) and the cluster is still there...
+    with pytest.raises(SetupError, match="is not deleted: its load balancers and disks") as err:
+        gke.delete("class-a")
+    assert "--force" in (err.value.hint or "")
+    assert [c.name for c in gke.leftovers("class-a")] == ["class-a"]
+    # ...until the instructor says --force, and is told what to check.
+    lines = gke.delete("class-a", force=True)
     assert lines[0].startswith("could not release in-cluster load balancers and disks first")
+    assert "deleted anyway (--force)" in lines[0]
     assert lines[1] == f"deleted GKE cluster class-a in {ZONE}"
     assert not path.exists()
     assert "class-a" not in StateStore().load().clusters
@@ -465,8 +472,15 @@ def test_provider_reuses_cluster_and_tears_down(
     assert again.kubeconfig == info.kubeconfig
     assert len([r for r in state.requests if r[0] == "POST"]) == posts == 1
     assert provider.teardown(info.details) == []
+    # The stub's cluster has no Kubernetes API; the release from inside is the real one's
+    # job (tests/realk8s): here it says what it released, and the cluster goes after it.
+    monkeypatch.setattr(
+        "kubelab.providers.incluster.release_cloud_resources",
+        lambda kube, **kw: ["volume of claim gitea/gitea-data"],
+    )
     removed = provider.teardown(info.details, everything=True)
-    assert any(line.startswith("deleted GKE cluster") for line in removed)
+    assert removed[0] == "released volume of claim gitea/gitea-data"
+    assert any(line.startswith("deleted GKE cluster") for line in removed[1:])
     assert gke.leftovers() == []
 
 
@@ -492,7 +506,7 @@ def test_fake_token_never_printed(
     texts: list[str] = []
     info = gke.create("tok", nodes=1, machine_type="e2-medium", location=ZONE)
     texts.append(info.kubeconfig.read_text())
-    texts.extend(gke.delete("tok"))
+    texts.extend(gke.delete("tok", force=True))
     for body in (SERVICE_DISABLED, PERMISSION_DENIED):
         state.fail("POST", r"/clusters$", 403, body)
         with pytest.raises(KubelabError) as err:

@@ -629,6 +629,80 @@ def test_release_cloud_resources_deletes_load_balancers_and_claims(  # type: ign
     )
 
 
+def _claim(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def _mounting(spec: dict[str, Any], claim: str) -> dict[str, Any]:
+    spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    return spec
+
+
+def test_release_deletes_the_workload_that_mounts_a_claim_before_the_claim(  # type: ignore[no-untyped-def]
+    control_plane, namespace: str
+) -> None:
+    """Gitea's and VictoriaMetrics' volumes on GKE: while their pod runs, the real
+    pvc-protection controller keeps the claim (and the disk, billed). The Deployment goes
+    first, then the claim, and the release waits until the claim is gone."""
+    from kubelab.providers.incluster import release_cloud_resources
+
+    kube = control_plane.kube()
+    kube.apply(_claim("gitea-data", namespace))
+    app = deployment("gitea", namespace)
+    _mounting(app["spec"]["template"]["spec"], "gitea-data")
+    kube.apply(app)
+    kube.wait_rollout("Deployment", "gitea", namespace, timeout=60)
+    released = release_cloud_resources(kube, timeout=60, poll=0.2)
+    assert released.index(f"deployment {namespace}/gitea (it mounts a claim)") < released.index(
+        f"volume of claim {namespace}/gitea-data"
+    )
+    assert kube.get("v1", "PersistentVolumeClaim", "gitea-data", namespace) is None
+    assert kube.get("apps/v1", "Deployment", "gitea", namespace) is None
+
+
+def test_release_fails_naming_a_claim_it_could_not_free(  # type: ignore[no-untyped-def]
+    control_plane, namespace: str
+) -> None:
+    """A pod that does not go (a finalizer holds it) keeps its claim: the release says so,
+    instead of letting the cluster be deleted over a billed disk."""
+    from kubelab.providers.incluster import release_cloud_resources
+
+    kube = control_plane.kube()
+    kube.apply(_claim("held", namespace))
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "holder", "namespace": namespace, "finalizers": ["kubelab.test/hold"]},
+        "spec": deployment("x", namespace)["spec"]["template"]["spec"],
+    }
+    _mounting(pod["spec"], "held")
+    kube.apply(pod)
+    kube.wait_condition("v1", "Pod", "holder", namespace, "Ready", 60)
+    try:
+        with pytest.raises(KubelabError) as failed:
+            release_cloud_resources(kube, timeout=3, poll=0.2)
+        assert f"claim {namespace}/held" in failed.value.message
+        assert f"still mounted by pod {namespace}/holder" in failed.value.message
+        assert "stay billed" in (failed.value.hint or "")
+    finally:
+        control_plane.kubectl(
+            "patch",
+            "pod",
+            "holder",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+        )
+
+
 # -- faults ---------------------------------------------------------------------------------------
 
 
