@@ -70,6 +70,8 @@ DEFAULT_SERVER_TYPE = "cx33"  # 4 vCPU, 8 GB: Istio + observability + Gitea fit 
 DEFAULT_LOCATION = "nbg1"
 #: The hcloud cloud controller's Service annotation naming where a load balancer is made.
 LB_LOCATION_ANNOTATION = "load-balancer.hetzner.cloud/location"
+#: Hetzner's smallest volume: a claim for less (Gitea asks 1Gi, VictoriaMetrics 4Gi) gets it.
+MIN_VOLUME_GB = 10
 #: Gitea's NodePort on each node's loopback; k3s's registries.yaml names it.
 REGISTRY = RegistryAccess()
 DEFAULT_WORKERS = 1
@@ -504,12 +506,13 @@ class HetznerCluster:
         location: str = DEFAULT_LOCATION,
         *,
         load_balancers: int = 1,
-        volume_gb: int = 10,
+        volumes: tuple[str, ...] = ("Gitea data", "VictoriaMetrics data"),
     ) -> list[PlannedResource]:
         """What ``create`` makes (1 control plane + ``nodes`` workers) and what it costs.
 
-        ``load_balancers``/``volume_gb`` are what the lesson's cluster creates itself (the
-        ingress gateway's LoadBalancer, Gitea's volume), billed as long as they exist.
+        ``load_balancers``/``volumes`` are what the lesson's cluster creates itself (the
+        ingress gateway's LoadBalancer; Gitea's and VictoriaMetrics' claims, each a volume
+        of Hetzner's minimum size, :data:`MIN_VOLUME_GB`), billed as long as they exist.
         """
         validate_name(name)
         prices = self.pricing()
@@ -544,13 +547,13 @@ class HetznerCluster:
                     lb_monthly,
                 )
             )
-        if volume_gb:
-            monthly_volume = prices.volume_gb_month() * volume_gb
+        monthly_volume = prices.volume_gb_month() * MIN_VOLUME_GB
+        for what in volumes:
             plan.append(
                 PlannedResource(
                     "volume",
-                    "(Gitea data)",
-                    f"{volume_gb} GB, made by the CSI driver",
+                    f"({what})",
+                    f"{MIN_VOLUME_GB} GB, made by the CSI driver",
                     (monthly_volume / 730).quantize(Decimal("0.0001")),
                     monthly_volume,
                 )
@@ -743,7 +746,7 @@ class HetznerCluster:
 
         node_infos = [self._node_info(server) for server, _ in pending]
         control_plane = node_infos[0]
-        installer = self._installer or _default_installer(self._token, network.id, location)
+        installer = self._installer or _default_installer(self._token, network.id, location, name)
         log.info("hetzner: installing k3s on %d servers", len(node_infos))
         kubeconfig_text = installer(node_infos, key_path)
         kubeconfig = directory / "kubeconfig"
@@ -1016,7 +1019,9 @@ def _action_of(result: Any, client: Client) -> BoundAction | None:
     return action if isinstance(action, BoundAction) else None
 
 
-def _default_installer(token: str, network_id: int | None, location: str) -> Installer:
+def _default_installer(
+    token: str, network_id: int | None, location: str, cluster: str
+) -> Installer:
     """``kubelab.providers.k3s.install_k3s`` (Ansible through ansible-runner, imported only
     when needed) with the token, network and location the cloud controller and CSI driver
     need, and k3s's registries.yaml naming the registry address (plain HTTP to Gitea's
@@ -1029,6 +1034,7 @@ def _default_installer(token: str, network_id: int | None, location: str) -> Ins
             hcloud_token=token,
             network_id=network_id,
             hcloud_location=location,
+            cluster_name=cluster,
             registry_host=REGISTRY.host,
             registry_endpoint=f"http://{REGISTRY.host}",
         ),

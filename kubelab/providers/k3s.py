@@ -313,6 +313,7 @@ def install_extravars(
     network_id: int | str | None,
     k3s_version: str,
     hcloud_location: str = "",
+    cluster_name: str = "",
     kubeconfig_dest: Path | None = None,
 ) -> dict[str, Any]:
     """The extravars of ``site.yml`` (``hcloud_token`` is secret: see :data:`SECRET_KEYS`)."""
@@ -321,6 +322,7 @@ def install_extravars(
         "k3s_registry_host": registry_host,
         "k3s_registry_endpoint": registry_endpoint,
         "hcloud_location": hcloud_location,
+        "kubelab_cluster": cluster_name,
         "hcloud_token": hcloud_token,
         "hcloud_network_id": "" if network_id is None else str(network_id),
         "hcloud_ccm_chart_version": HCLOUD_CCM_CHART_VERSION,
@@ -347,6 +349,7 @@ def install_k3s(
     hcloud_token: str | None = None,
     network_id: int | str | None = None,
     hcloud_location: str = "",
+    cluster_name: str = "",
     k3s_version: str = K3S_VERSION,
     timeout: int = DEFAULT_TIMEOUT,
 ) -> str:
@@ -367,6 +370,7 @@ def install_k3s(
             network_id=network_id,
             k3s_version=k3s_version,
             hcloud_location=hcloud_location,
+            cluster_name=cluster_name,
             kubeconfig_dest=dest,
         )
         run_playbook("site.yml", inventory, extravars, private / "runner", timeout)

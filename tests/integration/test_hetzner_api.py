@@ -595,10 +595,14 @@ def test_plan_prices_every_billed_resource(stub: StubAPI, home: Path) -> None:
     assert str(servers[0].monthly) == "5.9900" and str(servers[0].hourly) == "0.0096"
     assert any(p.kind == "primary_ip" and str(p.monthly) == "0.6000" for p in plan)
     assert any(p.kind == "load_balancer" and str(p.monthly) == "6.4100" for p in plan)
+    # Gitea's and VictoriaMetrics' claims: two volumes of Hetzner's minimum, 10 GB each.
+    volumes = [p for p in plan if p.kind == "volume"]
+    assert [v.name for v in volumes] == ["(Gitea data)", "(VictoriaMetrics data)"]
+    assert {str(v.monthly) for v in volumes} == {"0.5240"}
     lines = list(iter_plan_lines(plan))
     assert "total" in lines[-1] and "EUR/month" in lines[-1]
-    # 2 x (5.99 + 0.60) + 6.41 + 10 x 0.0524
-    assert "20.11" in lines[-1]
+    # 2 x (5.99 + 0.60) + 6.41 + 2 x 10 x 0.0524
+    assert "20.64" in lines[-1]
 
 
 def test_plan_refuses_type_not_sold_in_location(stub: StubAPI, home: Path) -> None:

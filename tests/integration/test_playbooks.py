@@ -67,14 +67,27 @@ def test_syntax_check(playbook: str) -> None:
 
 def test_server_config_rendered_and_idempotent(tmp_path: Path) -> None:
     inventory = _local_inventory("k3s_server", private_ip="10.0.1.2", public_ip="203.0.113.10")
-    extravars = _local_extravars(tmp_path, hcloud_token=FAKE_TOKEN, hcloud_network_id="4711")
+    # What the Hetzner provider passes (hetzner._default_installer), on local paths.
+    wired = k3s.install_extravars(
+        registry_host="localhost:30300",
+        registry_endpoint="http://localhost:30300",
+        hcloud_token=FAKE_TOKEN,
+        network_id=4711,
+        k3s_version=k3s.K3S_VERSION,
+        hcloud_location="hel1",
+        cluster_name="lab",
+    )
+    extravars = {**wired, **_local_extravars(tmp_path)}
+    for key in ("k3s_registry_host", "k3s_registry_endpoint"):
+        extravars[key] = wired[key]
     first = k3s.run_playbook(
         "k3s-server.yml", inventory, extravars, tags=["config", "addons"], timeout=120
     )
     assert first.changed >= 5  # config dir, config.yaml, registries.yaml, 3 manifests...
 
     config = yaml.safe_load((tmp_path / "etc-k3s" / "config.yaml").read_text())
-    assert config["disable"] == ["traefik", "servicelb"]
+    # One default StorageClass: the CSI driver's hcloud-volumes, not k3s's local-storage.
+    assert config["disable"] == ["traefik", "servicelb", "local-storage"]
     assert config["disable-cloud-controller"] is True
     assert config["kubelet-arg"] == ["cloud-provider=external"]
     assert config["node-ip"] == "10.0.1.2"
@@ -84,8 +97,9 @@ def test_server_config_rendered_and_idempotent(tmp_path: Path) -> None:
     assert (tmp_path / "etc-k3s" / "config.yaml").stat().st_mode & 0o777 == 0o600
 
     registries = yaml.safe_load((tmp_path / "etc-k3s" / "registries.yaml").read_text())
+    # The registry address the images carry, pulled over plain HTTP from Gitea's NodePort.
     assert registries == {
-        "mirrors": {"gitea.lab.example:30300": {"endpoint": ["http://10.0.1.2:30300"]}}
+        "mirrors": {"localhost:30300": {"endpoint": ["http://localhost:30300"]}}
     }
 
     manifests = tmp_path / "manifests"
@@ -103,11 +117,19 @@ def test_server_config_rendered_and_idempotent(tmp_path: Path) -> None:
         "name": "hcloud",
         "key": "network",
     }
+    # Without a location (or network zone) the CCM makes no load balancer.
+    assert values["env"]["HCLOUD_LOAD_BALANCERS_LOCATION"] == {"value": "hel1"}
     csi = yaml.safe_load((manifests / "kubelab-hcloud-csi.yaml").read_text())
     assert (csi["spec"]["chart"], csi["spec"]["version"]) == (
         "hcloud-csi",
         k3s.HCLOUD_CSI_CHART_VERSION,
     )
+    # Its volumes carry kubelab's labels, so delete and leftovers find them detached too.
+    csi_values = yaml.safe_load(csi["spec"]["valuesContent"])
+    assert csi_values["controller"]["volumeExtraLabels"] == {
+        "kubelab": "true",
+        "kubelab-cluster": "lab",
+    }
 
     second = k3s.run_playbook(
         "k3s-server.yml", inventory, extravars, tags=["config", "addons"], timeout=120

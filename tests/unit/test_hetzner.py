@@ -162,7 +162,7 @@ def test_default_installer_is_k3s_with_token_and_network(monkeypatch: pytest.Mon
 
     from kubelab.providers import k3s
 
-    installer = hetzner._default_installer("t0ken", 42, "hel1")
+    installer = hetzner._default_installer("t0ken", 42, "hel1", "lab")
     assert isinstance(installer, functools.partial)
     assert installer.func is k3s.install_k3s
     # The CCM's load balancer location, and k3s's registries.yaml naming the registry.
@@ -170,6 +170,7 @@ def test_default_installer_is_k3s_with_token_and_network(monkeypatch: pytest.Mon
         "hcloud_token": "t0ken",
         "network_id": 42,
         "hcloud_location": "hel1",
+        "cluster_name": "lab",  # the CSI driver labels its volumes kubelab-cluster=lab
         "registry_host": "localhost:30300",
         "registry_endpoint": "http://localhost:30300",
     }
