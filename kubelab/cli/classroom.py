@@ -44,6 +44,39 @@ def _service(lesson: str | None, *, need_class: bool = True) -> Any:
     )
 
 
+def _open_api(lesson: str, allow_from: list[str]) -> str | None:
+    """On a Hetzner cluster kubelab made, its firewall admits the Kubernetes API only from
+    the instructor's address: open it to ``allow_from``, or say the students need it.
+    Returns the line to print (None where the cluster has no firewall of kubelab's)."""
+    from kubelab.errors import UsageError
+    from kubelab.state import StateStore
+
+    record = StateStore().load().lessons.get(lesson)
+    provider = record.provider if record is not None else None
+    if provider != "hetzner":
+        if allow_from:
+            raise UsageError(
+                "--allow-from opens the firewall of a Hetzner cluster kubelab made; "
+                f"this lesson runs on {provider or 'no cluster'}",
+                hint="Drop --allow-from: open the API to the students in your cluster's own "
+                "network settings.",
+            )
+        return None
+    from kubelab.providers.hetzner import DEFAULT_NAME, HetznerCluster
+
+    assert record is not None
+    name = str(record.details.get("cluster") or DEFAULT_NAME)
+    if not allow_from:
+        return (
+            f"! Hetzner cluster {name}: its Kubernetes API answers only your address. Students "
+            "elsewhere cannot use their kubeconfig until you run `kubelab class create ... "
+            "--allow-from CIDR` with their network (or 0.0.0.0/0: the token is then the "
+            "only lock)."
+        )
+    sources = HetznerCluster().allow_api_from(name, allow_from)
+    return f"✓ Kubernetes API of {name} open to {', '.join(sources)}"
+
+
 def _students_json(record: Any) -> list[dict[str, Any]]:
     return [
         {
@@ -69,10 +102,19 @@ def create(
         Path, typer.Option("--out", help="Folder for the students' kubeconfig files.")
     ] = Path("kubeconfigs"),
     hours: HoursOption = 12.0,
+    allow_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-from",
+            help="Hetzner: also open the Kubernetes API to this network (CIDR, repeatable), "
+            "where the students work; 0.0.0.0/0 leaves their token as the only lock.",
+        ),
+    ] = None,
 ) -> None:
     """Per student: namespace, app, limited ServiceAccount and a kubeconfig file (0600)."""
     opts = options(ctx)
     service = _service(lesson)
+    opened = _open_api(lesson, allow_from or [])
     record = service.create(roster, out, hours)
     if opts.json:
         print_json({"lesson": record.lesson, "students": _students_json(record)})
@@ -82,6 +124,8 @@ def create(
         f"[green]✓[/] class of {record.lesson}: {len(record.students)} students; "
         f"kubeconfigs in {record.out_dir}"
     )
+    if opened is not None:
+        out_console.print(opened, markup=False)
     out_console.print(
         "Give each student their file: `export KUBECONFIG=<id>.kubeconfig`. Tokens end at "
         f"{min(s.token_expires or '' for s in record.students)}; "

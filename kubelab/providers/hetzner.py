@@ -297,12 +297,16 @@ def as_cidr(ip: str) -> str:
     return str(net)
 
 
-def firewall_rules(allowed_cidr: str) -> list[FirewallRule]:
+def firewall_rules(allowed_cidr: str, api_from: Sequence[str] = ()) -> list[FirewallRule]:
+    """The cluster firewall: SSH from the instructor only; the Kubernetes API from the
+    instructor and ``api_from`` (a class's networks: students' kubeconfigs point at the
+    control plane's public IP); HTTP(S) and ping from anywhere."""
     anywhere = ["0.0.0.0/0", "::/0"]
     tcp, inbound = FirewallRule.PROTOCOL_TCP, FirewallRule.DIRECTION_IN
+    api_sources = list(dict.fromkeys([allowed_cidr, *api_from]))
     return [
         FirewallRule(inbound, tcp, [allowed_cidr], port="22", description="SSH (instructor)"),
-        FirewallRule(inbound, tcp, [allowed_cidr], port="6443", description="Kubernetes API"),
+        FirewallRule(inbound, tcp, api_sources, port="6443", description="Kubernetes API"),
         FirewallRule(inbound, tcp, anywhere, port="80", description="HTTP"),
         FirewallRule(inbound, tcp, anywhere, port="443", description="HTTPS"),
         FirewallRule(inbound, FirewallRule.PROTOCOL_ICMP, anywhere, description="ping"),
@@ -905,6 +909,39 @@ class HetznerCluster:
             net.network is not None and net.network.id in network_ids
             for net in lb.private_net or []
         )
+
+    def allow_api_from(self, name: str, cidrs: Sequence[str]) -> list[str]:
+        """Open the cluster's Kubernetes API (6443) to ``cidrs`` besides the instructor, for
+        a class whose kubeconfigs point at the control plane's public IP; recorded, so a
+        later call adds to them. Returns the API's sources now."""
+        validate_name(name)
+        wanted = [as_cidr(c) for c in cidrs]
+        record = self.state.load().clusters.get(name)
+        if record is None or record.provider != PROVIDER:
+            raise UsageError(
+                f"kubelab made no Hetzner cluster named {name!r}",
+                hint="`kubelab cluster status` lists the clusters kubelab made.",
+            )
+        instructor = str(record.details.get("allowed_ip") or "")
+        sources = list(dict.fromkeys([*(record.details.get("api_from") or []), *wanted]))
+        client = self.client
+        firewall = self.call(
+            "reading the firewall",
+            functools.partial(client.firewalls.get_by_name, f"kubelab-{name}"),
+        )
+        if firewall is None or (firewall.labels or {}).get(LABEL_CLUSTER) != name:
+            raise SetupError(
+                f"cluster {name} has no firewall kubelab-{name}",
+                hint="Was it deleted by hand? `kubelab cluster leftovers` shows what exists.",
+            )
+        actions = self.call(
+            "opening the Kubernetes API to the class",
+            functools.partial(firewall.set_rules, firewall_rules(instructor, sources)),
+        )
+        self.wait_all(actions or [], "updating the firewall")
+        with self.state.transaction() as state:
+            state.clusters[name].details["api_from"] = sources
+        return [instructor, *sources]
 
     def delete(self, name: str, *, force: bool = False) -> list[str]:
         """Remove everything of cluster ``name``; idempotent. Returns a line per deletion.

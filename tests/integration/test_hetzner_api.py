@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from kubelab.errors import SetupError
+from kubelab.errors import SetupError, UsageError
 from kubelab.providers.hetzner import (
     HetznerCluster,
     HetznerProvider,
@@ -389,6 +389,10 @@ class StubAPI:
             return 200, {singular: obj}
         if len(parts) == 2 and method == "DELETE":
             return self._delete(kind, obj)
+        if parts[2:] == ["actions", "set_rules"] and kind == "firewalls":
+            # POST /firewalls/{id}/actions/set_rules: the rules are replaced as a whole.
+            obj["rules"] = [_rule(r) for r in body["rules"]]
+            return 201, {"actions": [self.action("set_firewall_rules", [("firewall", obj_id)])]}
         if parts[2:] == ["actions", "detach"] and kind == "volumes":
             obj["server"] = None
             return 201, {"action": self.action("detach_volume", [("volume", obj_id)])}
@@ -430,17 +434,7 @@ class StubAPI:
                 "name": body["name"],
                 "labels": body.get("labels", {}),
                 "created": "2025-01-01T00:00:00+00:00",
-                "rules": [
-                    {
-                        "direction": r["direction"],
-                        "protocol": r["protocol"],
-                        "port": r.get("port"),
-                        "source_ips": r.get("source_ips", []),
-                        "destination_ips": r.get("destination_ips", []),
-                        "description": r.get("description"),
-                    }
-                    for r in body.get("rules", [])
-                ],
+                "rules": [_rule(r) for r in body.get("rules", [])],
                 "applied_to": [],
             }
             self.store[kind][fw["id"]] = fw
@@ -572,6 +566,18 @@ class FakeInstaller:
         if self.fail:
             raise SetupError("cannot reach 198.51.100.1:22 over SSH")
         return KUBECONFIG
+
+
+def _rule(r: dict[str, Any]) -> dict[str, Any]:
+    """A firewall rule as the API stores and returns it (absent fields null or empty)."""
+    return {
+        "direction": r["direction"],
+        "protocol": r["protocol"],
+        "port": r.get("port"),
+        "source_ips": r.get("source_ips", []),
+        "destination_ips": r.get("destination_ips", []),
+        "description": r.get("description"),
+    }
 
 
 def make(stub: StubAPI, home: Path, installer: FakeInstaller | None = None) -> HetznerCluster:
@@ -857,3 +863,25 @@ def test_cli_plan_confirm_delete_and_leftovers_never_print_the_token(
     assert after.returncode == 0 and "Nothing is left" in after.stdout
     for output in (proc, left, gone, after):
         assert TOKEN not in output.stdout + output.stderr
+
+
+def test_a_class_network_is_admitted_to_the_api_only(stub: StubAPI, home: Path) -> None:
+    """Students' kubeconfigs point at the control plane's public IP: `class create
+    --allow-from` opens 6443 (not SSH) to their network, and a later call adds to it."""
+    cluster = make(stub, home)
+    cluster.create("demo", nodes=0)
+    sources = cluster.allow_api_from("demo", ["198.51.100.0/24"])
+    assert sources == [f"{ALLOWED_IP}/32", "198.51.100.0/24"]
+    (firewall,) = stub.store["firewalls"].values()
+    rules = {r["port"]: r["source_ips"] for r in firewall["rules"] if r["port"]}
+    assert rules["6443"] == [f"{ALLOWED_IP}/32", "198.51.100.0/24"]
+    assert rules["22"] == [f"{ALLOWED_IP}/32"]  # SSH stays the instructor's
+    assert rules["80"] == ["0.0.0.0/0", "::/0"]
+    again = cluster.allow_api_from("demo", ["203.0.113.7", "198.51.100.0/24"])
+    assert again == [f"{ALLOWED_IP}/32", "198.51.100.0/24", "203.0.113.7/32"]
+    assert StateStore(home / "state.json").load().clusters["demo"].details["api_from"] == [
+        "198.51.100.0/24",
+        "203.0.113.7/32",
+    ]
+    with pytest.raises(UsageError, match="not an IP address"):
+        cluster.allow_api_from("demo", ["students"])

@@ -98,9 +98,7 @@ def test_server_config_rendered_and_idempotent(tmp_path: Path) -> None:
 
     registries = yaml.safe_load((tmp_path / "etc-k3s" / "registries.yaml").read_text())
     # The registry address the images carry, pulled over plain HTTP from Gitea's NodePort.
-    assert registries == {
-        "mirrors": {"localhost:30300": {"endpoint": ["http://localhost:30300"]}}
-    }
+    assert registries == {"mirrors": {"localhost:30300": {"endpoint": ["http://localhost:30300"]}}}
 
     manifests = tmp_path / "manifests"
     secret = yaml.safe_load((manifests / "kubelab-hcloud-secret.yaml").read_text())
