@@ -142,3 +142,66 @@ def test_domain_serves_the_app_at_its_own_host_with_tls():
     certificate = next(o for o in tls_manifests(settings) if o["kind"] == "Certificate")
     assert "app.lab.example.org" in certificate["spec"]["dnsNames"]
     assert https["tls"]["credentialName"] == certificate["spec"]["secretName"]
+
+
+def test_the_app_route_cannot_shadow_the_acme_challenge():
+    """With --tls, cert-manager proves app.<domain> through a temporary Ingress of class
+    istio, whose route (/.well-known/acme-challenge/<token>) istiod merges with the app's on
+    the gateway's port 80. Istio 1.30.3 moves catch-all routes (prefix "/", no header or
+    query match) behind the others when it merges them (pilot/pkg/networking/core/
+    gateway.go: SortVHostRoutes), so the app's route must stay a catch-all: a route with a
+    match of its own would keep its place and could answer the challenge instead."""
+    from kubelab.components.values import InstallSettings, app_gateway_values
+    from kubelab.lessons.loader import find_lesson
+    from kubelab.lessons.plan import render
+
+    settings = InstallSettings(domain="lab.example.org", tls=True, email="teacher@example.org")
+    # The lesson that serves its app at app.<domain> (the others expose no app host).
+    rendered = render(
+        find_lesson("istio-traffic-splitting"), app_values=app_gateway_values(settings)
+    )
+    objects = {(o.kind, o.name): o.obj for o in rendered.objects}
+    service = objects[("VirtualService", "app-backend")]
+    assert "app.lab.example.org" in service["spec"]["hosts"]
+    assert service["spec"]["http"], service
+    for route in service["spec"]["http"]:
+        for match in route.get("match") or [{}]:
+            assert set(match) <= {"uri"} and match.get("uri", {"prefix": "/"}) == {"prefix": "/"}
+
+
+def test_kind_dry_run_renders_exactly_what_up_on_kind_installs(tmp_path):
+    """`up --dry-run --provider kind` is made from kind's own facts (its NodePort gateway
+    and Gitea, its registry address), the same settings `up` on kind installs with."""
+    from kubelab.components.deploy import component_plan
+    from kubelab.lessons.loader import find_lesson
+    from kubelab.lessons.runner import LessonRunner
+    from kubelab.providers.kind import GITEA_NODE_PORT, KindProvider, registry_host
+    from kubelab.state import StateStore
+
+    lesson = find_lesson("istio-traffic-splitting")
+    out = tmp_path / "out"
+    proc = run_cli(
+        "up", lesson.lesson.id, "--dry-run", "--provider", "kind", "-o", "json", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)["components"]
+    # What the runner of a kind `up` installs with (before its first step: the provider's).
+    settings = LessonRunner(lesson, KindProvider(), StateStore(tmp_path / "state.json")).settings()
+    assert shown == json.loads(json.dumps(component_plan(lesson.lesson.components, settings)))
+    releases = {c["release"]: c["values"] for c in shown}
+    assert releases["gitea"]["service"]["http"] == {
+        "type": "NodePort",
+        "port": 3000,
+        "clusterIP": "",
+        "nodePort": GITEA_NODE_PORT,
+    }
+    assert (
+        releases["gitea"]["gitea"]["config"]["server"]["ROOT_URL"] == f"http://{registry_host()}/"
+    )
+    service = releases["istio-ingressgateway"]["service"]
+    assert service["type"] == "NodePort"
+    assert [p.get("nodePort") for p in service["ports"]] == [None, 30080, 30443]
+    objects = _objects(out)
+    pod = objects[("Deployment", "app-backend-v1")]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"{registry_host()}/kubelab/app-backend:v1"
+    assert pod["imagePullSecrets"] == [{"name": "kubelab-registry"}]
