@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from controlplane import ControlPlane, find_binaries
@@ -25,7 +27,12 @@ from nodeagent import NodeAgent
 
 from kubelab.cluster.kube import Kube
 from kubelab.cluster.retry import RetryPolicy
+from kubelab.components import catalog
 from kubelab.tools import find_tool
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+if TYPE_CHECKING:
+    from test_gitea_api import StubState
 
 HERE = Path(__file__).resolve().parent
 
@@ -162,3 +169,41 @@ def namespace(control_plane: Cluster, request: pytest.FixtureRequest) -> Iterato
     control_plane.create_namespace(name)
     yield name
     control_plane.kube().delete("v1", "Namespace", name)
+
+
+#: The registry address of every real provider: Gitea's NodePort on the nodes' loopback.
+REGISTRY_HOST = "localhost:30300"
+
+
+@pytest.fixture
+def gitea(control_plane: Cluster) -> Iterator[StubState]:
+    """The Gitea stub of ``tests/integration/test_gitea_api.py``, where a port-forward to
+    Gitea's pods arrives; a kaniko build pod that succeeds leaves its image in it."""
+    from test_gitea_api import StubServer, StubState
+
+    state = StubState()
+    server = StubServer(state)
+    state.root_url = f"http://{REGISTRY_HOST}/"  # what kubelab's values make Gitea's ROOT_URL
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    address = server.server_address[:2]
+    control_plane.agent.forward_to = lambda ns, pod, port: (
+        address if ns == catalog.GITEA_NAMESPACE and port == catalog.GITEA_PORT else None
+    )
+
+    def kaniko_pushed(pod: dict[str, Any]) -> None:
+        # What kaniko's run ends with: the image in Gitea's registry.
+        for container in pod["spec"]["containers"]:
+            for arg in container.get("args") or []:
+                if arg.startswith("--destination="):
+                    repository, _, tag = arg.split("=", 1)[1].split("/", 1)[1].rpartition(":")
+                    state.manifests[(repository, tag)] = "sha256:" + "c" * 64
+
+    control_plane.agent.on_success = kaniko_pushed
+    try:
+        yield state
+    finally:
+        control_plane.agent.on_success = lambda pod: None
+        control_plane.agent.forward_to = lambda ns, pod, port: None
+        server.shutdown()
+        server.server_close()

@@ -257,6 +257,9 @@ metadata:
   name: {{ .Release.Name }}
   namespace: {{ .Release.Namespace }}
   labels: {{- toYaml $labels | nindent 4 }}
+  {{- with $service.annotations }}
+  annotations: {{- toYaml . | nindent 4 }}
+  {{- end }}
 spec:
   type: {{ $service.type | default "LoadBalancer" }}
   selector: {{- toYaml $labels | nindent 4 }}

@@ -20,15 +20,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from faultproxy import FaultProxy
+from registry_checks import assert_one_registry_address
 from standin_charts import standin_folder
 
 from kubelab.cluster.kube import Kube
@@ -43,7 +42,7 @@ from kubelab.tools import find_tool
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from support import run_cli  # noqa: E402
-from test_gitea_api import ADMIN, PASSWORD, StubServer, StubState  # noqa: E402
+from test_gitea_api import ADMIN, PASSWORD, StubState  # noqa: E402
 
 LESSON = "istio-traffic-splitting"
 #: The existing provider's registry address: Gitea's NodePort on the nodes' loopback.
@@ -54,37 +53,6 @@ pytestmark = [
     pytest.mark.skipif(HELM is None, reason="helm missing: scripts/install-tools.sh"),
     pytest.mark.timeout(900),
 ]
-
-
-@pytest.fixture
-def gitea(control_plane) -> Iterator[StubState]:  # type: ignore[no-untyped-def]
-    """The Gitea stub, where a port-forward to Gitea's pods arrives."""
-    state = StubState()
-    server = StubServer(state)
-    state.root_url = f"http://{REGISTRY}/"  # what kubelab's values make Gitea's ROOT_URL
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    address = server.server_address[:2]
-    control_plane.agent.forward_to = lambda ns, pod, port: (
-        address if ns == catalog.GITEA_NAMESPACE and port == catalog.GITEA_PORT else None
-    )
-
-    def kaniko_pushed(pod: dict[str, Any]) -> None:
-        # What kaniko's run ends with: the image in Gitea's registry.
-        for container in pod["spec"]["containers"]:
-            for arg in container.get("args") or []:
-                if arg.startswith("--destination="):
-                    repository, _, tag = arg.split("=", 1)[1].split("/", 1)[1].rpartition(":")
-                    state.manifests[(repository, tag)] = "sha256:" + "c" * 64
-
-    control_plane.agent.on_success = kaniko_pushed
-    try:
-        yield state
-    finally:
-        control_plane.agent.on_success = lambda pod: None
-        control_plane.agent.forward_to = lambda ns, pod, port: None
-        server.shutdown()
-        server.server_close()
 
 
 def up_json(env: dict[str, str], *extra: str) -> dict[str, Any]:
@@ -150,7 +118,7 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         secret = kube.get("v1", "Secret", "kubelab-registry", "istio")
         assert secret is not None and secret["type"] == "kubernetes.io/dockerconfigjson"
         assert PASSWORD not in base64.b64decode(secret["data"][".dockerconfigjson"]).decode()
-        assert_one_registry_address(kube, env)
+        assert_one_registry_address(kube, env, REGISTRY)
         # The app, as deployed: sidecars injected, rolled out, labelled for `down`.
         pods = kube.list("v1", "Pod", "istio", "app=app-backend")
         assert len(pods) == 2
@@ -166,7 +134,7 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         assert changes["deploy"]["changed"] == 0, changes
         # Nothing written: the pull Secret names the same registry address as before.
         assert changes["api_writes"] == 0, changes
-        assert_one_registry_address(kube, env)
+        assert_one_registry_address(kube, env, REGISTRY)
         assert gitea.writes() == writes_before  # Gitea already holds everything
         assert second["first_exercise"]["status"] in ("passed", "failed")
 
@@ -194,38 +162,6 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
             timeout=120,
             what="the lesson's namespaces to finalize",
         )
-
-
-def assert_one_registry_address(kube: Kube, env: dict[str, str]) -> None:
-    """The rendered Deployments' images, the pull Secret's key, Gitea's ROOT_URL and the
-    lesson's state all name :data:`REGISTRY` (on `existing` the nodes need no registry
-    config: their runtime speaks plain HTTP to localhost)."""
-    images = {
-        c["image"]
-        for d in kube.list("apps/v1", "Deployment", "istio", "kubelab.dev/lesson")
-        for c in d["spec"]["template"]["spec"]["containers"]
-        if c["name"] == "app-backend"
-    }
-    assert images == {f"{REGISTRY}/kubelab/app-backend:v1", f"{REGISTRY}/kubelab/app-backend:v2"}
-    pull = kube.get("v1", "Secret", "kubelab-registry", "istio")
-    assert pull is not None
-    auths = json.loads(base64.b64decode(pull["data"][".dockerconfigjson"]))["auths"]
-    assert list(auths) == [REGISTRY]
-    assert HELM is not None
-    values = subprocess.run(
-        [str(HELM), "get", "values", "gitea", "-n", catalog.GITEA_NAMESPACE, "-o", "json"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    server = json.loads(values.stdout)["gitea"]["config"]["server"]
-    assert server["ROOT_URL"] == f"http://{REGISTRY}/"
-    gitea_http = kube.get("v1", "Service", catalog.GITEA_SERVICE, catalog.GITEA_NAMESPACE)
-    assert gitea_http is not None and gitea_http["spec"]["type"] == "NodePort"
-    assert [p.get("nodePort") for p in gitea_http["spec"]["ports"]] == [30300]
-    state = json.loads((Path(env["KUBELAB_HOME"]) / "state.json").read_text())
-    assert state["lessons"][LESSON]["details"]["registry"] == REGISTRY
 
 
 # -- faults and interruptions, with the lifecycle in-process ---------------------------------------
