@@ -51,8 +51,22 @@ def _open_api(lesson: str, allow_from: list[str]) -> str | None:
     from kubelab.errors import UsageError
     from kubelab.state import StateStore
 
-    record = StateStore().load().lessons.get(lesson)
+    state = StateStore().load()
+    record = state.lessons.get(lesson)
     provider = record.provider if record is not None else None
+    # The lesson may run on a Hetzner cluster kubelab made with `--provider existing`
+    # (`kubelab cluster create`, then its kubeconfig): that cluster's firewall counts too.
+    kubeconfig = str((record.details if record else {}).get("kubeconfig") or "")
+    made = next(
+        (
+            c
+            for c in state.clusters.values()
+            if c.provider == "hetzner" and kubeconfig and c.kubeconfig == kubeconfig
+        ),
+        None,
+    )
+    if made is not None:
+        provider = "hetzner"
     if provider != "hetzner":
         if allow_from:
             raise UsageError(
@@ -65,7 +79,7 @@ def _open_api(lesson: str, allow_from: list[str]) -> str | None:
     from kubelab.providers.hetzner import DEFAULT_NAME, HetznerCluster
 
     assert record is not None
-    name = str(record.details.get("cluster") or DEFAULT_NAME)
+    name = made.name if made is not None else str(record.details.get("cluster") or DEFAULT_NAME)
     if not allow_from:
         return (
             f"! Hetzner cluster {name}: its Kubernetes API answers only your address. Students "

@@ -31,3 +31,19 @@ def test_a_hetzner_class_without_allow_from_is_warned() -> None:
     line = _open_api(LESSON, [])
     assert line is not None and "answers only your address" in line
     assert "--allow-from CIDR" in line and "lab" in line
+
+
+def test_a_lesson_up_with_existing_on_a_hetzner_cluster_kubelab_made_counts() -> None:
+    """README's cloud flow: `cluster create --provider hetzner`, then `up --provider
+    existing` with that cluster's kubeconfig: its firewall is kubelab's all the same."""
+    from kubelab.state import ClusterRecord
+
+    with StateStore().transaction() as state:
+        state.clusters["class-a"] = ClusterRecord(
+            name="class-a", provider="hetzner", kubeconfig="/k/class-a/kubeconfig"
+        )
+        state.lessons[LESSON] = LessonRecord(
+            lesson=LESSON, provider="existing", details={"kubeconfig": "/k/class-a/kubeconfig"}
+        )
+    line = _open_api(LESSON, [])
+    assert line is not None and "Hetzner cluster class-a" in line
