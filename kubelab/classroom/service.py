@@ -105,14 +105,15 @@ def tools_for(loaded: LoadedLesson, store: StateStore) -> ClassTools:
             hint=f"Run `kubelab up {lesson_id} --provider ...` first: a class uses its "
             "cluster, components and images.",
         )
-    if record.provider == "sandbox":
+    provider = get_provider(record.provider)
+    if not provider.hosts_classes:
         raise UsageError(
-            "a class needs a real cluster: the sandbox runs one copy of the app on this machine",
+            f"a class needs a real cluster: the {provider.name} runs one copy of the app on "
+            "this machine",
             hint=f"kubelab up {lesson_id} --provider existing (or kind, or a cloud cluster), "
             "then create the class there.",
         )
     kubeconfig = Path(record.details["kubeconfig"])
-    provider = get_provider(record.provider)
     return ClassTools(
         Kube(kubeconfig, context=record.details.get("context")),
         (yamlio.load_all_yaml(kubeconfig.read_text(encoding="utf-8")) or [{}])[0],

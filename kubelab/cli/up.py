@@ -198,12 +198,8 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[s
         return
     out = console()
     out.print(f"[bold green]{loaded.lesson.id} is ready[/] ({result.seconds:.1f}s).")
-    if provider_name == "sandbox":
-        out.print(
-            "This is the offline sandbox: Envoy plays Istio's routing; Kiali, Jaeger, "
-            "VictoriaMetrics and Gitea are not part of it, and the exercises that need "
-            "them are skipped."
-        )
+    if provider.lacks:
+        out.print(provider.lacks)
     out.print(f"  export KUBECONFIG={details.get('kubeconfig')}")
     if details.get("ingress"):
         out.print(f"  ingress: {details.get('ingress')}")

@@ -36,6 +36,10 @@ class Provider(ABC):
     # them are marked unavailable instead.
     installs_components: bool = True
     builds_images: bool = True
+    # False where one cluster cannot hold a class (a namespace and an app per student).
+    hosts_classes: bool = True
+    # What this provider's clusters lack, said once after `up` (None: nothing).
+    lacks: str | None = None
 
     @abstractmethod
     def preflight(self) -> None:

@@ -195,6 +195,12 @@ class SandboxProvider(Provider):
     name = "sandbox"
     installs_components = False
     builds_images = False
+    hosts_classes = False
+    lacks = (
+        "This is the offline sandbox: Envoy plays Istio's routing; Kiali, Jaeger, "
+        "VictoriaMetrics and Gitea are not part of it, and the exercises that need them "
+        "are skipped. It runs one copy of the app on this machine."
+    )
 
     def preflight(self) -> None:
         from kubelab.sandbox.envoy import find_envoy
