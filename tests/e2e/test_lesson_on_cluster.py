@@ -10,8 +10,9 @@ and what it costs: docs/testing.md, "End-to-end tests on a real cluster".
 ``KUBELAB_E2E_PROVIDER`` says how kubelab reaches the cluster: ``kind`` (the kind cluster
 ``kubelab`` that kubelab's kind provider made: gateway and Gitea NodePorts mapped to the
 host, containerd mirror for Gitea's registry) or ``existing`` (any cluster; it needs a
-LoadBalancer for the gateway, a default StorageClass and nodes that can pull from Gitea's
-registry). Default: ``kind`` when the kubeconfig's current context is ``kind-kubelab``.
+LoadBalancer for the gateway, a default StorageClass and kube-proxy in iptables mode, so
+the nodes pull from Gitea's NodePort as ``localhost:30300``). Default: ``kind`` when the
+kubeconfig's current context is ``kind-kubelab``.
 
 Every assertion reads the JSON kubelab prints (``e2e_harness``), and every test leaves the
 cluster as it found it: a fixture runs ``kubelab down`` after it, passed or failed, then
