@@ -179,8 +179,20 @@ REGISTRY_HOST = "localhost:30300"
 def gitea(control_plane: Cluster) -> Iterator[StubState]:
     """The Gitea stub of ``tests/integration/test_gitea_api.py``, where a port-forward to
     Gitea's pods arrives; a kaniko build pod that succeeds leaves its image in it."""
-    from test_gitea_api import StubServer, StubState
+    from test_gitea_api import ADMIN, PASSWORD, StubServer, StubState
 
+    # The admin Secret Gitea's chart reads: kubelab makes it once (random) and keeps an
+    # existing one; the stub knows one password.
+    kube = control_plane.kube()
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gitea"}})
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "gitea-admin", "namespace": "gitea"},
+            "stringData": {"username": ADMIN, "password": PASSWORD},
+        }
+    )
     state = StubState()
     server = StubServer(state)
     state.root_url = f"http://{REGISTRY_HOST}/"  # what kubelab's values make Gitea's ROOT_URL

@@ -17,15 +17,12 @@ import pytest
 from registry_checks import LESSON, assert_one_registry_address
 from standin_charts import standin_folder
 
-from kubelab.checks.traffic import Sampler
-from kubelab.checks.types import HttpStable, TrafficSplit
-from kubelab.cluster.kube import Kube
 from kubelab.components import catalog
 from kubelab.components.localcharts import lesson_releases
 from kubelab.lessons.loader import find_lesson
 from kubelab.lessons.runner import LessonRunner
-from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider
-from kubelab.providers.existing import ExistingProvider, real_cluster_sampler
+from kubelab.providers.base import ClusterFacts, Provider
+from kubelab.providers.existing import ExistingProvider
 from kubelab.providers.gke import GkeProvider
 from kubelab.providers.hetzner import LB_LOCATION_ANNOTATION, HetznerProvider
 from kubelab.providers.kind import KindProvider
@@ -38,31 +35,20 @@ pytestmark = [
 ]
 
 
-class OnThisCluster(Provider):
+class OnThisCluster(ExistingProvider):
     """``real``'s facts and name on the control plane of the tests: its cluster (kind's
     Docker node, Hetzner's servers, GKE's cluster) is what cannot run here."""
 
     def __init__(self, real: Provider, kubeconfig: Path) -> None:
+        super().__init__(kubeconfig)
         self.real = real
         self.name = real.name
-        self.kubeconfig = kubeconfig
 
     def preflight(self) -> None:
         pass
 
-    def ensure_cluster(self, namespace: str) -> ClusterInfo:
-        return ClusterInfo(self.kubeconfig)
-
     def facts(self) -> ClusterFacts:
         return self.real.facts()
-
-    def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
-        return []
-
-    def sampler(
-        self, kube: Kube, details: dict[str, Any], spec: TrafficSplit | HttpStable
-    ) -> Sampler:
-        return real_cluster_sampler(kube, details, spec)
 
 
 def _node_registry_config(name: str, registry: str, tmp_path: Path) -> None:
@@ -129,17 +115,6 @@ def test_one_registry_address_per_provider_kept_by_a_second_up(  # type: ignore[
     releases = lesson_releases(find_lesson(LESSON).lesson.components)
     charts = tmp_path / "charts"
     standin_folder(helm, releases, charts, tmp_path / "standin-src")
-    from test_gitea_api import ADMIN, PASSWORD
-
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gitea"}})
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "gitea-admin", "namespace": "gitea"},
-            "stringData": {"username": ADMIN, "password": PASSWORD},
-        }
-    )
     provider = OnThisCluster(real, control_plane.kubeconfig)
 
     def runner(**options: Any) -> LessonRunner:

@@ -42,7 +42,7 @@ from kubelab.tools import find_tool
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from support import run_cli  # noqa: E402
-from test_gitea_api import ADMIN, PASSWORD, StubState  # noqa: E402
+from test_gitea_api import PASSWORD, StubState  # noqa: E402
 
 LESSON = "istio-traffic-splitting"
 #: The existing provider's registry address: Gitea's NodePort on the nodes' loopback.
@@ -82,17 +82,6 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         "HELM_DATA_HOME": str(tmp_path / "helm-data"),
         "KUBECACHEDIR": str(tmp_path / "kube-cache"),
     }
-    # The admin Secret Gitea's chart reads: kubelab makes it once (random) and keeps an
-    # existing one; the stub knows one password.
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gitea"}})
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "gitea-admin", "namespace": "gitea"},
-            "stringData": {"username": ADMIN, "password": PASSWORD},
-        }
-    )
     try:
         first = up_json(env, "--charts", str(charts))
         assert first["provider"] == "existing" and first["namespace"] == "istio"
