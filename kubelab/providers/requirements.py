@@ -27,7 +27,7 @@ class Probe:
 @dataclass(frozen=True)
 class Requirement:
     name: str
-    kind: str  # "tool" or "credential"
+    kind: str  # "tool", "credential" or "port"
     probe: Callable[[], Probe]
     fix: str
 
@@ -147,6 +147,31 @@ class ProviderInfo:
     installs_components: bool = True
 
 
+def _registry_port_probe() -> Probe:
+    """Whether this machine's 127.0.0.1:<registry NodePort> is free: `up` pushes the
+    lesson's images through a port-forward there (the name the nodes pull by)."""
+    import socket
+
+    from kubelab.cluster.facts import REGISTRY_NODE_PORT
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", REGISTRY_NODE_PORT))
+        except OSError as exc:
+            return Probe(False, f"127.0.0.1:{REGISTRY_NODE_PORT} is in use ({exc.strerror})")
+    return Probe(True, f"127.0.0.1:{REGISTRY_NODE_PORT} free")
+
+
+REGISTRY_PORT = Requirement(
+    "registry port",
+    "port",
+    _registry_port_probe,
+    "`up` pushes the images through a port-forward on 127.0.0.1:30300, the address the "
+    "nodes pull from: stop what listens there (`ss -ltnp 'sport = :30300'`; a kind "
+    "cluster maps it) before `kubelab up`.",
+)
+
+
 def _envoy_probe() -> Probe:
     from kubelab.sandbox.envoy import find_envoy
 
@@ -177,7 +202,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "existing",
             "any cluster your kubeconfig points at",
             "use the current context of your kubeconfig; nothing is created",
-            (KUBECONFIG, HELM, KUBECTL),
+            (KUBECONFIG, HELM, KUBECTL, REGISTRY_PORT),
         ),
         ProviderInfo(
             "kind",
@@ -195,13 +220,14 @@ PROVIDERS: dict[str, ProviderInfo] = {
                 tool("ssh", ["-V"]),
                 HELM,
                 KUBECTL,
+                REGISTRY_PORT,
             ),
         ),
         ProviderInfo(
             "gke",
             "a Google Kubernetes Engine cluster",
             "create a GKE cluster and write a kubeconfig for it",
-            (GOOGLE_CREDENTIALS, HELM, KUBECTL),
+            (GOOGLE_CREDENTIALS, HELM, KUBECTL, REGISTRY_PORT),
         ),
     )
 }

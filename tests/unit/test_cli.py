@@ -112,8 +112,33 @@ def test_doctor_ready_when_provider_needs_are_met(capsys, monkeypatch, tmp_path)
         script.write_text("#!/bin/sh\necho fake-1.0\n")
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:/usr/bin:/bin")
+    monkeypatch.setattr("kubelab.cluster.facts.REGISTRY_NODE_PORT", _free_port())
     assert run(["doctor", "--provider", "existing", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["ready"] is True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_doctor_says_when_the_registry_port_is_taken_here(capsys, monkeypatch):
+    """`up` pushes through a port-forward on 127.0.0.1:30300 (the address the nodes pull
+    by); something already listening there (a kind cluster) is named before `up`."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        monkeypatch.setattr("kubelab.cluster.facts.REGISTRY_NODE_PORT", busy.getsockname()[1])
+        run(["doctor", "--provider", "existing", "-o", "json"])
+    data = json.loads(capsys.readouterr().out)
+    port = next(r for r in data["requirements"] if r["name"] == "registry port")
+    assert port["needed"] is True and port["ok"] is False
+    assert "in use" in port["detail"] and "ss -ltnp" in port["fix"]
 
 
 def test_doctor_unknown_provider(capsys):
