@@ -25,6 +25,7 @@ from typing import Any
 from kubelab import paths
 from kubelab.cluster.facts import RegistryAccess
 from kubelab.cluster.kube import Kube, Pending, kubelab_labels
+from kubelab.cluster.portforward import PortForwardError
 from kubelab.components import catalog
 from kubelab.components.values import InstallSettings
 from kubelab.errors import SetupError
@@ -66,11 +67,13 @@ def _gitea_forward(kube: Kube, service: tuple[str, str, int], local_port: int) -
             local = stack.enter_context(
                 kube.port_forward(namespace, f"svc/{name}", port, local_port)
             )
-        except OSError as exc:
-            if not local_port:
+        except PortForwardError as exc:
+            # Only the listener here failing (its cause an OSError), not a missing pod.
+            if not local_port or not isinstance(exc.__cause__, OSError):
                 raise
+            reason = exc.__cause__.strerror or exc.__cause__
             raise SetupError(
-                f"cannot listen on 127.0.0.1:{local_port} for Gitea's registry: {exc}",
+                f"cannot listen on 127.0.0.1:{local_port} for Gitea's registry: {reason}",
                 hint=f"The images are pushed to localhost:{local_port}, the address the "
                 "nodes pull from. Stop what uses that port here (`ss -ltnp 'sport = "
                 f":{local_port}'`; a kind cluster maps it), then run `kubelab up` again.",
