@@ -151,3 +151,21 @@ def test_checks_on_a_real_cluster_reach_metrics_and_traces(tmp_path):
     assert ctx.services["victoria-metrics"] == CATALOG["victoria-metrics"].api
     assert ctx.services["jaeger"] == CATALOG["jaeger"].api
     assert check_context(SandboxProvider(), record).services == {}
+
+
+def test_hetzner_facts_name_the_clusters_own_location(tmp_path):
+    """The load balancer is made where the cluster is: its recorded location, else the
+    provider's (the hcloud CCM makes none without one)."""
+    from kubelab.providers.hetzner import LB_LOCATION_ANNOTATION, HetznerProvider
+    from kubelab.state import ClusterRecord, StateStore
+
+    store = StateStore(tmp_path / "state.json")
+    fresh = HetznerProvider("lab", location="fsn1", state=store).facts()
+    assert dict(fresh.gateway_annotations) == {LB_LOCATION_ANNOTATION: "fsn1"}
+    with store.transaction() as state:
+        state.clusters["lab"] = ClusterRecord(
+            name="lab", provider="hetzner", details={"location": "hel1"}
+        )
+    adopted = HetznerProvider("lab", state=store).facts()
+    assert dict(adopted.gateway_annotations) == {LB_LOCATION_ANNOTATION: "hel1"}
+    assert adopted.registry is not None and adopted.registry.host == "localhost:30300"
