@@ -60,7 +60,6 @@ class ClusterFacts:
             else {
                 "node_port": self.registry.node_port,
                 "push_via_forward": self.registry.push_via_forward,
-                "host": self.registry.host,
             },
             "gateway_service_type": self.gateway_service_type,
             "gateway_http_node_port": self.gateway_http_node_port,

@@ -108,6 +108,18 @@ class Cluster:
         )
         return name
 
+    def delete_namespaces(self, names: set[str], timeout: float = 120) -> None:
+        """Delete ``names`` and wait until they are finalized: the next test may install
+        into the same namespaces."""
+        kube = self.kube()
+        for name in names:
+            kube.delete("v1", "Namespace", name)
+        kube.wait_for(
+            lambda: all(kube.get("v1", "Namespace", n) is None for n in names),
+            timeout=timeout,
+            what=f"namespaces {', '.join(sorted(names))} to finalize",
+        )
+
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

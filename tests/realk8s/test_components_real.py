@@ -341,15 +341,7 @@ def test_up_with_local_charts_twice_then_down(  # type: ignore[no-untyped-def]
                     release.name, release.namespace, wait=False
                 )
         kube.delete("telemetry.istio.io/v1", "Telemetry", "mesh-default", "istio-system")
-        namespaces = {r.namespace for r in _releases()}
-        for namespace in namespaces:
-            kube.delete("v1", "Namespace", namespace)
-        # The next test may install into the same namespaces: wait until they are gone.
-        kube.wait_for(
-            lambda: all(kube.get("v1", "Namespace", n) is None for n in namespaces),
-            timeout=120,
-            what="the components' namespaces to finalize",
-        )
+        control_plane.delete_namespaces({r.namespace for r in _releases()})
 
 
 def _helm_time(text: str) -> datetime:

@@ -145,10 +145,4 @@ def test_one_registry_address_per_provider_kept_by_a_second_up(  # type: ignore[
         assert_one_registry_address(kube, env, registry.host)
     finally:
         runner().down()
-        for namespace in namespaces:
-            kube.delete("v1", "Namespace", namespace)
-        kube.wait_for(
-            lambda: all(kube.get("v1", "Namespace", n) is None for n in namespaces),
-            timeout=120,
-            what="the lesson's namespaces to finalize",
-        )
+        control_plane.delete_namespaces(namespaces)

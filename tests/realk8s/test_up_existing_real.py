@@ -143,14 +143,7 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         assert left == []
     finally:
         run_cli("down", LESSON, env=env, timeout=600)
-        namespaces = {"istio", "gitea", *(r.namespace for r in releases)}
-        for namespace in namespaces:
-            kube.delete("v1", "Namespace", namespace)
-        kube.wait_for(
-            lambda: all(kube.get("v1", "Namespace", n) is None for n in namespaces),
-            timeout=120,
-            what="the lesson's namespaces to finalize",
-        )
+        control_plane.delete_namespaces({"istio", "gitea", *(r.namespace for r in releases)})
 
 
 # -- faults and interruptions, with the lifecycle in-process ---------------------------------------
