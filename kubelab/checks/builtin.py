@@ -17,7 +17,15 @@ from typing import Any, TypeVar
 
 from kubelab.checks import jsonpath, selectors, stats, types
 from kubelab.checks.result import CheckResult, Status
-from kubelab.checks.traffic import Destination, Sample, Sampler, attribute_hung, tally
+from kubelab.checks.traffic import (
+    Destination,
+    Sample,
+    Sampler,
+    attribute_hung,
+    explain_failures,
+    misrouted,
+    tally,
+)
 from kubelab.cluster.kube import AccessDenied, Kube
 
 ISTIO_API = "networking.istio.io/v1"
@@ -291,7 +299,7 @@ def _split_samples(
 
 def _within(plan: stats.SamplePlan, samples: list[Sample]) -> bool:
     answered, _, unknown = tally(samples)
-    if unknown or not samples:
+    if unknown or not samples or misrouted(samples):
         return False
     return all(lo <= answered.get(v, 0) <= hi for v, (lo, hi) in plan.accept.items()) and not set(
         answered
@@ -332,11 +340,11 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
             hint=f"kubectl get pod {spec.tester} -n {spec.namespace}",
             evidence=evidence,
         )
-    if len(samples) < plan.samples // 2 or unknown == len(samples):
+    if len(samples) < plan.samples // 2:
         return CheckResult(
             Status.PENDING,
-            f"only {len(samples) - unknown} of {plan.samples} requests to {dest.host} got an "
-            "answer from a version; is the app still starting?",
+            f"only {len(samples)} of {plan.samples} requests to {dest.host} could be sent; "
+            f"is the {spec.tester} pod still starting?",
             hint=f"kubectl get pods -n {spec.namespace}",
             evidence=evidence,
         )
@@ -350,8 +358,7 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
                 f"{version} got {count} of {len(samples)} requests ({share:.0f}%), expected "
                 f"{spec.expect.get(version, 0)}% (accepted {lo}-{hi})"
             )
-    if unknown:
-        problems.append(f"{unknown} requests got no answer that names a version")
+    problems.extend(explain_failures(samples, spec.timeout_seconds))
     summary = ", ".join(
         f"{v} {answered.get(v, 0)}" + (f" ({hung[v]} hung)" if hung.get(v) else "")
         for v in sorted(set(spec.expect) | set(answered))
@@ -362,9 +369,32 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
     return CheckResult.from_problems(
         problems,
         f"{len(samples)} requests to {dest.host}: {summary}{hung_note}",
-        hint=f"kubectl get virtualservice {spec.service} -n {spec.namespace} -o yaml",
+        hint=_traffic_hint(spec, samples),
         evidence=evidence,
     )
+
+
+def _stable_samples(
+    spec: types.HttpStable, ctx: CheckContext, sampler: Sampler, dest: Destination
+) -> list[Sample]:
+    """Up to ``spec.requests`` samples, in doubling rounds that stop at the first failure.
+
+    One failed request decides the check, so a broken state fails after a round of 20
+    (one timeout) instead of after every request has waited out its timeout.
+    """
+    width = min(ctx.concurrency, 20)
+    samples: list[Sample] = []
+    batch = width
+    while len(samples) < spec.requests:
+        count = min(batch, spec.requests - len(samples))
+        got = sampler.sample(dest, count, spec.timeout_seconds, width)
+        samples += got
+        if len(got) < count or any(s.version is None for s in got):
+            break
+        if spec.expect_version and any(s.version != spec.expect_version for s in got):
+            break
+        batch *= 2
+    return samples
 
 
 @implements(types.HttpStable)
@@ -372,43 +402,63 @@ def http_stable(spec: types.HttpStable, ctx: CheckContext) -> CheckResult:
     sampler = ctx.sampler(spec)
     dest = _destination(spec)
     started = time.monotonic()
-    samples = sampler.sample(dest, spec.requests, spec.timeout_seconds, min(ctx.concurrency, 20))
+    samples = _stable_samples(spec, ctx, sampler, dest)
+    if any(s.hung for s in samples):
+        # Which of them hang when asked directly: the hung answers' subsets, the versions
+        # seen, and the one expected (names only; a name no pod carries is skipped).
+        versions = {s.subset or "" for s in samples if s.hung} | {s.version or "" for s in samples}
+        versions |= {spec.expect_version or ""}
+        hanging = sampler.hanging_versions(dest, sorted(versions - {""}), spec.timeout_seconds)
+        samples = attribute_hung(samples, hanging)
     seconds = round(time.monotonic() - started, 2)
     answered, hung, _ = tally(samples)
-    failed = [s for s in samples if not s.ok]
+    failed = [s for s in samples if s.version is None or s.hung]
     evidence = {
         "requests": len(samples),
         "counts": dict(answered),
-        "hung": dict(hung),
+        "hung": sum(s.hung for s in samples),
         "failed": len(failed),
         "seconds": seconds,
     }
     problems = []
-    if len(samples) < spec.requests:
-        problems.append(f"only {len(samples)} of {spec.requests} requests could be sent")
     if hung:
         problems.append(
             f"{sum(hung.values())} requests hung past {spec.timeout_seconds:g}s "
             f"({', '.join(f'{v}: {n}' for v, n in sorted(hung.items()))})"
         )
-    errors = [s for s in failed if not s.hung]
-    if errors:
-        codes = sorted({s.status for s in errors})
-        problems.append(f"{len(errors)} requests failed (HTTP {', '.join(map(str, codes))})")
+    problems.extend(explain_failures(samples, spec.timeout_seconds))
     if spec.expect_version:
-        others = {v: n for v, n in answered.items() if v != spec.expect_version}
+        others = {
+            v: n - hung.get(v, 0)
+            for v, n in answered.items()
+            if v != spec.expect_version and n > hung.get(v, 0)
+        }
         if others:
             problems.append(
                 "answers from other versions than "
                 f"{spec.expect_version}: {', '.join(f'{v} {n}' for v, n in sorted(others.items()))}"
             )
+    if not problems and len(samples) < spec.requests:
+        problems.append(f"only {len(samples)} of {spec.requests} requests could be sent")
+    if problems and len(samples) < spec.requests:
+        problems.append(f"stopped after {len(samples)} of {spec.requests} requests")
     by = f" by {spec.expect_version}" if spec.expect_version else ""
     return CheckResult.from_problems(
         problems,
         f"all {len(samples)} requests to {dest.host} answered in time{by} ({seconds:g}s)",
-        hint=f"kubectl get virtualservice {spec.service} -n {spec.namespace} -o yaml",
+        hint=_traffic_hint(spec, samples),
         evidence=evidence,
     )
+
+
+def _traffic_hint(spec: types.TrafficSplit | types.HttpStable, samples: list[Sample]) -> str:
+    """Where to look: the routing's weights, or the subsets and the pods they select."""
+    if any(s.version is None for s in samples) or misrouted(samples):
+        return (
+            f"kubectl get destinationrule {spec.service} -n {spec.namespace} -o yaml; "
+            f"kubectl get pods -n {spec.namespace} --show-labels"
+        )
+    return f"kubectl get virtualservice {spec.service} -n {spec.namespace} -o yaml"
 
 
 # -- metrics and traces --------------------------------------------------------------------

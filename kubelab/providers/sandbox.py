@@ -231,6 +231,18 @@ class SandboxProvider(Provider):
     def sampler(
         self, kube: Kube, details: dict[str, Any], spec: TrafficSplit | HttpStable
     ) -> Sampler:
-        from kubelab.checks.traffic import HttpSampler
+        from kubelab.checks.traffic import Destination, HttpSampler, version_pods
 
-        return HttpSampler(str(details["ingress"]))
+        def pod_url(dest: Destination, version: str) -> str | None:
+            ports = _read_json(sandbox_dir() / "processes.json").get("ports")
+            if not isinstance(ports, dict):
+                return None
+            pods, _ = version_pods(kube, dest, version)
+            for pod in pods:
+                meta = pod.get("metadata") or {}
+                port = ports.get(f"{meta.get('namespace')}/{meta.get('name')}")
+                if isinstance(port, int):
+                    return f"http://127.0.0.1:{port}{dest.path}"
+            return None
+
+        return HttpSampler(str(details["ingress"]), pod_url)

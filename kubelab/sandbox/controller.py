@@ -489,9 +489,15 @@ class Controller:
         ]
         if self.envoy.pid:
             pids.append(self.envoy.pid)
+        # Where each pod's app listens, so a check can ask one version's pod directly.
+        ports = {
+            f"{rt.namespace}/{rt.name}": rt.port
+            for rt in self.pods.values()
+            if rt.runs_app and rt.port
+        }
         path = self.workdir / "processes.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pids": pids}))
+        tmp.write_text(json.dumps({"pids": pids, "ports": ports}))
         os.replace(tmp, path)
 
     # -- routing ---------------------------------------------------------------------------
