@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kubelab import paths
 from kubelab.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATE_FILENAME = "state.json"
 
 
@@ -60,10 +60,13 @@ class ClusterRecord(_Record):
 
 
 class ExerciseProgress(_Record):
-    status: str = "not-started"
+    status: str = "not-started"  # the last check's outcome
     checked_at: str | None = None
     attempts: int = 0
     hints_shown: int = 0
+    # When a check of it first passed. It stays set when a later check fails (the student
+    # moved on), so the current exercise never goes backwards.
+    passed_at: str | None = None
 
 
 class LessonRecord(_Record):
@@ -72,7 +75,6 @@ class LessonRecord(_Record):
     provider: str | None = None
     steps_done: list[str] = Field(default_factory=list)
     resources: list[CreatedResource] = Field(default_factory=list)
-    progress: dict[str, ExerciseProgress] = Field(default_factory=dict)
     created_at: str = Field(default_factory=now)
     updated_at: str = Field(default_factory=now)
     details: dict[str, Any] = Field(default_factory=dict)
@@ -108,6 +110,9 @@ class State(_Record):
     clusters: dict[str, ClusterRecord] = Field(default_factory=dict)
     lessons: dict[str, LessonRecord] = Field(default_factory=dict)
     classes: dict[str, ClassRecord] = Field(default_factory=dict)
+    # lesson id -> exercise id -> progress. Kept apart from the lesson's record, so it
+    # survives `down` and a later `up` (`kubelab progress --reset` forgets it).
+    progress: dict[str, dict[str, ExerciseProgress]] = Field(default_factory=dict)
 
     def lesson(self, lesson_id: str) -> LessonRecord:
         """The record of ``lesson_id``, created empty when missing."""
@@ -116,8 +121,20 @@ class State(_Record):
         return self.lessons[lesson_id]
 
 
+def _progress_out_of_lessons(raw: dict[str, Any]) -> dict[str, Any]:
+    """1 -> 2: progress moved from each lesson's record to the state's own ``progress``."""
+    progress = raw.setdefault("progress", {})
+    for lesson_id, record in (raw.get("lessons") or {}).items():
+        if isinstance(record, dict) and record.get("progress"):
+            progress[lesson_id] = record.pop("progress")
+        elif isinstance(record, dict):
+            record.pop("progress", None)
+    raw["schema_version"] = 2
+    return raw
+
+
 # schema_version -> function upgrading a raw document of that version by one step.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _progress_out_of_lessons}
 
 
 def _migrate(raw: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -75,7 +75,9 @@ def status(ctx: typer.Context) -> None:
                 "namespace": record.details.get("namespace"),
                 "steps_done": record.steps_done,
                 "running": alive,
-                "passed": sum(p.status == "passed" for p in record.progress.values()),
+                "passed": sum(
+                    p.status == "passed" for p in state.progress.get(record.lesson, {}).values()
+                ),
             }
         )
     crashed = sandbox is None and bool(leftover_pids())

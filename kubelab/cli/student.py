@@ -14,7 +14,8 @@ LessonOption = Annotated[
     typer.Option("--lesson", "-l", help="Lesson id (default: the running lesson)."),
 ]
 ExerciseArg = Annotated[
-    str | None, typer.Argument(help="Exercise id (default: the current exercise).")
+    str | None,
+    typer.Argument(help="Exercise id or number (default: the current exercise)."),
 ]
 
 _STATUS_STYLE = {
@@ -180,7 +181,8 @@ def check(
     else:
         _print_outcome(opts, outcome)
         if outcome.status is Status.PASSED:
-            nxt = _next_exercise(session, ex)
+            # The same "current exercise" that `kubelab exercise` and `check` then use.
+            nxt = open_session(store, session.loaded.lesson.id).current()
             console().print(
                 f"Well done. Next: kubelab exercise {nxt.id}" if nxt else "Lesson complete!"
             )
@@ -189,20 +191,28 @@ def check(
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
 
 
-def _next_exercise(session: Any, current: Any) -> Any:
-    exercises = session.loaded.lesson.exercises
-    for ex in exercises[exercises.index(current) + 1 :]:
-        if session.available_here(ex):
-            return ex
-    return None
-
-
-def progress(ctx: typer.Context, lesson: LessonOption = None) -> None:
+def progress(
+    ctx: typer.Context,
+    lesson: LessonOption = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget this lesson's progress and start over.")
+    ] = False,
+) -> None:
     """Where you are: every exercise with its last check result."""
-    from kubelab.lessons.session import open_session
+    from kubelab.lessons.session import open_session, reset_progress
 
     opts = options(ctx)
-    session = open_session(_store(), lesson)
+    store = _store()
+    session = open_session(store, lesson)
+    if reset:
+        forgot = reset_progress(store, session.loaded.lesson.id)
+        if opts.json:
+            print_json({"lesson": session.loaded.lesson.id, "forgot": forgot})
+        else:
+            console().print(
+                f"Forgot the progress of {forgot} exercises of {session.loaded.lesson.id}."
+            )
+        return
     current = session.current()
     rows = []
     for ex in session.loaded.lesson.exercises:
@@ -213,15 +223,20 @@ def progress(ctx: typer.Context, lesson: LessonOption = None) -> None:
                 "exercise": ex.id,
                 "title": ex.title.get(opts.lang),
                 "status": status,
+                "done": session.done(ex),
                 "checked_at": p.checked_at,
+                "passed_at": p.passed_at,
                 "attempts": p.attempts,
                 "hints_shown": p.hints_shown,
-                "current": ex.id == current.id,
+                "current": current is not None and ex.id == current.id,
             }
         )
-    done = sum(r["status"] == "passed" for r in rows)
+    passed = sum(r["status"] == "passed" for r in rows)
+    done = sum(bool(r["done"]) for r in rows)
     if opts.json:
-        print_json({"lesson": session.loaded.lesson.id, "passed": done, "exercises": rows})
+        print_json(
+            {"lesson": session.loaded.lesson.id, "passed": passed, "done": done, "exercises": rows}
+        )
         return
     from rich.table import Table
 
@@ -240,7 +255,10 @@ def progress(ctx: typer.Context, lesson: LessonOption = None) -> None:
         )
     out = console()
     out.print(table)
-    out.print(f"{done} of {len(rows)} exercises passed.")
+    out.print(
+        f"{done} of {len(rows)} exercises done"
+        + (f" ({done - passed} of them by a later exercise)." if done > passed else ".")
+    )
 
 
 def solve(

@@ -409,6 +409,9 @@ class LessonRunner:
         outcome = wait_for_exercise(
             self.lesson.id, first, check_context(self.provider, record), timeout=30, poll=1.0
         )
+        from kubelab.lessons.session import record_progress
+
+        record_progress(self.store, self.lesson.id, first.id, status=str(outcome.status))
         self.report("exercises", f"first exercise {first.id}: checks {outcome.status}")
         return outcome
 

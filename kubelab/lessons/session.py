@@ -6,8 +6,9 @@ Progress lives in the state file beside what ``up`` created, so ``kubelab exerci
 
 from __future__ import annotations
 
+import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubelab.errors import UsageError
 from kubelab.lessons.loader import LoadedLesson, find_lesson
@@ -21,28 +22,44 @@ class Session:
     loaded: LoadedLesson
     record: LessonRecord
     available: set[str] | None  # components on the lesson's cluster; None when not deployed
+    progress_of: dict[str, ExerciseProgress] = field(default_factory=dict)
 
     @property
     def deployed(self) -> bool:
         return "deploy" in self.record.steps_done
 
     def progress(self, exercise_id: str) -> ExerciseProgress:
-        return self.record.progress.get(exercise_id) or ExerciseProgress()
+        return self.progress_of.get(exercise_id) or ExerciseProgress()
 
     def available_here(self, exercise: Exercise) -> bool:
         return self.available is None or exercise_available(exercise, self.available)
 
-    def current(self) -> Exercise:
-        """The first exercise not passed yet that can be done here (else the last one; the
-        first when none can be done here, e.g. a lesson whose every exercise needs Argo
-        Rollouts, in the sandbox)."""
+    def done(self, exercise: Exercise) -> bool:
+        """Passed once, or superseded by a later exercise that passed once."""
+        return any(
+            self.progress(e).passed_at is not None for e in (exercise.id, *exercise.superseded_by)
+        )
+
+    def current(self) -> Exercise | None:
+        """The first exercise that can be done here and is not done; None when all are.
+
+        "Done" only ever grows (a pass is remembered when a later check fails), so the
+        current exercise never goes backwards. When no exercise can be done here (a lesson
+        whose every exercise needs Argo Rollouts, in the sandbox) it is the first one.
+        """
         exercises = self.loaded.lesson.exercises
-        for exercise in exercises:
-            if self.available_here(exercise) and self.progress(exercise.id).status != "passed":
-                return exercise
-        if not any(self.available_here(e) for e in exercises):
+        here = [e for e in exercises if self.available_here(e)]
+        if not here:
             return exercises[0]
-        return exercises[-1]
+        return next((e for e in here if not self.done(e)), None)
+
+    def current_or_last(self) -> Exercise:
+        """The current exercise, or the last one once the lesson is complete."""
+        current = self.current()
+        if current is not None:
+            return current
+        here = [e for e in self.loaded.lesson.exercises if self.available_here(e)]
+        return here[-1]
 
     @property
     def namespace(self) -> str:
@@ -72,16 +89,34 @@ class Session:
         return exercise.in_namespace(lesson_namespace(self.loaded.lesson), self.namespace)
 
     def exercise(self, exercise_id: str | None) -> Exercise:
+        """An exercise by id or by its number (1-based, as the screen shows "3/6")."""
         if exercise_id is None:
-            return self.current()
+            return self.current_or_last()
+        exercises = self.loaded.lesson.exercises
+        if exercise_id.isdigit():
+            number = int(exercise_id)
+            if 1 <= number <= len(exercises):
+                return exercises[number - 1]
+            raise UsageError(
+                f"lesson {self.loaded.lesson.id} has exercises 1 to {len(exercises)}, not {number}",
+                hint=f"kubelab progress --lesson {self.loaded.lesson.id} lists them.",
+            )
         found = self.loaded.lesson.exercise(exercise_id)
         if found is None:
-            ids = ", ".join(e.id for e in self.loaded.lesson.exercises)
+            ids = [e.id for e in exercises]
+            close = difflib.get_close_matches(exercise_id, ids, n=1, cutoff=0.5)
             raise UsageError(
-                f"lesson {self.loaded.lesson.id} has no exercise {exercise_id!r}",
-                hint=f"Exercises: {ids}",
+                f"lesson {self.loaded.lesson.id} has no exercise {exercise_id!r}"
+                + (f"; did you mean {close[0]}?" if close else ""),
+                hint=f"Exercises: {', '.join(ids)} (or their numbers, 1 to {len(ids)}).",
             )
         return found
+
+
+def reset_progress(store: StateStore, lesson_id: str) -> int:
+    """Forget a lesson's progress; returns how many exercises had some."""
+    with store.transaction() as state:
+        return len(state.progress.pop(lesson_id, {}))
 
 
 def running_lessons(state: State) -> list[LessonRecord]:
@@ -95,24 +130,28 @@ def open_session(store: StateStore, lesson: str | None) -> Session:
     state = store.load()
     if lesson is None:
         running = running_lessons(state)
-        if not running:
-            raise UsageError(
-                "no lesson is running",
-                hint="Start one: kubelab up istio-traffic-splitting --provider sandbox "
-                "(or name one with --lesson to read its exercises).",
-            )
         if len(running) > 1:
             names = ", ".join(r.lesson for r in running)
             raise UsageError(
                 f"several lessons are running ({names})", hint="Choose one with --lesson ID."
             )
-        lesson = running[0].lesson
+        if running:
+            lesson = running[0].lesson
+        elif len(state.progress) == 1:
+            # Nothing runs (after `down`), but the student's progress of one lesson is kept.
+            (lesson,) = state.progress
+        else:
+            raise UsageError(
+                "no lesson is running",
+                hint="Start one: kubelab up istio-traffic-splitting --provider sandbox "
+                "(or name one with --lesson to read its exercises).",
+            )
     loaded = find_lesson(lesson)
     record = state.lessons.get(loaded.lesson.id) or LessonRecord(lesson=loaded.lesson.id)
     available = None
     if "deploy" in record.steps_done and record.provider:
         available = get_provider(record.provider).available_components(loaded.lesson.components)
-    return Session(loaded, record, available)
+    return Session(loaded, record, available, dict(state.progress.get(loaded.lesson.id) or {}))
 
 
 def record_progress(
@@ -123,12 +162,15 @@ def record_progress(
     hint_shown: bool = False,
 ) -> ExerciseProgress:
     with store.transaction() as state:
-        record = state.lesson(lesson_id)
-        progress = record.progress.setdefault(exercise_id, ExerciseProgress())
+        progress = state.progress.setdefault(lesson_id, {}).setdefault(
+            exercise_id, ExerciseProgress()
+        )
         if status is not None:
             progress.status = status
             progress.checked_at = now()
             progress.attempts += 1
+            if status == "passed" and progress.passed_at is None:
+                progress.passed_at = progress.checked_at
         if hint_shown:
             progress.hints_shown += 1
         return progress.model_copy()

@@ -1,0 +1,119 @@
+"""A student's progress through the real CLI: recorded from `up` on, never going backwards,
+kept across `down`/`up`, forgotten only by `progress --reset`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from support import run_cli
+
+from kubelab.tools import find_tool
+
+pytestmark = [
+    pytest.mark.skipif(find_tool("kubectl") is None, reason="kubectl missing: install-tools.sh"),
+    pytest.mark.skipif(find_tool("helm") is None, reason="helm missing: install-tools.sh"),
+    pytest.mark.timeout(300),
+]
+
+HOME = Path(tempfile.mkdtemp(prefix="kubelab-progress-"))
+ENV = {"KUBELAB_HOME": str(HOME)}
+LESSON = "istio-traffic-splitting"
+
+
+def kubelab(*args: str):
+    return run_cli(*args, env=ENV, timeout=180)
+
+
+def as_json(*args: str) -> dict:
+    proc = kubelab(*args, "-o", "json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def progress() -> dict[str, dict]:
+    return {e["exercise"]: e for e in as_json("progress")["exercises"]}
+
+
+def rollout_v2() -> None:
+    subprocess.run(
+        [
+            str(find_tool("kubectl")),
+            "--kubeconfig",
+            str(HOME / "sandbox" / "kubeconfig"),
+            "patch",
+            "virtualservice",
+            "app-backend",
+            "-n",
+            "istio",
+            "--type=json",
+            '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":0},'
+            '{"op":"replace","path":"/spec/http/0/route/1/weight","value":100}]',
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    time.sleep(1.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab():
+    proc = kubelab("up", LESSON, "--provider", "sandbox")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield
+    kubelab("down")
+
+
+def test_the_checks_up_ran_are_recorded():
+    first = progress()["observe-initial-split"]
+    assert first["status"] == "passed" and first["attempts"] == 1
+    assert first["passed_at"]
+    assert as_json("exercise")["exercise"] == "split-50-50"  # kiali-graph is skipped here
+
+
+def test_the_current_exercise_follows_superseded_by_and_never_goes_back():
+    assert kubelab("check", "split-50-50").returncode == 1  # still 90/10
+    assert as_json("exercise")["exercise"] == "split-50-50"
+    rollout_v2()
+    proc = kubelab("check", "rollout-v2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Next: kubelab exercise confirm-stable" in proc.stdout
+    # exercise and check now agree with that "Next" (split-50-50 is superseded).
+    assert as_json("exercise")["exercise"] == "confirm-stable"
+    assert as_json("check")["exercise"] == "confirm-stable"
+    # The initial split's check fails now (it is 0/100), and nothing goes back.
+    assert kubelab("check", "observe-initial-split").returncode == 1
+    assert as_json("exercise")["exercise"] == "confirm-stable"
+    assert as_json("exercise", "3")["exercise"] == "split-50-50"
+    rows = progress()
+    assert rows["split-50-50"]["done"] and rows["split-50-50"]["status"] == "failed"
+
+
+def test_a_mistyped_exercise_gets_a_did_you_mean():
+    proc = kubelab("exercise", "rollout-2")
+    assert proc.returncode == 2
+    assert "did you mean rollout-v2?" in proc.stderr
+
+
+def test_progress_survives_down_and_up_and_reset_forgets_it():
+    before = progress()
+    assert kubelab("down").returncode == 0
+    assert progress()["rollout-v2"]["status"] == "passed"  # readable with no lesson running
+    assert kubelab("up", LESSON, "--provider", "sandbox").returncode == 0
+    after = progress()
+    assert after["rollout-v2"]["passed_at"] == before["rollout-v2"]["passed_at"]
+    assert (
+        after["observe-initial-split"]["attempts"]
+        == before["observe-initial-split"]["attempts"] + 1
+    )
+    out = kubelab("progress").stdout
+    assert "exercises done" in out
+    assert kubelab("progress", "--reset").returncode == 0
+    after_reset = as_json("progress")
+    assert after_reset["done"] == 0 and after_reset["passed"] == 0
+    assert {row["status"] for row in after_reset["exercises"]} == {"not-started", "unavailable"}
