@@ -130,20 +130,41 @@ def test_first_exercise_passes_and_course_command_counts_versions(sandbox):
     assert code == 0, data
     assert set(data) == {"lesson", "exercise", "status", "checks"}
     assert set(checks["traffic-split"]) == {"id", "type", "status", "message", "hint", "evidence"}
-    # The course's own command, unchanged, through `kubectl exec` into curl-test.
-    out = kubectl(
-        sandbox["kubeconfig"],
-        "exec",
-        "-n",
-        "istio",
-        "curl-test",
-        "--",
-        "sh",
-        "-c",
-        "for i in $(seq 1 10); do curl -s --max-time 1 http://app-backend/ || echo timeout; done",
-    ).stdout
-    assert out.count("\n") == 10
-    assert "v2 - Request" in out or "v1 - Request" in out or "timeout" in out
+    # The lesson's own counting command, as printed, run by bash through `kubectl exec`.
+    out = run_printed(sandbox, "observe-initial-split", "uniq -c")
+    counts = {line.split()[1]: int(line.split()[0]) for line in out.strip().splitlines()}
+    assert sum(counts.values()) == 10, out
+    assert set(counts) <= {"v1", "v2", "timeout"}, out
+
+
+def run_printed(sandbox, exercise_id: str, containing: str) -> str:
+    """Run the lesson's printed bash block (English text) that contains ``containing``."""
+    import re
+
+    from kubelab.lessons.loader import find_lesson
+
+    exercise = find_lesson(LESSON).lesson.exercise(exercise_id)
+    assert exercise is not None
+    (script,) = [
+        b
+        for b in re.findall(r"```bash\n(.*?)```", exercise.instructions.en, re.S)
+        if containing in b
+    ]
+    kubectl_dir = str(find_tool("kubectl").parent)
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            **os.environ,
+            "KUBECONFIG": sandbox["kubeconfig"],
+            "PATH": f"{kubectl_dir}:{os.environ['PATH']}",
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def test_v1_hangs_and_the_split_check_shows_it(sandbox):
@@ -282,6 +303,9 @@ def test_rollout_to_v2_then_stable(sandbox):
     code, data, checks = check_json("confirm-stable")
     assert code == 0, data
     assert checks["http-stable"]["evidence"]["counts"] == {"v2": 300}
+    # The lesson's own 300-request count, as printed: every answer from v2.
+    out = run_printed(sandbox, "confirm-stable", "uniq -c")
+    assert out.split() == ["300", "v2"], out
 
 
 def test_unavailable_exercise_says_why(sandbox):

@@ -4,12 +4,15 @@ native sidecar, an init container (1.33 and newer: kind v1.35, k3s v1.35)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from typing import Any
 
 import pytest
 
 from kubelab.lessons.loader import find_lesson
+from kubelab.tools import find_tool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,12 +51,23 @@ def test_the_container_listing_names_the_sidecar_in_both_layouts(  # type: ignor
     kube = control_plane.kube()
     kube.apply(_pod("classic", namespace, native=False))
     kube.apply(_pod("native", namespace, native=True))
-    # The printed command, its namespace swapped for the test's (kubectl -o jsonpath=...).
-    args = command.removeprefix("kubectl ").replace("-n istio", f"-n {namespace}", 1)
-    jsonpath = re.search(r"-o jsonpath='(.*)'$", args)
-    assert jsonpath is not None
-    head = args[: jsonpath.start()].split()
-    out = control_plane.kubectl(*head, "-o", f"jsonpath={jsonpath.group(1)}").stdout
-    lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
-    assert lines["classic"].split() == ["istio-init", "app-backend", "istio-proxy"]
-    assert lines["native"].split() == ["istio-init", "istio-proxy", "app-backend"]
+    # The printed command, run by bash as pasted, its namespace swapped for the test's.
+    script = command.replace("-n istio", f"-n {namespace}", 1)
+    kubectl = find_tool("kubectl")
+    assert kubectl is not None
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **os.environ,
+            "KUBECONFIG": str(control_plane.kubeconfig),
+            "PATH": f"{kubectl.parent}:{os.environ['PATH']}",
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.strip().splitlines()[1:]}
+    assert rows["classic"] == ["istio-init", "app-backend,istio-proxy"]
+    assert rows["native"] == ["istio-init,istio-proxy", "app-backend"]
