@@ -26,22 +26,36 @@ def test(
     """Up, then for every exercise: checks fail, solve, checks pass; then down."""
     from rich.markup import escape
 
-    from kubelab.errors import ExitCode
+    from kubelab.errors import ExitCode, UsageError
     from kubelab.lessons.loader import find_lesson
-    from kubelab.lessons.selftest import run_lesson_test
+    from kubelab.lessons.selftest import cannot_share, isolated_home, run_lesson_test
     from kubelab.providers import get_provider
     from kubelab.state import StateStore
 
     opts = options(ctx, ("table", "json", "junit"))
     loaded = find_lesson(lesson)
     err = console(stderr=True)
-    report = run_lesson_test(
-        loaded,
-        get_provider(provider),
-        StateStore(),
-        keep=keep,
-        progress=lambda line: err.print(f"[dim]{escape(line)}[/]"),
-    )
+    chosen = get_provider(provider)
+
+    def show(line: str) -> None:
+        err.print(f"[dim]{escape(line)}[/]")
+
+    if chosen.installs_components:
+        # A cluster is shared with what runs on it: never test into a running lesson.
+        problem = cannot_share(loaded, chosen, StateStore())
+        if problem:
+            raise UsageError(
+                problem,
+                hint=f"Test it in the sandbox (kubelab test {loaded.lesson.id} --provider "
+                "sandbox), or stop that lesson first (kubelab down).",
+            )
+        report = run_lesson_test(loaded, chosen, StateStore(), keep=keep, progress=show)
+    else:
+        # The sandbox lives in kubelab's home: a home of its own is a sandbox of its own.
+        with isolated_home(keep) as home:
+            report = run_lesson_test(loaded, chosen, StateStore(), keep=keep, progress=show)
+        if keep:
+            err.print(f"The test's lesson keeps running; use it with: export KUBELAB_HOME={home}")
     if opts.output.value == "junit":
         text = report.to_junit()
         if out:
@@ -73,5 +87,6 @@ def test(
                 "does not have[/]"
             )
         con.print(f"{verdict} ({report.seconds:.1f}s)")
-    if not report.passed:
+    if not report.passed or not report.tested:
+        # Nothing tested is no evidence that the lesson works.
         raise typer.Exit(int(ExitCode.CHECK_FAILED))

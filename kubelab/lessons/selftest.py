@@ -9,16 +9,29 @@ need components the sandbox lacks) are reported as skipped.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from kubelab import paths
 from kubelab.checks.result import Status
 from kubelab.checks.runner import ExerciseOutcome, run_exercise, wait_for_exercise
-from kubelab.errors import KubelabError, KubelabTimeout
+from kubelab.cluster.kube import Kube
+from kubelab.errors import KubelabError, KubelabTimeout, UsageError
 from kubelab.lessons.loader import LoadedLesson
-from kubelab.lessons.runner import LessonRunner, check_context, exercise_available
+from kubelab.lessons.runner import (
+    LessonRunner,
+    check_context,
+    exercise_available,
+    lesson_namespace,
+)
+from kubelab.lessons.session import running_lessons
 from kubelab.lessons.solve import run_solve
 from kubelab.providers.base import Provider
 from kubelab.state import StateStore
@@ -50,11 +63,17 @@ class TestReport:
             e.result in ("passed", "skipped") for e in self.exercises
         )
 
+    @property
+    def tested(self) -> int:
+        """How many exercises were run (not skipped)."""
+        return sum(e.result != "skipped" for e in self.exercises)
+
     def to_json(self) -> dict[str, object]:
         return {
             "lesson": self.lesson,
             "provider": self.provider,
             "passed": self.passed,
+            "tested": self.tested,
             "setup_error": self.setup_error,
             "seconds": round(self.seconds, 2),
             "exercises": [
@@ -114,6 +133,50 @@ class TestReport:
         return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
+@contextlib.contextmanager
+def isolated_home(keep: bool) -> Iterator[Path]:
+    """A kubelab home of its own (``KUBELAB_HOME``) for the length of a lesson test.
+
+    The sandbox lives in the home, so the test gets its own sandbox, state and progress
+    and never touches the lesson a student is running. Removed afterwards unless ``keep``.
+    """
+    parent = paths.home_dir() / "tests"
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home = Path(tempfile.mkdtemp(prefix="test-", dir=parent))
+    previous = os.environ.get("KUBELAB_HOME")
+    os.environ["KUBELAB_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if previous is None:
+            os.environ.pop("KUBELAB_HOME", None)
+        else:
+            os.environ["KUBELAB_HOME"] = previous
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def cannot_share(loaded: LoadedLesson, provider: Provider, store: StateStore) -> str | None:
+    """Why a test of ``loaded`` on ``provider``'s cluster would touch a running lesson.
+
+    A cluster (kind, Hetzner, GKE, a kubeconfig) is shared with what the user runs on it:
+    the test installs the lesson there and removes it afterwards, so it must not be running.
+    """
+    for record in running_lessons(store.load()):
+        if record.provider == provider.name:
+            return (
+                f"lesson {record.lesson} is running on the {provider.name} cluster, and "
+                f"kubelab test would deploy {loaded.lesson.id} there and remove it afterwards"
+            )
+    return None
+
+
+def namespaces_in_use(kube: Kube, loaded: LoadedLesson) -> list[str]:
+    """The lesson's namespaces that already have pods on the cluster (someone uses them)."""
+    names = [n.name for n in loaded.lesson.namespaces] or [lesson_namespace(loaded.lesson)]
+    return [n for n in names if kube.list("v1", "Pod", n)]
+
+
 def run_lesson_test(
     loaded: LoadedLesson,
     provider: Provider,
@@ -122,10 +185,35 @@ def run_lesson_test(
     pending_timeout: float = 90.0,
     progress: Callable[[str], None] = lambda _: None,
 ) -> TestReport:
+    """Test ``loaded`` on ``provider``; the caller isolates it (:func:`isolated_home`, or
+    :func:`cannot_share` on a cluster)."""
     lesson = loaded.lesson
     report = TestReport(lesson.id, provider.name, [])
     started = time.monotonic()
-    runner = LessonRunner(loaded, provider, store, lambda step, msg: progress(f"{step}: {msg}"))
+    runner = LessonRunner(
+        loaded,
+        provider,
+        store,
+        lambda step, msg: progress(f"{step}: {msg}"),
+        record_progress=False,
+    )
+    if provider.installs_components:
+        try:
+            runner.step_preflight()
+            runner.step_cluster()
+            busy = namespaces_in_use(runner.kube, loaded)
+        except KubelabError as exc:
+            report.setup_error = exc.message
+            return report
+        if busy:
+            with store.transaction() as state:  # the record step_cluster started
+                state.lessons.pop(lesson.id, None)
+            raise UsageError(
+                f"namespace {', '.join(busy)} already has pods on this cluster: kubelab test "
+                f"would deploy {lesson.id} into it and delete it afterwards",
+                hint="Test on a cluster nobody uses for this lesson, or in the sandbox: "
+                f"kubelab test {lesson.id} --provider sandbox",
+            )
     try:
         runner.up()
     except KubelabError as exc:

@@ -577,9 +577,11 @@ def test_sandbox_lesson_test_skips_every_exercise_with_its_reason():
     import json
 
     proc = run_cli("test", "argo-rollouts", "--provider", "sandbox", "--output", "json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Nothing failed, but nothing was tested either: that is no evidence, so exit 1.
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["passed"] is True and report["setup_error"] is None
+    assert report["tested"] == 0
     assert [e["result"] for e in report["exercises"]] == ["skipped"] * 7
     reasons = {e["exercise"]: e["skipped_because"] for e in report["exercises"]}
     for exercise, reason in reasons.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -59,6 +60,40 @@ def test_lesson_test_in_the_sandbox_writes_junit(tmp_path, _isolated_home):
     assert suite.get("failures") == "0" and suite.get("skipped") == "2"
     # down ran: nothing left.
     assert not (_isolated_home / "sandbox").exists()
+
+
+def test_lesson_test_never_touches_the_running_lab(_isolated_home):
+    """A student's lab at 50/50 keeps running, unchanged, through `kubelab test`."""
+    env = {"KUBELAB_HOME": str(_isolated_home)}
+    assert run_cli("up", "istio-traffic-splitting", env=env).returncode == 0
+    kubeconfig = _isolated_home / "sandbox" / "kubeconfig"
+    kubectl = [str(find_tool("kubectl")), "--kubeconfig", str(kubeconfig)]
+    patch = (
+        '[{"op":"replace","path":"/spec/http/0/route/0/weight","value":50},'
+        '{"op":"replace","path":"/spec/http/0/route/1/weight","value":50}]'
+    )
+    vs = ["virtualservice", "app-backend", "-n", "istio"]
+    subprocess.run([*kubectl, "patch", *vs, "--type=json", f"-p={patch}"], check=True)
+    state_before = json.loads((_isolated_home / "state.json").read_text())
+    runtime = json.loads((_isolated_home / "sandbox" / "runtime.json").read_text())
+    try:
+        proc = run_cli("test", "istio-traffic-splitting", "-o", "json", env=env, timeout=380)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["tested"] == 4
+        # The student's lab: same sandbox, same kubeconfig, same state, same 50/50.
+        assert _alive(runtime["pid"]) and _alive(runtime["envoy_pid"])
+        assert kubeconfig.is_file()
+        assert json.loads((_isolated_home / "state.json").read_text()) == state_before
+        weights = subprocess.run(
+            [*kubectl, "get", *vs, "-o", "jsonpath={.spec.http[0].route[*].weight}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert weights.split() == ["50", "50"]
+        assert list((_isolated_home / "tests").iterdir()) == []  # the test's home is gone
+    finally:
+        assert run_cli("down", env=env).returncode == 0
 
 
 def _alive(pid: int) -> bool:
