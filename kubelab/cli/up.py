@@ -50,8 +50,19 @@ def up(
             "in this folder, not from the chart repositories (remembered for the lesson).",
         ),
     ] = None,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help="Put back the lesson's objects that were changed since they were deployed "
+            "(a student's kubectl patch or scale); asks first in a terminal.",
+        ),
+    ] = False,
 ) -> None:
-    """Set up a lesson: cluster, components, images, deploy, first checks."""
+    """Set up a lesson: cluster, components, images, deploy, first checks.
+
+    A second up changes nothing: objects changed since they were deployed are reported
+    and left as they are (--reset puts them back)."""
     from kubelab.config import load_config
     from kubelab.errors import UsageError
     from kubelab.lessons.loader import display_path, find_lesson
@@ -84,7 +95,13 @@ def up(
             hint="Drop --charts, or use --provider existing or kind.",
         )
     folder = charts.expanduser().resolve() if charts is not None else None
-    choices = {"domain": domain, "tls": tls, "email": email, "charts": folder}
+    choices = {"domain": domain, "tls": tls, "email": email, "charts": folder, "reset": reset}
+    if reset and not dry_run and sys.stdin.isatty() and not opts.json:
+        typer.confirm(
+            f"--reset puts every object of {loaded.lesson.id} back as the lesson deploys it, "
+            "undoing what was changed since (a student's work included). Continue?",
+            abort=True,
+        )
     if not dry_run:
         _up(opts, loaded, provider, choices)
         return

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kubelab.cluster import portforward as pf
+from kubelab.cluster.drift import Drift, differences, owners
 from kubelab.cluster.retry import RetryPolicy, call_with_retry, classify_kube_error
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError
 
@@ -730,6 +731,32 @@ class Kube:
             raise self._api_error(exc, what, verb="apply") from exc
         applied: dict[str, Any] = result.to_dict()
         return applied
+
+    def drift(self, obj: Mapping[str, Any]) -> builtins.list[Drift]:
+        """The fields of ``obj``'s live object changed by someone else since kubelab applied
+        this same rendering (empty when it is missing, unchanged, or rendered differently
+        now: then :meth:`apply` brings it up to date)."""
+        from kubernetes.client.exceptions import ApiException
+
+        desired = with_fingerprint(with_port_protocols(stamp_labels(obj, {})))
+        meta = desired["metadata"]
+        resource = self._resource(desired["apiVersion"], desired["kind"])
+        namespace = (meta.get("namespace") or "default") if resource.namespaced else None
+        try:
+            live = self._get(resource, meta["name"], namespace)
+        except ApiException:
+            return []  # cannot read it: the apply will say why
+        if live is None:
+            return []
+        applied = ((live.get("metadata") or {}).get("annotations") or {}).get(
+            APPLIED_HASH_ANNOTATION
+        )
+        if applied != meta["annotations"][APPLIED_HASH_ANNOTATION]:
+            return []
+        return [
+            Drift(path, now, wanted, owners(live, path, FIELD_MANAGER))
+            for path, now, wanted in differences(live, _comparable(desired))
+        ]
 
     def apply_all(
         self,

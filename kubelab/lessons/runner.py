@@ -17,6 +17,7 @@ from typing import Any
 
 from kubelab.checks.builtin import CheckContext
 from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
+from kubelab.cluster.drift import Drift
 from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
@@ -108,13 +109,19 @@ class UpResult:
     # Secrets, component manifests, pull Secrets, kaniko Jobs, the lesson's objects). Helm's
     # own calls are not in it: their result is the ``components`` outcome.
     api_writes: int = 0
+    # "<Kind> <namespace>/<name>" -> its fields changed since kubelab deployed it
+    drift: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def changes(self) -> dict[str, Any]:
         """The ``changes`` object of ``kubelab up -o json``."""
         return {
             "components": [{"name": n, "outcome": o} for n, o in self.components.items()],
             "images": list(self.images),
-            "deploy": {"objects": self.deployed, "changed": self.deploy_changed},
+            "deploy": {
+                "objects": self.deployed,
+                "changed": self.deploy_changed,
+                "drift": self.drift,
+            },
             "api_writes": self.api_writes,
         }
 
@@ -159,6 +166,8 @@ class LessonRunner:
         # folder of pinned chart archives to install from instead of the repositories.
         self.options = options or {}
         self._kube: Kube | None = None
+        # Objects changed since kubelab deployed them (the deploy step fills it).
+        self.drift: dict[str, list[Drift]] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -200,6 +209,18 @@ class LessonRunner:
             images=returned.get("images") or [],
             deployed=deployed,
             deploy_changed=deploy_changed,
+            drift={
+                where: [
+                    {
+                        "field": d.where,
+                        "live": d.live,
+                        "lesson": d.lesson,
+                        "managers": list(d.managers),
+                    }
+                    for d in drift
+                ]
+                for where, drift in self.drift.items()
+            },
             # One client from the cluster step on; the checks use their own (read-only).
             api_writes=self.kube.mutations,
         )
@@ -372,9 +393,18 @@ class LessonRunner:
         settings = self.settings() if self.provider.installs_components else None
         rendered = render_for_cluster(self.loaded, self.facts(), settings)
         before = self.kube.mutations
+        reset = bool(self.options.get("reset"))
+        self.drift = {}
         for obj in apply_order([o.obj for o in rendered.objects]):
-            self.kube.apply(obj)
             meta = obj.get("metadata") or {}
+            where = f"{obj.get('kind')} {meta.get('namespace') or ''}/{meta.get('name')}"
+            drift = self.kube.drift(obj)
+            if drift:
+                self.drift[where] = drift
+            # Changed since kubelab applied it: a student's work stays unless --reset, and
+            # fields a controller set (Flagger, Argo Rollouts) are never fought over.
+            if not drift or (reset and not any(d.by_controller for d in drift)):
+                self.kube.apply(obj)
             resource = CreatedResource(
                 kind=str(obj.get("kind")),
                 name=str(meta.get("name")),
@@ -386,6 +416,17 @@ class LessonRunner:
         changed = self.kube.mutations - before
         what = f"{changed} changed" if changed else "nothing to change"
         self.report("deploy", f"{len(rendered.objects)} objects ({what}); their pods are ready")
+        for where, drift in self.drift.items():
+            by_controller = any(d.by_controller for d in drift)
+            done = (
+                "put back as the lesson deploys it"
+                if reset and not by_controller
+                else "left as it is (a controller manages it)"
+                if by_controller
+                else "left as it is; `kubelab up --reset` puts it back"
+            )
+            fields = "; ".join(d.describe() for d in drift)
+            self.report("deploy", f"{where} changed since it was deployed: {fields}: {done}")
         return len(rendered.objects), changed
 
     def _wait_for_deployments(self, objects: list[Any]) -> None:

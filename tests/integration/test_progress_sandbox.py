@@ -100,6 +100,48 @@ def test_a_mistyped_exercise_gets_a_did_you_mean():
     assert "did you mean rollout-v2?" in proc.stderr
 
 
+def weights() -> list[str]:
+    return subprocess.run(
+        [
+            str(find_tool("kubectl")),
+            "--kubeconfig",
+            str(HOME / "sandbox" / "kubeconfig"),
+            "get",
+            "virtualservice",
+            "app-backend",
+            "-n",
+            "istio",
+            "-o",
+            "jsonpath={.spec.http[0].route[*].weight}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+
+
+def test_a_second_up_keeps_the_students_work_and_reset_puts_the_lesson_back():
+    assert weights() == ["0", "100"]  # the student's rollout
+    proc = kubelab("up", LESSON, "--provider", "sandbox", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    changes = json.loads(proc.stdout)["changes"]
+    assert changes["api_writes"] == 0 and changes["deploy"]["changed"] == 0
+    drift = {d["field"]: d for d in changes["deploy"]["drift"]["VirtualService istio/app-backend"]}
+    assert (
+        drift["spec.http[0].route[0].weight"]["live"],
+        drift["spec.http[0].route[0].weight"]["lesson"],
+    ) == (0, 90)
+    assert weights() == ["0", "100"]
+    table = kubelab("up", LESSON, "--provider", "sandbox")
+    assert "VirtualService istio/app-backend changed since it was deployed" in table.stderr
+    assert "`kubelab up --reset` puts it back" in table.stderr
+    # --reset (no terminal here, so no question) puts the lesson's 90/10 back.
+    assert kubelab("up", LESSON, "--provider", "sandbox", "--reset").returncode == 0
+    assert weights() == ["90", "10"]
+    rollout_v2()
+
+
 def test_progress_survives_down_and_up_and_reset_forgets_it():
     before = progress()
     assert kubelab("down").returncode == 0
