@@ -22,6 +22,7 @@ see v1's bug in the numbers, and why a subset selecting the wrong pods cannot pa
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -71,10 +72,25 @@ def _detail(body: str) -> str:
     return line if len(line) <= 80 else line[:77] + "..."
 
 
+def app_version(body: str) -> str | None:
+    """The app_backend version that wrote ``body``: ``v1 - Request 17`` from ``/``, or the
+    JSON of ``/version`` (its ``version`` beside ``bug_after`` and ``requests``)."""
+    match = _BODY_VERSION.match(body)
+    if match:
+        return match.group(1)
+    if body.lstrip().startswith("{"):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if isinstance(data, dict) and {"version", "bug_after", "requests"} <= set(data):
+            return str(data["version"])
+    return None
+
+
 def classify(body: str, status: int, subset: str | None, timed_out: bool) -> Sample:
     """A sample from what came back: the version is the app's own answer, nothing else."""
-    match = _BODY_VERSION.match(body)
-    version = match.group(1) if match and 200 <= status < 300 else None
+    version = app_version(body) if 200 <= status < 300 else None
     hung = timed_out or (status == 504 and "upstream request timeout" in body)
     if version:
         detail = ""

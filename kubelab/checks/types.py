@@ -150,6 +150,9 @@ class TrafficSplit(_Traffic):
     type: Literal["traffic-split"]
     samples: int | None = Field(default=None, ge=20, le=5000, description="auto when empty")
     expect: dict[str, int]
+    # app_backend answers /version without touching its database pool, so sampling a split
+    # never spends v1's budget of requests: the student's own requests to / make it hang.
+    path: str = Field(default="/version", pattern=r"^/")
 
     _expect = field_validator("expect")(_validate_split)
 

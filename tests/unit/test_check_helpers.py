@@ -149,3 +149,11 @@ def test_exercise_status_is_the_worst_check():
     assert worst([Status.PENDING, Status.FAILED]) is Status.FAILED
     assert worst([Status.FAILED, Status.ERROR]) is Status.ERROR
     assert worst([]) is Status.PASSED
+
+
+def test_the_version_endpoint_names_its_app():
+    body = '{"version": "v2", "bug_after": 30, "requests": 4, "pool": {"size": 30}}'
+    assert classify(body, 200, "v2", False) == Sample("v2", 200, False, "v2")
+    # JSON that is not app_backend's /version is no answer from a version.
+    assert classify('{"version": "v2"}', 200, None, False).version is None
+    assert classify("{not json", 200, None, False).version is None

@@ -58,7 +58,7 @@ def test_changes_is_the_documented_json_shape():
             {"name": "gitea:admin-secret", "outcome": "unchanged"},
         ],
         "images": ["r/kubelab/app-backend:v1 already exists in the registry"],
-        "deploy": {"objects": 8, "changed": 0},
+        "deploy": {"objects": 8, "changed": 0, "drift": {}},
         "api_writes": 0,
     }
     json.dumps(result.changes())  # plain JSON, nothing to coerce
@@ -68,7 +68,7 @@ def test_defaults_say_nothing_was_changed():
     assert UpResult(LessonRecord(lesson="l"), None, 0.0).changes() == {
         "components": [],
         "images": [],
-        "deploy": {"objects": 0, "changed": 0},
+        "deploy": {"objects": 0, "changed": 0, "drift": {}},
         "api_writes": 0,
     }
 
