@@ -172,8 +172,7 @@ def test_v1_hangs_for_the_students_requests_and_the_split_still_grades(sandbox):
     # over / is what spends v1's 30 requests, so v1 answers first and hangs later.
     runs = [run_printed(sandbox, "observe-initial-split", "uniq -c") for _ in range(6)]
     counts = [
-        {line.split()[1]: int(line.split()[0]) for line in out.strip().splitlines()}
-        for out in runs
+        {line.split()[1]: int(line.split()[0]) for line in out.strip().splitlines()} for out in runs
     ]
     assert counts[0].get("v1", 0) >= 5, counts  # P(fewer than 5 of 10 at 90%) < 0.002
     assert "timeout" not in counts[0], counts
