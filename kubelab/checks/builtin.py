@@ -282,6 +282,15 @@ def _destination(spec: types.TrafficSplit | types.HttpStable) -> Destination:
     return Destination(spec.service, spec.namespace, spec.port, spec.path)
 
 
+#: Samples of a split's first round: enough for a deterministic 0%/100% failure to show.
+FIRST_ROUND = 40
+
+
+def samples_counts(samples: list[Sample]) -> stats.Counts:
+    answered, _, unknown = tally(samples)
+    return stats.Counts(dict(answered), unknown + len(misrouted(samples)), len(samples))
+
+
 def _split_samples(
     spec: types.TrafficSplit,
     ctx: CheckContext,
@@ -289,7 +298,12 @@ def _split_samples(
     dest: Destination,
     plan: stats.SamplePlan,
 ) -> list[Sample]:
-    samples = sampler.sample(dest, plan.samples, spec.timeout_seconds, ctx.concurrency)
+    # A first round decides the clear failures (an answer from a version weighted 0, a 503)
+    # without the rest; the verdict is the one all N samples would give (curtailment).
+    first = min(plan.samples, FIRST_ROUND)
+    samples = sampler.sample(dest, first, spec.timeout_seconds, ctx.concurrency)
+    if first < plan.samples and not stats.decided_fail(plan, samples_counts(samples)):
+        samples += sampler.sample(dest, plan.samples - first, spec.timeout_seconds, ctx.concurrency)
     if any(s.hung and s.version is None for s in samples):
         samples = attribute_hung(
             samples, sampler.hanging_versions(dest, spec.expect, spec.timeout_seconds)
@@ -340,7 +354,7 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
             hint=f"kubectl get pod {spec.tester} -n {spec.namespace}",
             evidence=evidence,
         )
-    if len(samples) < plan.samples // 2:
+    if len(samples) < min(plan.samples, FIRST_ROUND) // 2:
         return CheckResult(
             Status.PENDING,
             f"only {len(samples)} of {plan.samples} requests to {dest.host} could be sent; "
@@ -349,14 +363,22 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
             evidence=evidence,
         )
     problems = []
+    taken, left = len(samples), max(plan.samples - len(samples), 0)
     for version in sorted(set(spec.expect) | set(answered)):
         count = answered.get(version, 0)
         lo, hi = plan.accept.get(version, (0, 0))
-        if not lo <= count <= hi:
-            share = 100 * count / len(samples)
+        share = 100 * count / taken
+        expected = spec.expect.get(version, 0)
+        if not left and not lo <= count <= hi:
             problems.append(
-                f"{version} got {count} of {len(samples)} requests ({share:.0f}%), expected "
-                f"{spec.expect.get(version, 0)}% (accepted {lo}-{hi})"
+                f"{version} got {count} of {taken} requests ({share:.0f}%), expected "
+                f"{expected}% (accepted {lo}-{hi})"
+            )
+        elif left and (count > hi or count + left < lo):
+            # Stopped early: this count alone decides, whatever the other samples bring.
+            problems.append(
+                f"{version} got {count} of the first {taken} requests ({share:.0f}%), expected "
+                f"{expected}% (accepted {lo}-{hi} of {plan.samples}, out of reach)"
             )
     problems.extend(explain_failures(samples, spec.timeout_seconds))
     summary = ", ".join(
@@ -366,6 +388,8 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
     hung_note = ""
     if hung:
         hung_note = f"; {sum(hung.values())} requests hung past {spec.timeout_seconds:g}s"
+    if problems and left:
+        problems.append(f"decided after {taken} of {plan.samples} requests ({summary})")
     return CheckResult.from_problems(
         problems,
         f"{len(samples)} requests to {dest.host}: {summary}{hung_note}",

@@ -103,3 +103,29 @@ def _plan_cached(split: tuple[tuple[str, int], ...]) -> SamplePlan:
 def plan_samples(expect: dict[str, int]) -> SamplePlan:
     """The smallest N (in steps of 10, then 20) meeting both error bounds for ``expect``."""
     return _plan_cached(tuple(sorted(expect.items())))
+
+
+@dataclass(frozen=True)
+class Counts:
+    answered: dict[str, int]  # version -> answers so far
+    failures: int  # samples that are no answer (503, misrouted...): each one fails the check
+    taken: int  # samples so far
+
+
+def decided_fail(plan: SamplePlan, counts: Counts) -> bool:
+    """Whether the full sample of ``plan.samples`` must fail whatever the rest brings.
+
+    True once a failure was seen, a version exceeds its highest accepted count, a version
+    cannot reach its lowest with the samples left, or a version outside the plan answered.
+    Stopping then is curtailment: the verdict equals the fixed-N test's, so the error
+    bounds above hold unchanged.
+    """
+    if counts.failures:
+        return True
+    left = plan.samples - counts.taken
+    if set(counts.answered) - set(plan.accept):
+        return True
+    return any(
+        counts.answered.get(v, 0) > hi or counts.answered.get(v, 0) + left < lo
+        for v, (lo, hi) in plan.accept.items()
+    )

@@ -95,3 +95,33 @@ def test_fixed_sample_size_intervals_grow_with_n():
     large = plan_for({"v1": 90, "v2": 10}, 400)
     assert small.miss > large.miss
     assert DELTA == 0.20
+
+
+def test_stopping_early_never_changes_the_verdict():
+    """decided_fail on a prefix implies the full sample fails: curtailment keeps the
+    fixed-N test's error bounds (seeded simulation over the lessons' splits)."""
+    from kubelab.checks.stats import Counts, decided_fail
+
+    rng = random.Random(1234)
+    for expect in ({"v1": 90, "v2": 10}, {"v1": 50, "v2": 50}, {"v1": 0, "v2": 100}):
+        plan = plan_samples(expect)
+        for true_share in (0.0, 0.1, 0.3, 0.5, 0.9, 1.0):
+            for _ in range(200):
+                draws = ["v1" if rng.random() < true_share else "v2" for _ in range(plan.samples)]
+                full = {v: draws.count(v) for v in set(draws)}
+                full_passes = all(lo <= full.get(v, 0) <= hi for v, (lo, hi) in plan.accept.items())
+                for cut in (1, 10, 40, plan.samples // 2):
+                    prefix = draws[:cut]
+                    counts = Counts({v: prefix.count(v) for v in set(prefix)}, 0, cut)
+                    if decided_fail(plan, counts):
+                        assert not full_passes, (expect, true_share, cut)
+
+
+def test_a_first_answer_from_a_version_weighted_zero_decides():
+    from kubelab.checks.stats import Counts, decided_fail
+
+    plan = plan_samples({"v1": 0, "v2": 100})
+    assert decided_fail(plan, Counts({"v1": 1, "v2": 39}, 0, 40))
+    assert not decided_fail(plan, Counts({"v2": 40}, 0, 40))
+    assert decided_fail(plan, Counts({"v2": 39}, 1, 40))  # one 503 fails the check
+    assert decided_fail(plan, Counts({"v3": 1, "v2": 39}, 0, 40))
