@@ -72,3 +72,33 @@ def print_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else on it."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+# -- shell completion (`kubelab --install-completion`) -------------------------------------
+
+
+def complete_lesson(incomplete: str) -> list[str]:
+    """Lesson ids for the shell's completion."""
+    from kubelab import paths
+
+    folder = paths.labs_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.startswith(incomplete) and (p / "lesson.yaml").is_file()
+    )
+
+
+def complete_exercise(incomplete: str) -> list[str]:
+    """The running lesson's exercise ids for the shell's completion."""
+    from kubelab.errors import KubelabError
+    from kubelab.lessons.session import open_session
+    from kubelab.state import StateStore
+
+    try:
+        session = open_session(StateStore(), None)
+    except KubelabError:
+        return []
+    return [e.id for e in session.loaded.lesson.exercises if e.id.startswith(incomplete)]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kubelab.cli.common import console, options, print_json
+from kubelab.cli.common import complete_lesson, console, options, print_json
 
 
 def list_lessons(ctx: typer.Context) -> None:
@@ -50,7 +50,12 @@ def list_lessons(ctx: typer.Context) -> None:
 
 def show(
     ctx: typer.Context,
-    lesson: Annotated[str, typer.Argument(help="Lesson id (see `kubelab lessons`) or folder.")],
+    lesson: Annotated[
+        str,
+        typer.Argument(
+            help="Lesson id (see `kubelab lessons`) or folder.", autocompletion=complete_lesson
+        ),
+    ],
 ) -> None:
     """Show a lesson: overview, prerequisites, components and exercises."""
     from kubelab.components.catalog import CATALOG

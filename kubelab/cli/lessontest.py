@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from kubelab.cli.common import console, options, print_json
+from kubelab.cli.common import complete_lesson, console, options, print_json
 
 
 def test(
     ctx: typer.Context,
-    lesson: Annotated[str, typer.Argument(help="Lesson id or folder.")],
+    lesson: Annotated[
+        str, typer.Argument(help="Lesson id or folder.", autocompletion=complete_lesson)
+    ],
     provider: Annotated[
         str, typer.Option("--provider", "-p", help="Where to run it (sandbox by default).")
     ] = "sandbox",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kubelab.cli.common import Options, console, options, print_json
+from kubelab.cli.common import Options, complete_exercise, console, options, print_json
 
 LessonOption = Annotated[
     str | None,
@@ -15,7 +15,10 @@ LessonOption = Annotated[
 ]
 ExerciseArg = Annotated[
     str | None,
-    typer.Argument(help="Exercise id or number (default: the current exercise)."),
+    typer.Argument(
+        help="Exercise id or number (default: the current exercise).",
+        autocompletion=complete_exercise,
+    ),
 ]
 
 _STATUS_STYLE = {

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kubelab.cli.common import Options, console, options, print_json
+from kubelab.cli.common import Options, complete_lesson, console, options, print_json
 
 if TYPE_CHECKING:
     from kubelab.lessons.loader import LoadedLesson
@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 
 def up(
     ctx: typer.Context,
-    lesson: Annotated[str, typer.Argument(help="Lesson id (see `kubelab lessons`) or folder.")],
+    lesson: Annotated[
+        str,
+        typer.Argument(
+            help="Lesson id (see `kubelab lessons`) or folder.", autocompletion=complete_lesson
+        ),
+    ],
     provider: Annotated[
         str | None,
         typer.Option("--provider", "-p", help="sandbox (default), existing, kind, hetzner or gke."),

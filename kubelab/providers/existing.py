@@ -58,7 +58,8 @@ class ExistingProvider(Provider):
         if path is None or not path.is_file():
             raise SetupError(
                 "no kubeconfig found (KUBECONFIG or ~/.kube/config)",
-                hint="Point KUBECONFIG at your cluster's kubeconfig, or pass --kubeconfig.",
+                hint="Point KUBECONFIG at your cluster's kubeconfig "
+                "(export KUBECONFIG=/path/to/kubeconfig), then run the same command again.",
             )
         return path
 

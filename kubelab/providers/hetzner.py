@@ -285,7 +285,8 @@ def detect_public_ip(timeout: float = 5.0) -> str:
     raise SetupError(
         "cannot detect your public IP address (needed to open SSH and the Kubernetes API "
         "only to you)",
-        hint="Pass it explicitly: --allow-ip 203.0.113.7",
+        hint="Pass it explicitly: kubelab cluster create --provider hetzner "
+        "--allow-from 203.0.113.7",
     )
 
 

@@ -51,8 +51,9 @@ SSH_RETRIES = 5
 
 UNREACHABLE_HINT = (
     "SSH unreachable: check the firewall allows your IP on port 22 (kubelab cluster create "
-    "--allow-ip ... if your public IP changed), that the server is running, and that the SSH "
-    "key kubelab generated is the one on the server; then run the same command again."
+    "--allow-from YOUR_IP/32 if your public IP changed), that the server is running, and "
+    "that the SSH key kubelab generated is the one on the server; then run the same command "
+    "again."
 )
 FAILED_HINT = (
     "The playbooks are idempotent: fix the cause above and run the same command again; "
