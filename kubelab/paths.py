@@ -44,13 +44,21 @@ def home_dir() -> Path:
     return path
 
 
+def user_tools_dir() -> Path:
+    """Where ``kubelab tools install`` puts helm and kubectl (the XDG data directory)."""
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "kubelab" / "bin"
+
+
 def tools_dirs() -> list[Path]:
-    """Extra folders searched for helm/kubectl after PATH (``scripts/install-tools.sh``)."""
+    """Extra folders searched for helm/kubectl after PATH: ``$KUBELAB_TOOLS_DIR``, the
+    checkout's ``.tools/bin`` (``scripts/install-tools.sh``), ``kubelab tools install``'s."""
     dirs = []
     override = os.environ.get("KUBELAB_TOOLS_DIR")
     if override:
         dirs.append(Path(override))
     dirs.append(_PACKAGE_DIR.parent / ".tools" / "bin")
+    dirs.append(user_tools_dir())
     # Tools installed with kubelab itself (ansible-playbook, envoy) live beside the
     # interpreter, which is not on PATH when .venv/bin/kubelab runs unactivated.
     dirs.append(Path(sys.executable).parent)

@@ -14,8 +14,10 @@ from kubelab import paths
 from kubelab.errors import SetupError
 
 INSTALL_HINTS = {
-    "helm": "Run scripts/install-tools.sh, or install it: https://helm.sh/docs/intro/install/",
-    "kubectl": "Run scripts/install-tools.sh, or install it: https://kubernetes.io/docs/tasks/tools/",
+    "helm": "Run `kubelab tools install` (pinned, checksum-verified), or install it: "
+    "https://helm.sh/docs/intro/install/",
+    "kubectl": "Run `kubelab tools install` (pinned, checksum-verified), or install it: "
+    "https://kubernetes.io/docs/tasks/tools/",
     "kind": "Install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
     "docker": "Install Docker Engine (https://docs.docker.com/engine/install/) and start it.",
     "ansible-playbook": "pip install ansible-core ansible-runner (in kubelab's environment)",
@@ -39,5 +41,7 @@ def require_tool(name: str) -> Path:
     """Like :func:`find_tool` but a missing tool is a :class:`SetupError` with the fix."""
     path = find_tool(name)
     if path is None:
-        raise SetupError(f"{name} not found on PATH or in .tools/bin", hint=INSTALL_HINTS.get(name))
+        raise SetupError(
+            f"{name} not found on PATH or in kubelab's tools folders", hint=INSTALL_HINTS.get(name)
+        )
     return path

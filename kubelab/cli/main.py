@@ -23,6 +23,7 @@ from kubelab.cli import (
     lessontest,
     lifecycle,
     student,
+    toolscmd,
     up,
 )
 from kubelab.cli.common import Options, OutputFormat, console
@@ -95,6 +96,7 @@ app.command("solve")(student.solve)
 app.command("test")(lessontest.test)
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(charts.app, name="charts")
+app.add_typer(toolscmd.app, name="tools")
 app.add_typer(classroom.app, name="class")
 app.command("grade")(classroom.grade)
 # The kubeconfig of a GKE cluster runs this for tokens (an exec credential plugin).

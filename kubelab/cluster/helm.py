@@ -310,7 +310,7 @@ def pull_chart(
     if not helm_bin.is_file():
         raise SetupError(
             f"cannot run helm at {helm_bin}: no such file",
-            hint="Run `bash scripts/install-tools.sh`, or put helm 3 on PATH.",
+            hint="Run `kubelab tools install`, or put helm 3 on PATH.",
         )
     destination.mkdir(parents=True, exist_ok=True)
     command = pyhelm3_command.Command(executable=str(helm_bin))
@@ -406,7 +406,7 @@ class HelmClient:
                 except (AssertionError, OSError, subprocess.CalledProcessError, ValueError) as exc:
                     raise SetupError(
                         f"cannot run helm at {self.helm_bin}: {type(exc).__name__}",
-                        hint="Run `bash scripts/install-tools.sh`, or put helm 3 on PATH.",
+                        hint="Run `kubelab tools install`, or put helm 3 on PATH.",
                     ) from exc
             return self._client
 
