@@ -389,7 +389,7 @@ def test_missing_helm_binary_is_a_setup_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(pyhelm3, "Client", no_helm)
     with pytest.raises(SetupError, match="cannot run helm at /nope/helm") as info:
         HelmClient(KUBECONFIG, Path("/nope/helm")).list_releases()
-    assert "install-tools" in (info.value.hint or "")
+    assert "kubelab tools install" in (info.value.hint or "")
 
 
 def test_fingerprint_and_masking_helpers(tmp_path: Path) -> None:
