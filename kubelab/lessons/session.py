@@ -160,7 +160,11 @@ def record_progress(
     exercise_id: str,
     status: str | None = None,
     hint_shown: bool = False,
+    student: bool = True,
 ) -> ExerciseProgress:
+    """Record a check's outcome (or a hint shown). ``student=False`` for the checks `up`
+    runs: recorded, but a pass then does not make the exercise done, so the student still
+    starts with exercise 1 (an observation exercise passes before anyone did anything)."""
     with store.transaction() as state:
         progress = state.progress.setdefault(lesson_id, {}).setdefault(
             exercise_id, ExerciseProgress()
@@ -169,7 +173,7 @@ def record_progress(
             progress.status = status
             progress.checked_at = now()
             progress.attempts += 1
-            if status == "passed" and progress.passed_at is None:
+            if status == "passed" and progress.passed_at is None and student:
                 progress.passed_at = progress.checked_at
         if hint_shown:
             progress.hints_shown += 1

@@ -107,3 +107,12 @@ def test_exercises_by_number_and_a_did_you_mean(store):
     with pytest.raises(UsageError) as info:
         s.exercise("zzz")
     assert "did you mean" not in str(info.value)
+
+
+def test_a_pass_during_up_is_recorded_but_the_student_still_starts_at_exercise_1(store):
+    record_progress(store, LESSON, "observe-initial-split", "passed", student=False)
+    progress = session(store).progress("observe-initial-split")
+    assert progress.status == "passed" and progress.attempts == 1 and progress.passed_at is None
+    assert current(store) == "observe-initial-split"
+    record_progress(store, LESSON, "observe-initial-split", "passed")
+    assert current(store) == "split-50-50"
