@@ -1,13 +1,30 @@
-"""Languages of lesson text (pt-BR and en) and the choice of one.
+"""Languages (pt-BR and en): the choice of one, and the CLI's message catalog.
 
-CLI messages are English; lesson text (titles, instructions, hints) exists in both
-languages and is shown in the one chosen by ``--lang``, else ``KUBELAB_LANG``, else
-the locale in ``LC_ALL``/``LC_MESSAGES``/``LANG``, falling back to English.
+Lesson text (titles, instructions, hints) exists in both languages in the lesson files.
+The CLI's own messages are written in English in the code and translated through a
+gettext catalog: ``kubelab/locale/pt_BR/LC_MESSAGES/kubelab.po`` (the source) compiled
+to ``kubelab.mo`` beside it. Mark a message with :func:`_` (a literal string with
+``{named}`` placeholders, formatted after translation), then, with Babel (a dev tool)::
+
+    pybabel extract -k _ --no-default-keywords --no-location -o /tmp/kubelab.pot kubelab
+    pybabel update -i /tmp/kubelab.pot -d kubelab/locale -D kubelab --no-fuzzy-matching
+    # translate the new entries in the .po, then
+    pybabel compile -d kubelab/locale -D kubelab
+
+``tests/unit/test_messages.py`` fails when a message has no translation, a placeholder
+differs, the ``.mo`` is stale or the catalog keeps a message the code lost. Student
+commands (exercise, hint, check, progress) and error labels are translated; the
+messages of the checks themselves are not yet.
+
+The language is the one chosen by ``--lang``, else ``KUBELAB_LANG``, else the locale in
+``LC_ALL``/``LC_MESSAGES``/``LANG``, falling back to English.
 """
 
 from __future__ import annotations
 
+import gettext
 import os
+from pathlib import Path
 from typing import Literal
 
 Lang = Literal["pt", "en"]
@@ -30,3 +47,25 @@ def detect_lang(explicit: str | None = None) -> Lang:
             # An explicit but unknown language is a usage error reported by the CLI.
             raise ValueError(value)
     return "en"
+
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DOMAIN = "kubelab"
+_GETTEXT_LANGS = {"pt": "pt_BR"}
+_current: gettext.NullTranslations = gettext.NullTranslations()
+
+
+def use(lang: Lang) -> None:
+    """Translate the CLI's messages into ``lang`` from now on."""
+    global _current
+    code = _GETTEXT_LANGS.get(lang)
+    _current = (
+        gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=[code], fallback=True)
+        if code
+        else gettext.NullTranslations()
+    )
+
+
+def _(message: str) -> str:
+    """``message`` in the chosen language (a catalog entry; the English text otherwise)."""
+    return _current.gettext(message)

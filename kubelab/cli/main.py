@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from kubelab import __version__
+from kubelab import __version__, i18n
 from kubelab.cli import (
     charts,
     classroom,
@@ -28,7 +28,7 @@ from kubelab.cli import (
 )
 from kubelab.cli.common import Options, OutputFormat, console
 from kubelab.errors import ExitCode, KubelabError
-from kubelab.i18n import detect_lang
+from kubelab.i18n import _, detect_lang
 
 app = typer.Typer(
     name="kubelab",
@@ -77,6 +77,7 @@ def main(
         raise typer.BadParameter(
             f"{lang!r} is not a language; use pt or en", param_hint="--lang"
         ) from None
+    i18n.use(chosen)
     ctx.obj = Options(verbose=verbose, output=output, lang=chosen)
 
 
@@ -137,11 +138,12 @@ def report_error(err: KubelabError, verbose: bool) -> None:
     out = console(stderr=True)
     from rich.markup import escape
 
-    out.print(f"[bold red]error:[/] {escape(err.message)}")
+    error, hint = _("error:"), _("hint:")
+    out.print(f"[bold red]{error}[/] {escape(err.message)}")
     for line in err.details:
         out.print(f"  {escape(line)}")
     if err.hint:
-        out.print(f"[bold]hint:[/] {escape(err.hint)}")
+        out.print(f"[bold]{hint}[/] {escape(err.hint)}")
     if verbose and err.__cause__ is not None:
         out.print_exception()
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from kubelab.cli.common import Options, complete_exercise, console, options, print_json
+from kubelab.i18n import _
 
 LessonOption = Annotated[
     str | None,
@@ -21,6 +22,20 @@ ExerciseArg = Annotated[
     ),
 ]
 
+
+def status_text(status: str) -> str:
+    """A status word as shown to people (JSON keeps the English values)."""
+    words = {
+        "passed": _("passed"),
+        "failed": _("failed"),
+        "pending": _("pending"),
+        "error": _("error"),
+        "not-started": _("not-started"),
+        "unavailable": _("unavailable"),
+    }
+    return words.get(status, status)
+
+
 _STATUS_STYLE = {
     "passed": "green",
     "failed": "red",
@@ -33,11 +48,10 @@ _STATUS_STYLE = {
 
 def _unavailable_text(session: Any, exercise: Any) -> str:
     needed = sorted(exercise.needed_components() - (session.available or set()))
-    return (
-        f"This exercise needs {', '.join(needed)}, which the {session.record.provider} "
-        "cluster does not have; it is skipped here. Run the lesson on a real cluster "
-        "(kind, or any kubeconfig) to do it."
-    )
+    return _(
+        "This exercise needs {components}, which the {provider} cluster does not have; it "
+        "is skipped here. Run the lesson on a real cluster (kind, or any kubeconfig) to do it."
+    ).format(components=", ".join(needed), provider=session.record.provider)
 
 
 def exercise(
@@ -80,7 +94,8 @@ def exercise(
     if not available:
         out.print(f"[yellow]{_unavailable_text(session, ex)}[/]")
     out.print(Markdown(session.localize(ex.instructions.get(opts.lang))), soft_wrap=False)
-    out.print(f"[dim]kubelab hint {ex.id}  ·  kubelab check {ex.id}  ·  {len(ex.hints)} hint(s)[/]")
+    hints = _("{count} hint(s)").format(count=len(ex.hints))
+    out.print(f"[dim]kubelab hint {ex.id}  ·  kubelab check {ex.id}  ·  {hints}[/]")
 
 
 def hint(ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOption = None) -> None:
@@ -112,10 +127,17 @@ def hint(ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOpti
     from rich.markdown import Markdown
 
     out = console()
-    out.print(f"[bold]Hint {index + 1}/{len(ex.hints)}[/] for {ex.id}:")
+    title = _("Hint {number}/{count} for {exercise}:").format(
+        number=index + 1, count=len(ex.hints), exercise=ex.id
+    )
+    out.print(f"[bold]{title}[/]")
     out.print(Markdown(text), soft_wrap=False)
     if last and shown >= len(ex.hints):
-        out.print("[dim]That was the last hint. `kubelab check` tells what is still wrong.[/]")
+        out.print(
+            "[dim]"
+            + _("That was the last hint. `kubelab check` tells what is still wrong.")
+            + "[/]"
+        )
 
 
 def _print_outcome(opts: Options, outcome: Any) -> None:
@@ -123,20 +145,22 @@ def _print_outcome(opts: Options, outcome: Any) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, show_header=True)
-    table.add_column("CHECK", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("DETAILS", overflow="fold")
+    table.add_column(_("CHECK"), no_wrap=True)
+    table.add_column(_("STATUS"), no_wrap=True)
+    table.add_column(_("DETAILS"), overflow="fold")
     for check in outcome.checks:
         style = _STATUS_STYLE.get(str(check.result.status), "")
         details = escape(check.result.message)
         if check.result.hint and str(check.result.status) != "passed":
-            details += f"\n[dim]hint: {escape(check.result.hint)}[/]"
-        table.add_row(check.id, f"[{style}]{check.result.status}[/]", details)
+            hint = _("hint:")
+            details += f"\n[dim]{hint} {escape(check.result.hint)}[/]"
+        table.add_row(check.id, f"[{style}]{status_text(str(check.result.status))}[/]", details)
     out = console()
     out.print(table)
     status = str(outcome.status)
     style = _STATUS_STYLE.get(status, "")
-    out.print(f"Exercise {outcome.exercise}: [bold {style}]{status}[/]")
+    label = _("Exercise {exercise}:").format(exercise=outcome.exercise)
+    out.print(f"{label} [bold {style}]{status_text(status)}[/]")
 
 
 def check(
@@ -162,15 +186,22 @@ def check(
     ex = session.exercise(exercise_id)
     if not session.deployed or not session.record.provider:
         raise UsageError(
-            f"lesson {session.loaded.lesson.id} is not running, so there is nothing to check",
+            _("lesson {lesson} is not running, so there is nothing to check").format(
+                lesson=session.loaded.lesson.id
+            ),
             hint=f"kubelab up {session.loaded.lesson.id} --provider sandbox",
         )
     if not session.available_here(ex):
-        raise UsageError(f"cannot check {ex.id} here", hint=_unavailable_text(session, ex))
+        raise UsageError(
+            _("cannot check {exercise} here").format(exercise=ex.id),
+            hint=_unavailable_text(session, ex),
+        )
     provider = get_provider(session.record.provider)
     started = time.monotonic()
     if not opts.json:
-        console(stderr=True).print(f"[dim]checking {ex.id}...[/]")
+        console(stderr=True).print(
+            "[dim]" + _("checking {exercise}...").format(exercise=ex.id) + "[/]"
+        )
     outcome = wait_for_exercise(
         session.loaded.lesson.id,
         session.checkable(ex),
@@ -187,7 +218,9 @@ def check(
             # The same "current exercise" that `kubelab exercise` and `check` then use.
             nxt = open_session(store, session.loaded.lesson.id).current()
             console().print(
-                f"Well done. Next: kubelab exercise {nxt.id}" if nxt else "Lesson complete!"
+                _("Well done. Next: kubelab exercise {exercise}").format(exercise=nxt.id)
+                if nxt
+                else _("Lesson complete!")
             )
         console(stderr=True).print(f"[dim]{time.monotonic() - started:.1f}s[/]")
     if outcome.status is not Status.PASSED:
@@ -213,7 +246,9 @@ def progress(
             print_json({"lesson": session.loaded.lesson.id, "forgot": forgot})
         else:
             console().print(
-                f"Forgot the progress of {forgot} exercises of {session.loaded.lesson.id}."
+                _("Forgot the progress of {count} exercises of {lesson}.").format(
+                    count=forgot, lesson=session.loaded.lesson.id
+                )
             )
         return
     current = session.current()
@@ -244,7 +279,7 @@ def progress(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("", "EXERCISE", "TITLE", "STATUS", "ATTEMPTS", "HINTS"):
+    for column in ("", _("EXERCISE"), _("TITLE"), _("STATUS"), _("ATTEMPTS"), _("HINTS")):
         table.add_column(column)
     for r in rows:
         style = _STATUS_STYLE.get(str(r["status"]), "")
@@ -252,16 +287,16 @@ def progress(
             "→" if r["current"] else "",
             str(r["exercise"]),
             str(r["title"]),
-            f"[{style}]{r['status']}[/]",
+            f"[{style}]{status_text(str(r['status']))}[/]",
             str(r["attempts"]),
             str(r["hints_shown"]),
         )
     out = console()
     out.print(table)
-    out.print(
-        f"{done} of {len(rows)} exercises done"
-        + (f" ({done - passed} of them by a later exercise)." if done > passed else ".")
-    )
+    line = _("{done} of {count} exercises done").format(done=done, count=len(rows))
+    if done > passed:
+        line += " " + _("({later} of them by a later exercise)").format(later=done - passed)
+    out.print(line + ".")
 
 
 def solve(

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from kubelab.errors import UsageError
+from kubelab.i18n import _
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise
 from kubelab.lessons.runner import exercise_available
@@ -98,17 +99,27 @@ class Session:
             if 1 <= number <= len(exercises):
                 return exercises[number - 1]
             raise UsageError(
-                f"lesson {self.loaded.lesson.id} has exercises 1 to {len(exercises)}, not {number}",
-                hint=f"kubelab progress --lesson {self.loaded.lesson.id} lists them.",
+                _("lesson {lesson} has exercises 1 to {count}, not {number}").format(
+                    lesson=self.loaded.lesson.id, count=len(exercises), number=number
+                ),
+                hint=_("kubelab progress --lesson {lesson} lists them.").format(
+                    lesson=self.loaded.lesson.id
+                ),
             )
         found = self.loaded.lesson.exercise(exercise_id)
         if found is None:
             ids = [e.id for e in exercises]
             close = difflib.get_close_matches(exercise_id, ids, n=1, cutoff=0.5)
+            message = _("lesson {lesson} has no exercise {exercise!r}").format(
+                lesson=self.loaded.lesson.id, exercise=exercise_id
+            )
+            if close:
+                message += "; " + _("did you mean {exercise}?").format(exercise=close[0])
             raise UsageError(
-                f"lesson {self.loaded.lesson.id} has no exercise {exercise_id!r}"
-                + (f"; did you mean {close[0]}?" if close else ""),
-                hint=f"Exercises: {', '.join(ids)} (or their numbers, 1 to {len(ids)}).",
+                message,
+                hint=_("Exercises: {ids} (or their numbers, 1 to {count}).").format(
+                    ids=", ".join(ids), count=len(ids)
+                ),
             )
         return found
 
@@ -133,7 +144,8 @@ def open_session(store: StateStore, lesson: str | None) -> Session:
         if len(running) > 1:
             names = ", ".join(r.lesson for r in running)
             raise UsageError(
-                f"several lessons are running ({names})", hint="Choose one with --lesson ID."
+                _("several lessons are running ({names})").format(names=names),
+                hint=_("Choose one with --lesson ID."),
             )
         if running:
             lesson = running[0].lesson
@@ -142,9 +154,11 @@ def open_session(store: StateStore, lesson: str | None) -> Session:
             (lesson,) = state.progress
         else:
             raise UsageError(
-                "no lesson is running",
-                hint="Start one: kubelab up istio-traffic-splitting --provider sandbox "
-                "(or name one with --lesson to read its exercises).",
+                _("no lesson is running"),
+                hint=_(
+                    "Start one: kubelab up istio-traffic-splitting --provider sandbox "
+                    "(or name one with --lesson to read its exercises)."
+                ),
             )
     loaded = find_lesson(lesson)
     record = state.lessons.get(loaded.lesson.id) or LessonRecord(lesson=loaded.lesson.id)

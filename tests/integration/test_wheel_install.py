@@ -111,6 +111,7 @@ def test_the_wheel_carries_the_lessons_charts_and_the_app_context(installed):
         "kubelab/_data/app_backend/Dockerfile",
         "kubelab/_data/app_backend/requirements.txt",
         "app_backend/server.py",
+        "kubelab/locale/pt_BR/LC_MESSAGES/kubelab.mo",
     ):
         assert path in names, path
 
