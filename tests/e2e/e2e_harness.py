@@ -139,8 +139,8 @@ class Kubelab:
         )
         return data
 
-    def up(self, lesson: str, timeout: float) -> Any:
-        return self.json("up", lesson, "--provider", self.provider, timeout=timeout)
+    def up(self, lesson: str, *extra: str, timeout: float) -> Any:
+        return self.json("up", lesson, "--provider", self.provider, *extra, timeout=timeout)
 
     def plan(self, lesson: str) -> Plan:
         dry = self.json("up", lesson, "--dry-run", "--provider", self.provider, timeout=300)
@@ -190,6 +190,17 @@ def up_changes(up: Mapping[str, Any]) -> list[str]:
     if changes["api_writes"]:
         found.append(f"{changes['api_writes']} mutating Kubernetes API calls in all")
     return found
+
+
+def up_drift(up: Mapping[str, Any]) -> list[str]:
+    """The objects an ``up -o json`` found changed since they were deployed and left as
+    they are, one line per field ([]: none)."""
+    drift = up["changes"]["deploy"].get("drift") or {}
+    return [
+        f"{where}: {d['field']} is {d['live']!r}, the lesson has {d['lesson']!r}"
+        for where, fields in sorted(drift.items())
+        for d in fields
+    ]
 
 
 def up_problems(up: Mapping[str, Any], lesson: str, provider: str, plan: Plan | None) -> list[str]:

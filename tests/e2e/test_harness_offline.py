@@ -33,6 +33,7 @@ from e2e_harness import (
     second_up_problems,
     status_problems,
     up_changes,
+    up_drift,
     up_problems,
 )
 
@@ -94,12 +95,19 @@ def test_the_harness_on_sandbox_runs(_isolated_home: Path):
         progress = lab.json("progress")
         assert progress["passed"] == len(lesson.exercises) - len(NOT_IN_SANDBOX)
 
-        # After the course the VirtualService sends everything to v2: `up` puts its
-        # 90/10 back, and the helpers say that this `up` changed something.
+        # After the course the VirtualService sends everything to v2: `up` leaves the
+        # student's work as it is, changes nothing, and names the drift field by field.
         third = lab.up(LESSON, timeout=120)
-        assert up_changes(third) != []
+        assert up_changes(third) == []
+        assert second_up_problems(first, third) == []
+        assert (
+            "VirtualService istio/app-backend: spec.http[0].route[0].weight is 0, the lesson has 90"
+            in (up_drift(third))
+        )
+        # `up --reset` puts the lesson back, and the helpers see that it changed something.
+        reset = lab.up(LESSON, "--reset", timeout=120)
         assert any(
-            p.startswith("second up changed: deploy:") for p in second_up_problems(first, third)
+            p.startswith("second up changed: deploy:") for p in second_up_problems(first, reset)
         )
 
         down = lab.json("down", LESSON)

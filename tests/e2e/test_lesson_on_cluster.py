@@ -43,6 +43,8 @@ from e2e_harness import (
     second_up_problems,
     status_problems,
     tail,
+    up_changes,
+    up_drift,
     up_problems,
 )
 from e2e_harness import current_context as context_of
@@ -208,6 +210,12 @@ def test_student_follows_the_course(lab: Kubelab, cluster: Cluster) -> None:
     problems = up_problems(up, COURSE, lab.provider, plan)
     assert not problems, "\n".join(problems)
     problems = follow_course(lab, find_lesson(COURSE).lesson)
+    assert not problems, "\n".join(problems)
+    # Another `up` keeps the student's work (the weights at 0/100) and says so.
+    again = lab.up(COURSE, timeout=UP)
+    problems = [f"up after the course changed: {line}" for line in up_changes(again)]
+    if not up_drift(again):
+        problems.append("up after the course reports no drift of the student's VirtualService")
     assert not problems, "\n".join(problems)
     down = lab.json("down", COURSE, timeout=DOWN)
     problems = removed_problems(down, COURSE, plan)
