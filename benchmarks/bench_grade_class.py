@@ -204,7 +204,7 @@ def student_objects(namespace: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def main() -> int:
-    from kubelab.checks.builtin import CheckContext
+    from kubelab.checks.registry import CheckContext
     from kubelab.checks.result import Status
     from kubelab.classroom.grade import GradeOptions, grade_class
     from kubelab.classroom.roster import Student

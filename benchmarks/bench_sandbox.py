@@ -18,7 +18,7 @@ import time
 
 
 def one_run() -> tuple[float, float, list[float]]:
-    from kubelab.checks.builtin import IMPLEMENTATIONS
+    from kubelab.checks.registry import implementation
     from kubelab.checks.types import TrafficSplit
     from kubelab.lessons.loader import find_lesson
     from kubelab.lessons.runner import LessonRunner, check_context
@@ -52,7 +52,7 @@ def one_run() -> tuple[float, float, list[float]]:
         checks = []
         for _ in range(3):
             t0 = time.monotonic()
-            result = IMPLEMENTATIONS["traffic-split"](spec, ctx)
+            result = implementation("traffic-split")(spec, ctx)
             checks.append(time.monotonic() - t0)
             assert result.evidence["hung"].get("v1"), "v1 should be hanging by now"
         return marks["deploy"], total, checks

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubelab.checks import types
-from kubelab.checks.builtin import IMPLEMENTATIONS, CheckContext
+from kubelab.checks.registry import CheckContext, implementation
 from kubelab.checks.result import CheckResult, Status, worst
 from kubelab.errors import KubelabError
 from kubelab.lessons.model import Exercise
@@ -60,7 +60,7 @@ class ExerciseOutcome:
 def run_check(spec: types.CheckSpec, ctx: CheckContext) -> CheckResult:
     """One check, whatever happens: failures to check become ``error`` results."""
     try:
-        return IMPLEMENTATIONS[spec.type](spec, ctx)
+        return implementation(spec.type)(spec, ctx)
     except KubelabError as exc:
         return CheckResult(Status.ERROR, exc.message, exc.hint)
     except Exception as exc:  # a bug in a check must not hide the other checks' results

@@ -9,7 +9,7 @@ not sum to 100 is reported with its file and line long before a student runs
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator
 
@@ -34,6 +34,23 @@ class CheckSpec(StrictModel):
     id: Slug | None = Field(default=None, description="stable id; defaults to the type")
     description: LocalizedText | None = None
     required: bool = True
+
+    def retarget(self, home: str, mine: str) -> Self:
+        """This check aimed at namespace ``mine`` wherever it is aimed at the lesson's
+        namespace ``home`` (a student of a class works in their own namespace). Checks
+        that name no namespace are returned as they are."""
+        return self
+
+
+class _InNamespace(CheckSpec):
+    """A check on objects of one namespace (its ``namespace`` field)."""
+
+    namespace: Namespace | None = None
+
+    def retarget(self, home: str, mine: str) -> Self:
+        if self.namespace == home:
+            return self.model_copy(update={"namespace": mine})
+        return self
 
 
 CHECK_TYPES: dict[str, type[CheckSpec]] = {}
@@ -70,11 +87,17 @@ def _validate_split(value: dict[str, int]) -> dict[str, int]:
     return value
 
 
-class _Object(CheckSpec):
+class _Object(_InNamespace):
     api_version: str = Field(pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$")
     kind: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
     name: Name
     namespace: Namespace | None = None
+
+    def retarget(self, home: str, mine: str) -> Self:
+        moved = super().retarget(home, mine)
+        if self.kind == "Namespace" and self.name == home:
+            return moved.model_copy(update={"name": mine})  # the namespace object itself
+        return moved
 
 
 @register
@@ -93,7 +116,7 @@ class FieldEquals(_Object):
     equals: Any
 
 
-class _Selected(CheckSpec):
+class _Selected(_InNamespace):
     namespace: Namespace
     selector: str = Field(min_length=1, examples=["app=app-backend,version=v1"])
 
@@ -117,7 +140,7 @@ class SidecarInjected(_Selected):
 
 
 @register
-class VirtualServiceWeights(CheckSpec):
+class VirtualServiceWeights(_InNamespace):
     """The VirtualService routes ``expect`` percent of its traffic to each subset.
 
     Compared per subset: the order of routes and destinations does not matter, a subset
@@ -133,7 +156,7 @@ class VirtualServiceWeights(CheckSpec):
     _expect = field_validator("expect")(_validate_split)
 
 
-class _Traffic(CheckSpec):
+class _Traffic(_InNamespace):
     service: Name
     namespace: Namespace
     port: int = Field(default=80, ge=1, le=65535)
@@ -181,6 +204,12 @@ class MetricsQuery(CheckSpec):
     value: float
     on_empty: Literal["pending", "failed"] = "pending"
 
+    def retarget(self, home: str, mine: str) -> Self:
+        # PromQL label values: namespace="<lesson ns>" (either quote)
+        quoted = re.compile(rf"(['\"]){re.escape(home)}\1")
+        query = quoted.sub(lambda m: m.group(1) + mine + m.group(1), self.query)
+        return self.model_copy(update={"query": query}) if query != self.query else self
+
 
 @register
 class JaegerTraces(CheckSpec):
@@ -191,6 +220,12 @@ class JaegerTraces(CheckSpec):
     service: str = Field(min_length=1, examples=["app-backend.istio"])
     min_traces: int = Field(default=1, ge=1)
     lookback_minutes: int = Field(default=15, ge=1, le=1440)
+
+    def retarget(self, home: str, mine: str) -> Self:
+        # Jaeger names a mesh service <workload>.<namespace>
+        if self.service.endswith(f".{home}"):
+            return self.model_copy(update={"service": self.service[: -len(home)] + mine})
+        return self
 
 
 # -- progressive delivery (Flagger, Argo Rollouts) ------------------------------------------
@@ -214,7 +249,7 @@ ImageTag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
 
 
 @register
-class FlaggerCanary(CheckSpec):
+class FlaggerCanary(_InNamespace):
     """A Flagger Canary is in one of ``phase`` and, optionally, got there the right way.
 
     ``primary_tag`` checks the image tag the primary Deployment runs (what was promoted:
@@ -238,7 +273,7 @@ class FlaggerCanary(CheckSpec):
 
 
 @register
-class RolloutStatus(CheckSpec):
+class RolloutStatus(_InNamespace):
     """An Argo Rollout's phase, and optionally its step, pause, canary weight and image.
 
     ``step`` is ``status.currentStepIndex`` (0-based, as the dashboard shows it); ``paused``
@@ -258,7 +293,7 @@ class RolloutStatus(CheckSpec):
 
 
 @register
-class RolloutServices(CheckSpec):
+class RolloutServices(_InNamespace):
     """Which ReplicaSet (by the image tag of its pods) the Rollout's Services select.
 
     Argo Rollouts points a Service at a ReplicaSet by adding the label
@@ -277,7 +312,7 @@ class RolloutServices(CheckSpec):
 
 
 @register
-class AnalysisRunResult(CheckSpec):
+class AnalysisRunResult(_InNamespace):
     """The latest AnalysisRun of a Rollout (optionally from one template) ended as expected.
 
     A run still going is ``pending``; the message lists each metric's phase and the

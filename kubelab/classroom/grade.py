@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from kubelab.checks.builtin import CheckContext
+from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import Status
 from kubelab.checks.runner import ExerciseOutcome, run_exercise
 from kubelab.classroom.model import CheckGrade, ClassGrade, ExerciseGrade, StudentGrade

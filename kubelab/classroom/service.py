@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kubelab import paths, yamlio
-from kubelab.checks.builtin import CheckContext
+from kubelab.checks.registry import CheckContext
 from kubelab.classroom import access
 from kubelab.classroom.grade import GradeOptions, grade_class
 from kubelab.classroom.model import ClassGrade

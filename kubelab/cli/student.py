@@ -100,7 +100,8 @@ def exercise(
 
 def hint(ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOption = None) -> None:
     """Show one more hint for the exercise each time it is called."""
-    from kubelab.lessons.session import open_session, record_progress
+    from kubelab.lessons.progress import record_progress
+    from kubelab.lessons.session import open_session
 
     opts = options(ctx)
     store = _store()
@@ -176,8 +177,9 @@ def check(
     from kubelab.checks.result import Status
     from kubelab.checks.runner import wait_for_exercise
     from kubelab.errors import ExitCode, UsageError
+    from kubelab.lessons.progress import record_progress
     from kubelab.lessons.runner import check_context
-    from kubelab.lessons.session import open_session, record_progress
+    from kubelab.lessons.session import open_session
     from kubelab.providers import get_provider
 
     opts = options(ctx)
@@ -235,7 +237,8 @@ def progress(
     ] = False,
 ) -> None:
     """Where you are: every exercise with its last check result."""
-    from kubelab.lessons.session import open_session, reset_progress
+    from kubelab.lessons.progress import reset_progress
+    from kubelab.lessons.session import open_session
 
     opts = options(ctx)
     store = _store()

@@ -50,7 +50,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _equal(live: Any, want: Any) -> bool:
+def _scalar_equal(live: Any, want: Any) -> bool:
+    # bool is an int in Python; True must not match 1 the way the API would not either.
     if isinstance(live, bool) or isinstance(want, bool):
         return type(live) is type(want) and live == want
     if isinstance(live, int | float) and isinstance(want, int | float):
@@ -58,17 +59,47 @@ def _equal(live: Any, want: Any) -> bool:
     return bool(live == want)
 
 
+def contains(live: Any, want: Any) -> bool:
+    """Whether ``live`` already holds everything in ``want``.
+
+    Maps may carry more keys in ``live`` (defaults, fields of other managers, status).
+    A list matches when ``want``'s items match items of ``live`` in the same order; ``live``
+    may hold more (Istio's sidecar injector appends ``istio-proxy`` to a Pod's containers,
+    and a Pod's spec cannot change anyway). Items kubelab dropped from its own manifest
+    are caught by the applied-hash annotation, not here. ``null`` in ``want`` asks for the
+    field to be unset; an empty map or list in ``want`` matches a field the server dropped.
+    """
+    if isinstance(want, dict):
+        if not isinstance(live, dict):
+            return not want and live is None
+        for key, value in want.items():
+            if value is None:
+                if live.get(key) is not None:
+                    return False
+            elif key not in live:
+                if value not in ({}, []):
+                    return False
+            elif not contains(live[key], value):
+                return False
+        return True
+    if isinstance(want, list):
+        if not isinstance(live, list):
+            return not want and live is None
+        found = iter(live)
+        # A subsequence test: each wanted item consumes live items up to its match.
+        return all(any(contains(item, wanted) for item in found) for wanted in want)
+    return _scalar_equal(live, want)
+
+
 def differences(
     live: Any, want: Any, path: tuple[str | int, ...] = ()
 ) -> list[tuple[tuple[str | int, ...], Any, Any]]:
     """(path, live value, wanted value) for every field of ``want`` that ``live`` lacks.
 
-    The same rules as :func:`kubelab.cluster.kube.contains` (extra keys in ``live`` are
+    The same rules as :func:`contains` (extra keys in ``live`` are
     fine, ``null`` asks for a field to be unset), with lists compared item by item when
     their lengths agree and as a whole otherwise.
     """
-    from kubelab.cluster.kube import contains
-
     if isinstance(want, dict):
         if not isinstance(live, dict):
             return [] if contains(live, want) else [(path, live, want)]
@@ -92,7 +123,7 @@ def differences(
             items = [d for i, (a, b) in pairs for d in differences(a, b, (*path, i))]
             return items or [(path, live, want)]
         return [(path, live, want)]
-    return [] if _equal(live, want) else [(path, live, want)]
+    return [] if _scalar_equal(live, want) else [(path, live, want)]
 
 
 def _owns(fields: Any, path: tuple[str | int, ...]) -> bool:

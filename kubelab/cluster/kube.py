@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kubelab.cluster import portforward as pf
-from kubelab.cluster.drift import Drift, differences, owners
+from kubelab.cluster.drift import Drift, contains, differences, owners
 from kubelab.cluster.retry import RetryPolicy, call_with_retry, classify_kube_error
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError
 
@@ -132,47 +132,6 @@ def with_fingerprint(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta = out.setdefault("metadata", {})
     meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_HASH_ANNOTATION: digest}
     return out
-
-
-def _scalar_equal(live: Any, want: Any) -> bool:
-    # bool is an int in Python; True must not match 1 the way the API would not either.
-    if isinstance(live, bool) or isinstance(want, bool):
-        return type(live) is type(want) and live == want
-    if isinstance(live, int | float) and isinstance(want, int | float):
-        return float(live) == float(want)
-    return bool(live == want)
-
-
-def contains(live: Any, want: Any) -> bool:
-    """Whether ``live`` already holds everything in ``want``.
-
-    Maps may carry more keys in ``live`` (defaults, fields of other managers, status).
-    A list matches when ``want``'s items match items of ``live`` in the same order; ``live``
-    may hold more (Istio's sidecar injector appends ``istio-proxy`` to a Pod's containers,
-    and a Pod's spec cannot change anyway). Items kubelab dropped from its own manifest
-    are caught by the applied-hash annotation, not here. ``null`` in ``want`` asks for the
-    field to be unset; an empty map or list in ``want`` matches a field the server dropped.
-    """
-    if isinstance(want, dict):
-        if not isinstance(live, dict):
-            return not want and live is None
-        for key, value in want.items():
-            if value is None:
-                if live.get(key) is not None:
-                    return False
-            elif key not in live:
-                if value not in ({}, []):
-                    return False
-            elif not contains(live[key], value):
-                return False
-        return True
-    if isinstance(want, list):
-        if not isinstance(live, list):
-            return not want and live is None
-        found = iter(live)
-        # A subsequence test: each wanted item consumes live items up to its match.
-        return all(any(contains(item, wanted) for item in found) for wanted in want)
-    return _scalar_equal(live, want)
 
 
 def _comparable(desired: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ reported with its line.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Discriminator, Field, Tag
@@ -97,27 +96,11 @@ class Exercise(StrictModel):
 
     def in_namespace(self, lesson_namespace: str, namespace: str) -> Exercise:
         """This exercise with every check aimed at ``lesson_namespace`` aimed at
-        ``namespace`` instead (a student of a class works in their own namespace)."""
+        ``namespace`` instead (a student of a class works in their own namespace); each
+        check type knows where it names a namespace (``CheckSpec.retarget``)."""
         if lesson_namespace == namespace:
             return self
-        checks = []
-        for check in self.checks:
-            update: dict[str, str] = {}
-            if getattr(check, "namespace", None) == lesson_namespace:
-                update["namespace"] = namespace
-            if getattr(check, "kind", None) == "Namespace" and (
-                getattr(check, "name", None) == lesson_namespace
-            ):
-                update["name"] = namespace  # a check on the namespace object itself
-            query = getattr(check, "query", None)
-            if isinstance(query, str):  # PromQL label values: namespace="<lesson ns>"
-                quoted = re.compile(rf"(['\"]){re.escape(lesson_namespace)}\1")
-                update["query"] = quoted.sub(lambda m: m.group(1) + namespace + m.group(1), query)
-            service = getattr(check, "service", None)
-            if isinstance(service, str) and service.endswith(f".{lesson_namespace}"):
-                # Jaeger names a mesh service <workload>.<namespace>
-                update["service"] = service[: -len(lesson_namespace)] + namespace
-            checks.append(check.model_copy(update=update) if update else check)
+        checks = [check.retarget(lesson_namespace, namespace) for check in self.checks]
         return self.model_copy(update={"checks": checks})
 
     def needed_components(self) -> set[str]:

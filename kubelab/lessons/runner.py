@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubelab.checks.builtin import CheckContext
+from kubelab.checks.registry import CheckContext
 from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.drift import Drift
 from kubelab.cluster.helm import HelmClient
@@ -27,6 +27,7 @@ from kubelab.errors import KubelabError
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise, Lesson
 from kubelab.lessons.plan import LESSON_LABEL, STEPS, render_for_cluster
+from kubelab.lessons.progress import record_progress
 from kubelab.providers.base import ClusterFacts, Provider
 from kubelab.state import CreatedResource, LessonRecord, StateStore
 
@@ -454,8 +455,6 @@ class LessonRunner:
             self.lesson.id, first, check_context(self.provider, record), timeout=30, poll=1.0
         )
         if self.record_progress:
-            from kubelab.lessons.session import record_progress
-
             record_progress(
                 self.store, self.lesson.id, first.id, status=str(outcome.status), student=False
             )

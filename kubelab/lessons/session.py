@@ -15,7 +15,7 @@ from kubelab.i18n import _
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise
 from kubelab.lessons.runner import exercise_available
-from kubelab.state import ExerciseProgress, LessonRecord, State, StateStore, now
+from kubelab.state import ExerciseProgress, LessonRecord, State, StateStore
 
 
 @dataclass
@@ -124,12 +124,6 @@ class Session:
         return found
 
 
-def reset_progress(store: StateStore, lesson_id: str) -> int:
-    """Forget a lesson's progress; returns how many exercises had some."""
-    with store.transaction() as state:
-        return len(state.progress.pop(lesson_id, {}))
-
-
 def running_lessons(state: State) -> list[LessonRecord]:
     return [r for r in state.lessons.values() if "deploy" in r.steps_done]
 
@@ -166,29 +160,3 @@ def open_session(store: StateStore, lesson: str | None) -> Session:
     if "deploy" in record.steps_done and record.provider:
         available = get_provider(record.provider).available_components(loaded.lesson.components)
     return Session(loaded, record, available, dict(state.progress.get(loaded.lesson.id) or {}))
-
-
-def record_progress(
-    store: StateStore,
-    lesson_id: str,
-    exercise_id: str,
-    status: str | None = None,
-    hint_shown: bool = False,
-    student: bool = True,
-) -> ExerciseProgress:
-    """Record a check's outcome (or a hint shown). ``student=False`` for the checks `up`
-    runs: recorded, but a pass then does not make the exercise done, so the student still
-    starts with exercise 1 (an observation exercise passes before anyone did anything)."""
-    with store.transaction() as state:
-        progress = state.progress.setdefault(lesson_id, {}).setdefault(
-            exercise_id, ExerciseProgress()
-        )
-        if status is not None:
-            progress.status = status
-            progress.checked_at = now()
-            progress.attempts += 1
-            if status == "passed" and progress.passed_at is None and student:
-                progress.passed_at = progress.checked_at
-        if hint_shown:
-            progress.hints_shown += 1
-        return progress.model_copy()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubelab.checks.traffic import Sampler
+from kubelab.checks.sampling import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.facts import ClusterFacts, RegistryAccess
 from kubelab.cluster.kube import Kube

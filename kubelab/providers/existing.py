@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubelab.checks.traffic import Sampler
+from kubelab.checks.sampling import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import SetupError
@@ -33,7 +33,7 @@ def real_cluster_sampler(
     kube: Kube, details: dict[str, Any], spec: TrafficSplit | HttpStable
 ) -> Sampler:
     """In-mesh traffic from the lesson's tester pod; gateway traffic from here."""
-    from kubelab.checks.traffic import ExecSampler, HttpSampler
+    from kubelab.checks.sampling import ExecSampler, HttpSampler
 
     if spec.via == "gateway":
         gateway = details.get("gateway_url")

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from kubelab import paths
-from kubelab.checks.traffic import Sampler
+from kubelab.checks.sampling import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError, UsageError

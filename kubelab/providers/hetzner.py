@@ -52,7 +52,7 @@ from hcloud.servers import BoundServer
 from hcloud.ssh_keys import BoundSSHKey
 
 from kubelab import paths
-from kubelab.checks.traffic import Sampler
+from kubelab.checks.sampling import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError, UsageError

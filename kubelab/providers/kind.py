@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubelab import paths
-from kubelab.checks.traffic import Sampler
+from kubelab.checks.sampling import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kubelab import paths
-from kubelab.checks.traffic import Sampler
+from kubelab.checks.sampling import Sampler
 from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError
@@ -231,7 +231,7 @@ class SandboxProvider(Provider):
     def sampler(
         self, kube: Kube, details: dict[str, Any], spec: TrafficSplit | HttpStable
     ) -> Sampler:
-        from kubelab.checks.traffic import Destination, HttpSampler, version_pods
+        from kubelab.checks.sampling import Destination, HttpSampler, version_pods
 
         def pod_url(dest: Destination, version: str) -> str | None:
             ports = _read_json(sandbox_dir() / "processes.json").get("ports")

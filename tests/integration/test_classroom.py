@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.checks.builtin import CheckContext
+from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import Status
 from kubelab.classroom import access, report
 from kubelab.classroom.model import ClassGrade

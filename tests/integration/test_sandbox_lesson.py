@@ -331,7 +331,7 @@ def test_progress_records_the_checks(sandbox):
 def test_exec_sampler_through_the_tester_pod(sandbox):
     """The real-cluster transport (curl in the in-mesh tester, via the API's exec) works
     against the sandbox too, and names the subset of hung requests."""
-    from kubelab.checks.traffic import Destination, ExecSampler, attribute_hung, tally
+    from kubelab.checks.sampling import Destination, ExecSampler, attribute_hung, tally
     from kubelab.cluster.kube import Kube
 
     def weights(v1: int, v2: int) -> None:

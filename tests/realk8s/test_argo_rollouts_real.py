@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from kubelab import paths
-from kubelab.checks.builtin import CheckContext
+from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import CheckResult, Status
 from kubelab.checks.runner import run_check
 from kubelab.classroom import access

@@ -29,9 +29,10 @@ import pytest
 import requests
 import yaml
 
-from kubelab.checks.builtin import ISTIO_API, CheckContext, route_weights
+from kubelab.checks.mesh import ISTIO_API, route_weights
+from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import Status
-from kubelab.checks.traffic import Destination, Sample
+from kubelab.checks.sampling import Destination, Sample
 from kubelab.classroom import report
 from kubelab.classroom.grade import GradeOptions
 from kubelab.classroom.model import ClassGrade

@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubelab.checks.builtin import CheckContext
+from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import CheckResult, Status
 from kubelab.checks.runner import run_check
 from kubelab.checks.types import CHECK_TYPES
@@ -587,7 +587,7 @@ def test_what_the_crd_schema_does_not_declare_is_pruned_and_the_load_notices(lab
     structural schema does not declare, and refuses a value of the wrong type. So a
     recording holding such a field fails to load here (a controller could not have
     written it), and a check can never see one: ``spec.canaryAnalysis``, the v1alpha3 name
-    that :func:`~kubelab.checks.delivery.flagger_max_weight` still reads, is gone from
+    that :func:`~kubelab.checks.flagger.flagger_max_weight` still reads, is gone from
     every Canary the v1beta1 API stores."""
     from kubernetes.client.exceptions import ApiException
 

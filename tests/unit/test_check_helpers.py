@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kubelab.checks import jsonpath
-from kubelab.checks.builtin import IMPLEMENTATIONS, route_weights
+from kubelab.checks import jsonpath, registry
+from kubelab.checks.mesh import route_weights
 from kubelab.checks.result import Status, worst
-from kubelab.checks.traffic import (
+from kubelab.checks.sampling import (
     Sample,
     attribute_hung,
     classify,
@@ -20,7 +20,7 @@ from kubelab.checks.types import CHECK_TYPES
 
 
 def test_every_declared_check_type_is_implemented():
-    assert set(IMPLEMENTATIONS) == set(CHECK_TYPES)
+    assert set(registry.load()) == set(CHECK_TYPES)
 
 
 @pytest.mark.parametrize(

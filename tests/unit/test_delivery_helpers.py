@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from kubelab.checks.builtin import query_value
-from kubelab.checks.delivery import (
-    canary_weight,
+from kubelab.checks.flagger import (
     current_run,
     flagger_max_weight,
-    image_tag,
     max_event_iteration,
     max_event_weight,
-    parse_time,
-    rollout_phase,
 )
+from kubelab.checks.metrics import query_value
+from kubelab.checks.objects import image_tag, parse_time
+from kubelab.checks.rollouts import canary_weight, rollout_phase
 
 
 @pytest.mark.parametrize(

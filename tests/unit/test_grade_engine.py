@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubelab.checks.builtin import CheckContext
+from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import CheckResult, Status
 from kubelab.checks.runner import CheckOutcome, ExerciseOutcome
 from kubelab.classroom import grade as grading

@@ -8,7 +8,8 @@ import pytest
 
 from kubelab.errors import UsageError
 from kubelab.lessons.loader import find_lesson
-from kubelab.lessons.session import Session, record_progress, reset_progress
+from kubelab.lessons.progress import record_progress, reset_progress
+from kubelab.lessons.session import Session
 from kubelab.state import LessonRecord, StateStore
 
 LESSON = "istio-traffic-splitting"

@@ -1,27 +1,14 @@
-"""Checks of progressive delivery: Flagger canaries and Argo Rollouts.
+"""Checks of Argo Rollouts: rollout-status, rollout-services, analysisrun-result.
 
-Registered in the same :data:`~kubelab.checks.builtin.IMPLEMENTATIONS` registry as the
-built-in checks (``kubelab.checks.builtin`` imports this module, so the registry is always
-complete). Like them these checks only read: the Canary, Rollout and AnalysisRun objects,
-the Deployments, ReplicaSets and Services the controllers manage, and the Events Flagger
-records on a Canary.
-
-What the controllers write, and so what is read here (Flagger v1.44; Argo Rollouts v1.8
-source, unchanged in the v1.9 the catalog installs):
-
-* Flagger: ``status.phase``, ``canaryWeight``, ``failedChecks``, ``iterations`` of the
-  Canary; the ``<targetRef.name>-primary`` Deployment holding the promoted pod spec; core
-  v1 Events on the Canary ("Advance app.ns canary weight 20", "Halt app.ns advancement
-  success rate 42.00% < 99%", "Rolling back app.ns failed checks threshold reached 5",
-  "Canary failed! Scaling down app.ns", "Promotion completed! Scaling down app.ns").
-* Argo Rollouts: ``status.phase``/``message`` of the Rollout (Healthy, Progressing, Paused,
-  Degraded; read as ``kubectl argo rollouts`` does, see :func:`rollout_phase`), the label
-  ``rollouts-pod-template-hash`` on its ReplicaSets and in the selectors of the Services
-  it manages, and AnalysisRuns owned by the Rollout, labelled ``rollout-type``
-  (PrePromotion, PostPromotion, Background, Step) and ``step-index``. An AnalysisRun does
-  not record which AnalysisTemplate it came from (its name is
-  ``<rollout>-<pod hash>-<revision>[-<step or pre/post>]``), so runs of one template are
-  found through where the Rollout references that template.
+What is read (Argo Rollouts v1.8 source, unchanged in the v1.9 the catalog installs):
+``status.phase``/``message`` of the Rollout (Healthy, Progressing, Paused, Degraded; read
+as ``kubectl argo rollouts`` does, see :func:`rollout_phase`), the label
+``rollouts-pod-template-hash`` on its ReplicaSets and in the selectors of the Services it
+manages, and AnalysisRuns owned by the Rollout, labelled ``rollout-type`` (PrePromotion,
+PostPromotion, Background, Step) and ``step-index``. An AnalysisRun does not record which
+AnalysisTemplate it came from (its name is ``<rollout>-<pod hash>-<revision>[-<step or
+pre/post>]``), so runs of one template are found through where the Rollout references
+that template.
 
 ``pending`` means the controller is still moving (an analysis running, a rollout
 progressing, a new revision not picked up yet); ``failed`` means the state is wrong and
@@ -31,402 +18,34 @@ will not fix itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from kubelab.checks import types
-from kubelab.checks.builtin import CheckContext, implements
+from kubelab.checks.objects import (
+    _dig,
+    _meta,
+    _name,
+    _one_of,
+    _owned_by,
+    _plural,
+    first_image,
+    image_tag,
+    parse_time,
+)
+from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
 
-FLAGGER_API = "flagger.app/v1beta1"
 ROLLOUTS_API = "argoproj.io/v1alpha1"
 POD_HASH_LABEL = "rollouts-pod-template-hash"
 ROLLOUT_TYPE_LABEL = "rollout-type"
 STEP_INDEX_LABEL = "step-index"
 REVISION_ANNOTATION = "rollout.argoproj.io/revision"
-
-# Flagger phases in which the analysis is still under way (the phase will change by itself).
-FLAGGER_IN_FLIGHT = frozenset(
-    {"Initializing", "Waiting", "Progressing", "WaitingPromotion", "Promoting", "Finalising"}
-)
-
-_WEIGHT_EVENT = re.compile(r"canary weight (\d+)")
-_ITERATION_EVENT = re.compile(r"canary iteration (\d+)/(\d+)")
 # What a measurement says when its query returned an empty vector and the condition indexed
 # it: Argo Rollouts v1.8 (expr panics in reflect) and, from v1.10, its own wording.
 _EMPTY_RESULT = re.compile(
     r"index out of range|metric result is nil or empty|no data returned", re.IGNORECASE
 )
-_EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-# -- small readers ---------------------------------------------------------------------------
-
-
-def _dig(obj: Any, *keys: str) -> Any:
-    """``obj[k1][k2]...`` or None when any level is missing or not a mapping."""
-    for key in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return str(_meta(obj).get("name", ""))
-
-
-def parse_time(value: Any) -> datetime:
-    """An RFC 3339 timestamp as an aware datetime; the epoch when absent or unreadable."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value:
-        return _EPOCH
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return _EPOCH
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def image_tag(image: str) -> str:
-    """The tag of an image reference: ``reg:5000/app:v2`` -> ``v2``; none means ``latest``."""
-    image = image.split("@", 1)[0]
-    last = image.rsplit("/", 1)[-1]
-    return last.rsplit(":", 1)[1] if ":" in last else "latest"
-
-
-def _containers(workload: dict[str, Any] | None) -> list[dict[str, Any]]:
-    containers = _dig(workload, "spec", "template", "spec", "containers")
-    return [c for c in containers or [] if isinstance(c, dict)]
-
-
-def first_image(workload: dict[str, Any] | None) -> str | None:
-    """The image of the first container of a Deployment's or ReplicaSet's pod template."""
-    containers = _containers(workload)
-    image = containers[0].get("image") if containers else None
-    return str(image) if image else None
-
-
-def _owned_by(obj: dict[str, Any], kind: str, name: str) -> bool:
-    refs = _meta(obj).get("ownerReferences") or []
-    return any(
-        isinstance(r, dict) and r.get("kind") == kind and r.get("name") == name for r in refs
-    )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _one_of(values: Iterable[str]) -> str:
-    values = list(values)
-    return values[0] if len(values) == 1 else "one of " + ", ".join(values)
-
-
-# -- Flagger ---------------------------------------------------------------------------------
-
-
-def canary_events(ctx: CheckContext, name: str, namespace: str) -> list[dict[str, Any]]:
-    """The Events recorded on Canary ``name``, oldest first.
-
-    Filtered here rather than with a field selector (not every API serves
-    ``involvedObject.*`` selectors for events).
-    """
-    events = [
-        e
-        for e in ctx.kube.list("v1", "Event", namespace)
-        if _dig(e, "involvedObject", "kind") == "Canary"
-        and _dig(e, "involvedObject", "name") == name
-    ]
-
-    def when(event: dict[str, Any]) -> datetime:
-        stamp = (
-            event.get("lastTimestamp")
-            or event.get("eventTime")
-            or event.get("firstTimestamp")
-            or _meta(event).get("creationTimestamp")
-        )
-        return parse_time(stamp)
-
-    return sorted(events, key=when)
-
-
-def _messages(events: list[dict[str, Any]]) -> list[str]:
-    return [str(e.get("message") or "") for e in events if e.get("message")]
-
-
-def current_run(messages: list[str]) -> list[str]:
-    """The messages since Flagger last started analysing a revision ("New revision
-    detected! ..."): events live an hour, so earlier runs of the exercise are still there.
-
-    Kubernetes folds a repeated message into one event and moves its ``lastTimestamp``, so
-    with events sorted by it, a step repeated in this run ("canary weight 10") counts here
-    and one only reached before ("canary weight 50") does not."""
-    starts = [i for i, text in enumerate(messages) if "New revision detected" in text]
-    return messages[starts[-1] :] if starts else messages
-
-
-def max_event_weight(messages: Iterable[str]) -> int | None:
-    """The highest canary weight Flagger announced ("Advance app.ns canary weight N")."""
-    weights = [int(m.group(1)) for text in messages for m in _WEIGHT_EVENT.finditer(text)]
-    return max(weights) if weights else None
-
-
-def max_event_iteration(messages: Iterable[str]) -> tuple[int, int] | None:
-    """The furthest iteration Flagger announced ("Advance app.ns canary iteration N/M"; A/B
-    testing and blue/green with traffic mirroring count iterations, not weights)."""
-    found = [
-        (int(m.group(1)), int(m.group(2)))
-        for text in messages
-        for m in _ITERATION_EVENT.finditer(text)
-    ]
-    return max(found) if found else None
-
-
-def _last(messages: list[str], *needles: str) -> str | None:
-    for text in reversed(messages):
-        if any(n in text for n in needles):
-            return text
-    return None
-
-
-def _pod_spec_digest(workload: dict[str, Any] | None) -> list[tuple[Any, ...]]:
-    """What a new revision usually changes (image, command, args, literal env values),
-    per container; Flagger copies these unchanged from the target to the primary."""
-    out = []
-    for c in _containers(workload):
-        env = sorted(
-            (str(e.get("name")), str(e.get("value")))
-            for e in c.get("env") or []
-            if isinstance(e, dict) and "value" in e
-        )
-        out.append((c.get("name"), c.get("image"), c.get("command"), c.get("args"), tuple(env)))
-    return out
-
-
-def flagger_max_weight(canary: dict[str, Any]) -> int | None:
-    """The weight at which Flagger promotes a weighted canary release (its ``maxWeight``,
-    or the last of ``stepWeights``, 100 by default); None when the analysis counts
-    iterations (A/B testing, blue/green) or is skipped. As ``Controller.maxWeight``."""
-    spec = canary.get("spec") or {}
-    analysis = spec.get("analysis") or spec.get("canaryAnalysis")
-    if not isinstance(analysis, dict) or spec.get("skipAnalysis"):
-        return None
-    if int(analysis.get("iterations") or 0) > 0:
-        return None
-    step_weights = analysis.get("stepWeights") or []
-    if step_weights:
-        return min(100, int(step_weights[-1]))
-    return int(analysis.get("maxWeight") or 0) or 100
-
-
-def reached_weight(
-    canary: dict[str, Any], phase: str, messages: list[str]
-) -> tuple[int | None, str]:
-    """How far the canary weight got in the latest analysis, and how that is known.
-
-    Flagger's events are the record, but an incomplete one: client-go's event recorder
-    merges an object's 11th distinct message within 10 minutes into one "(combined from
-    similar events)" event, and lets through 25 events per object and then one per 5
-    minutes. So the current ``status.canaryWeight`` counts while the analysis runs, and a
-    weighted canary that Succeeded got to its maxWeight (Flagger promotes only there).
-    """
-    weight, source = max_event_weight(messages), "events"
-    current = int(_dig(canary, "status", "canaryWeight") or 0)
-    if phase in FLAGGER_IN_FLIGHT and current > (weight or 0):
-        weight, source = current, "status.canaryWeight"
-    promoted_at = flagger_max_weight(canary)
-    skipped = any("analysis was skipped" in m for m in messages)
-    if phase == "Succeeded" and promoted_at and not skipped and promoted_at > (weight or 0):
-        weight, source = promoted_at, "promoted at maxWeight"
-    return weight, source
-
-
-def _canary_state(phase: str, status: dict[str, Any]) -> str:
-    weight = int(status.get("canaryWeight") or 0)
-    failed = int(status.get("failedChecks") or 0)
-    iterations = int(status.get("iterations") or 0)
-    parts = [f"canary weight {weight}%"]
-    if iterations:
-        parts.append(f"iteration {iterations}")
-    parts.append(f"{_plural(failed, 'failed check')}")
-    return f"{phase} ({', '.join(parts)})"
-
-
-@implements(types.FlaggerCanary)
-def flagger_canary(spec: types.FlaggerCanary, ctx: CheckContext) -> CheckResult:
-    where = f"Canary {spec.namespace}/{spec.name}"
-    describe = f"kubectl describe canary {spec.name} -n {spec.namespace}"
-    canary = ctx.kube.get(FLAGGER_API, "Canary", spec.name, spec.namespace)
-    wanted: list[str] = [str(p) for p in spec.phase]
-    if canary is None:
-        return CheckResult(
-            Status.FAILED,
-            f"{where} does not exist (expected it {_one_of(wanted)})",
-            hint=f"kubectl get canaries -n {spec.namespace}",
-            evidence={"expected": wanted},
-        )
-    status = canary.get("status") or {}
-    phase = str(status.get("phase") or "")
-    target = str(_dig(canary, "spec", "targetRef", "name") or spec.name)
-    primary_name = f"{target}-primary"
-    events = canary_events(ctx, spec.name, spec.namespace)
-    messages = current_run(_messages(events))
-    top_weight, weight_source = reached_weight(canary, phase, messages)
-    evidence: dict[str, Any] = {
-        "phase": phase,
-        "expected": wanted,
-        "canary_weight": status.get("canaryWeight"),
-        "failed_checks": status.get("failedChecks"),
-        "iterations": status.get("iterations"),
-        "max_event_weight": max_event_weight(messages),
-        "reached_weight": top_weight,
-        "reached_weight_source": weight_source,
-        "max_event_iteration": max_event_iteration(messages),
-        "events": messages[-10:],
-    }
-    if not phase:
-        return CheckResult(
-            Status.PENDING,
-            f"{where} has no status yet: Flagger has not initialized it (is Flagger running?)",
-            hint=f"{describe}; kubectl get pods -n istio-system -l app.kubernetes.io/name=flagger",
-            evidence=evidence,
-        )
-    state = _canary_state(phase, status)
-
-    primary: dict[str, Any] | None = None
-    if phase in ("Succeeded", "Initialized") or spec.primary_tag:
-        primary = ctx.kube.get("apps/v1", "Deployment", primary_name, spec.namespace)
-    if primary is not None:
-        evidence["primary_image"] = first_image(primary)
-
-    # A final or idle phase from before: the target changed but Flagger has not noticed yet
-    # (it looks every analysis interval), so that phase is about to change.
-    if phase in ("Succeeded", "Initialized") and primary is not None:
-        deployment = ctx.kube.get("apps/v1", "Deployment", target, spec.namespace)
-        if deployment is not None and _pod_spec_digest(deployment) != _pod_spec_digest(primary):
-            evidence["target_image"] = first_image(deployment)
-            return CheckResult(
-                Status.PENDING,
-                f"{where} is still {phase} from the previous revision: Deployment {target} "
-                f"changed ({first_image(deployment)}) and Flagger has not started analysing "
-                f"it yet (the primary runs {first_image(primary)})",
-                hint=f"Wait for the next analysis interval; {describe}",
-                evidence=evidence,
-            )
-
-    if phase not in wanted:
-        return _canary_wrong_phase(spec, where, describe, phase, state, wanted, messages, evidence)
-
-    problems = []
-    if spec.primary_tag:
-        if primary is None:
-            problems.append(
-                f"Deployment {spec.namespace}/{primary_name} does not exist (Flagger creates "
-                "it when it initializes the canary)"
-            )
-        else:
-            image = first_image(primary) or "(no image)"
-            if image_tag(image) != spec.primary_tag:
-                problems.append(
-                    f"the primary Deployment {primary_name} runs {image}, expected tag "
-                    f"{spec.primary_tag}"
-                )
-    if spec.reached_weight is not None and (top_weight or 0) < spec.reached_weight:
-        if top_weight is None:
-            problems.append(
-                f"no 'canary weight' events of {where} in its latest analysis (Flagger "
-                "records one per step; Kubernetes keeps events for one hour and throttles "
-                "them)"
-            )
-        else:
-            problems.append(
-                f"the canary weight got to {top_weight}% at most in its latest analysis, "
-                f"expected at least {spec.reached_weight}%"
-            )
-    missing = [text for text in spec.events if not any(text.lower() in m.lower() for m in messages)]
-    if missing:
-        problems.append(
-            "no event of the canary's latest analysis mentions "
-            + ", ".join(repr(m) for m in missing)
-            + (f" (last event: {messages[-1]!r})" if messages else " (it has no events)")
-            + "; note that Kubernetes merges and throttles an object's events, so a busy "
-            "canary can miss some"
-        )
-    if problems and phase in FLAGGER_IN_FLIGHT:
-        return CheckResult(
-            Status.PENDING,
-            f"{where} is {state}; not yet: " + "; ".join(problems),
-            hint=describe,
-            evidence=evidence,
-        )
-    passed = f"{where} is {state}"
-    if top_weight is not None:
-        passed += f"; its canary weight reached {top_weight}%"
-        if weight_source == "promoted at maxWeight":
-            passed += " (Flagger promotes at maxWeight)"
-    iteration = evidence["max_event_iteration"]
-    if iteration:
-        passed += f"; its analysis reached iteration {iteration[0]}/{iteration[1]}"
-    if primary is not None and spec.primary_tag:
-        passed += f"; the primary runs {first_image(primary)}"
-    if problems:
-        problems[0] = f"{where} is {phase}, but {problems[0]}"
-    return CheckResult.from_problems(problems, passed, hint=describe, evidence=evidence)
-
-
-def _canary_wrong_phase(
-    spec: types.FlaggerCanary,
-    where: str,
-    describe: str,
-    phase: str,
-    state: str,
-    wanted: list[str],
-    messages: list[str],
-    evidence: dict[str, Any],
-) -> CheckResult:
-    expected = _one_of(wanted)
-    halt = _last(messages, "Halt ")
-    if phase in FLAGGER_IN_FLIGHT:
-        message = f"{where} is {state}; Flagger is still analysing (waiting for {expected})"
-        if halt:
-            message += f"; last halt: {halt!r}"
-        return CheckResult(Status.PENDING, message, hint=describe, evidence=evidence)
-    if phase == "Succeeded" and "Failed" in wanted:
-        message = (
-            f"{where} was promoted (Succeeded), but this exercise wants the analysis to fail: "
-            "send errors (requests to /status/500) while the analysis runs, with a new "
-            "revision of the deployment"
-        )
-    elif phase == "Failed" and "Succeeded" in wanted:
-        rollback = _last(messages, "Rolling back")
-        message = f"{where} Failed: Flagger rolled back the canary"
-        if rollback:
-            message += f" ({rollback!r})"
-        if halt:
-            message += f"; last halt: {halt!r}"
-        message += "; fix the cause, then start a new revision to run the analysis again"
-    elif phase == "Initialized":
-        message = (
-            f"{where} is Initialized: it waits for a new revision and no analysis has run "
-            f"(expected {expected}); change the deployment's pod template (e.g. its image) "
-            "to start one"
-        )
-    elif phase in ("Terminating", "Terminated"):
-        message = f"{where} is {phase}: it is being deleted (expected {expected})"
-    else:
-        message = f"{where} is {state}, expected {expected}"
-    return CheckResult(Status.FAILED, message, hint=describe, evidence=evidence)
-
-
-# -- Argo Rollouts: the Rollout ----------------------------------------------------------------
 
 
 def rollout_phase(rollout: dict[str, Any]) -> tuple[str, str]:

@@ -1,0 +1,104 @@
+"""Checks on Kubernetes objects and pods: resource-exists, field-equals, pods-ready."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubelab.checks import jsonpath, selectors, types
+from kubelab.checks.registry import CheckContext, implements
+from kubelab.checks.result import CheckResult, Status
+
+
+def _where(kind: str, name: str, namespace: str | None) -> str:
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+# -- objects -------------------------------------------------------------------------------
+
+
+@implements(types.ResourceExists)
+def resource_exists(spec: types.ResourceExists, ctx: CheckContext) -> CheckResult:
+    obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
+    where = _where(spec.kind, spec.name, spec.namespace)
+    if obj is None:
+        return CheckResult(Status.FAILED, f"{where} does not exist")
+    return CheckResult(Status.PASSED, f"{where} exists", evidence={"uid": obj["metadata"]["uid"]})
+
+
+@implements(types.FieldEquals)
+def field_equals(spec: types.FieldEquals, ctx: CheckContext) -> CheckResult:
+    obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
+    where = _where(spec.kind, spec.name, spec.namespace)
+    if obj is None:
+        return CheckResult(Status.FAILED, f"{where} does not exist")
+    value = jsonpath.lookup(obj, spec.jsonpath)
+    if value is jsonpath.MISSING:
+        return CheckResult(
+            Status.FAILED,
+            f"{where} has no field {spec.jsonpath} (expected {spec.equals!r})",
+            evidence={"path": spec.jsonpath},
+        )
+    if value != spec.equals and str(value) != str(spec.equals):
+        return CheckResult(
+            Status.FAILED,
+            f"{where}: {spec.jsonpath} is {value!r}, expected {spec.equals!r}",
+            evidence={"path": spec.jsonpath, "value": value},
+        )
+    return CheckResult(
+        Status.PASSED,
+        f"{where}: {spec.jsonpath} is {value!r}",
+        evidence={"path": spec.jsonpath, "value": value},
+    )
+
+
+# -- pods ----------------------------------------------------------------------------------
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _containers(pod: dict[str, Any]) -> list[str]:
+    spec = pod.get("spec") or {}
+    names = [c.get("name", "") for c in spec.get("containers") or []]
+    # Native sidecars (newer Istio) are init containers that keep running.
+    names += [
+        c.get("name", "")
+        for c in spec.get("initContainers") or []
+        if c.get("restartPolicy") == "Always"
+    ]
+    return names
+
+
+@implements(types.PodsReady)
+def pods_ready(spec: types.PodsReady, ctx: CheckContext) -> CheckResult:
+    pods = ctx.kube.list("v1", "Pod", spec.namespace, spec.selector)
+    pods = [p for p in pods if selectors.matches(spec.selector, p["metadata"].get("labels"))]
+    ready = [p["metadata"]["name"] for p in pods if pod_ready(p)]
+    not_ready = [p["metadata"]["name"] for p in pods if not pod_ready(p)]
+    evidence = {"ready": ready, "not_ready": not_ready, "min_ready": spec.min_ready}
+    where = f"pods {spec.selector} in {spec.namespace}"
+    if len(ready) >= spec.min_ready:
+        return CheckResult(Status.PASSED, f"{len(ready)} {where} ready", evidence=evidence)
+    if not pods:
+        return CheckResult(
+            Status.FAILED,
+            f"no {where}",
+            hint=f"kubectl get pods -n {spec.namespace} --show-labels",
+            evidence=evidence,
+        )
+    if not not_ready:  # all there are ready, but too few exist (a Deployment deleted?)
+        return CheckResult(
+            Status.FAILED,
+            f"only {len(ready)} of {spec.min_ready} {where} exist: {', '.join(ready)}",
+            hint=f"kubectl get deployments,pods -n {spec.namespace} --show-labels",
+            evidence=evidence,
+        )
+    return CheckResult(
+        Status.PENDING,
+        f"{len(ready)} of {spec.min_ready} {where} ready; not ready yet: {', '.join(not_ready)}",
+        hint=f"kubectl get pods -n {spec.namespace}; kubectl describe pod {not_ready[0]} "
+        f"-n {spec.namespace}",
+        evidence=evidence,
+    )
