@@ -3,6 +3,7 @@ SHA-256 before anything is installed, a re-run downloads nothing, a wrong file i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import subprocess
@@ -23,7 +24,9 @@ HELM = b"#!/bin/sh\necho 'v3.17.3+gtest'\n"
 KUBECTL = b"#!/bin/sh\necho 'Client Version: v1.35.1-test'\n"
 
 
+@functools.cache
 def _helm_archive() -> bytes:
+    """A release-shaped archive, built once: gzip stamps the time it wrote the file."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         info = tarfile.TarInfo("linux-amd64/helm")

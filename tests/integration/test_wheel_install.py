@@ -83,13 +83,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def run(installed: dict[str, Path], *args: str, timeout: float = 300):
     cwd = installed["cwd"]
     cwd.mkdir(exist_ok=True)
-    tools = find_tool("kubectl")
-    assert tools is not None
+    helm, kubectl = find_tool("helm"), find_tool("kubectl")
+    assert helm is not None and kubectl is not None
     env = {
         "HOME": str(cwd),
         "KUBELAB_HOME": str(cwd / ".kubelab"),
-        # helm and kubectl where a user's `kubelab tools install` (or PATH) puts them
-        "PATH": f"{tools.parent}:{installed['venv'] / 'bin'}:/usr/bin:/bin",
+        # helm and kubectl on PATH, as a user's `kubelab tools install` (or PATH) has them
+        "PATH": f"{helm.parent}:{kubectl.parent}:{installed['venv'] / 'bin'}:/usr/bin:/bin",
         "LANG": "C.UTF-8",
     }
     return subprocess.run(
