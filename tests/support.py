@@ -24,3 +24,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, tim
         timeout=timeout,
         check=False,
     )
+
+
+def course_patch(v1: int, v2: int) -> list[str]:
+    """The course's weight change (``kubectl patch ... --type=json``), as kubectl args."""
+    return [
+        "patch",
+        "virtualservice",
+        "app-backend",
+        "-n",
+        "istio",
+        "--type=json",
+        f'-p=[{{"op":"replace","path":"/spec/http/0/route/0/weight","value":{v1}}},'
+        f'{{"op":"replace","path":"/spec/http/0/route/1/weight","value":{v2}}}]',
+    ]

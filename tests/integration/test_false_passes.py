@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import course_patch, run_cli
 
 from kubelab.tools import find_tool
 
@@ -49,16 +49,7 @@ def kubectl(*args: str) -> str:
 
 
 def weights(v1: int, v2: int) -> None:
-    kubectl(
-        "patch",
-        "virtualservice",
-        "app-backend",
-        "-n",
-        "istio",
-        "--type=json",
-        f'-p=[{{"op":"replace","path":"/spec/http/0/route/0/weight","value":{v1}}},'
-        f'{{"op":"replace","path":"/spec/http/0/route/1/weight","value":{v2}}}]',
-    )
+    kubectl(*course_patch(v1, v2))
 
 
 def subset_version(index: int, version: str) -> None:
@@ -204,30 +195,19 @@ def test_crash_looping_v2_fails_the_split():
     assert "requests to subset v2 answered 503" in message, message
 
 
+def service_selector(app: str) -> None:
+    selector = json.dumps({"spec": {"selector": {"app": app}}})
+    kubectl("patch", "service", "app-backend", "-n", "istio", "-p", selector)
+
+
 def test_a_service_selecting_nothing_fails_the_split():
     with split(50, 50):
-        kubectl(
-            "patch",
-            "service",
-            "app-backend",
-            "-n",
-            "istio",
-            "-p",
-            '{"spec":{"selector":{"app":"nope"}}}',
-        )
+        service_selector("nope")
         try:
             time.sleep(1.0)
             code, checks = check("split-50-50")
         finally:
-            kubectl(
-                "patch",
-                "service",
-                "app-backend",
-                "-n",
-                "istio",
-                "-p",
-                '{"spec":{"selector":{"app":"app-backend"}}}',
-            )
+            service_selector("app-backend")
     assert code == 1
     message = checks["traffic-split"]["message"]
     assert checks["traffic-split"]["evidence"]["counts"] == {}

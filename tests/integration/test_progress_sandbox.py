@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import course_patch, run_cli
 
 from kubelab.tools import find_tool
 
@@ -39,25 +39,18 @@ def progress() -> dict[str, dict]:
     return {e["exercise"]: e for e in as_json("progress")["exercises"]}
 
 
-def rollout_v2() -> None:
-    subprocess.run(
-        [
-            str(find_tool("kubectl")),
-            "--kubeconfig",
-            str(HOME / "sandbox" / "kubeconfig"),
-            "patch",
-            "virtualservice",
-            "app-backend",
-            "-n",
-            "istio",
-            "--type=json",
-            '-p=[{"op":"replace","path":"/spec/http/0/route/0/weight","value":0},'
-            '{"op":"replace","path":"/spec/http/0/route/1/weight","value":100}]',
-        ],
+def kubectl(*args: str) -> str:
+    return subprocess.run(
+        [str(find_tool("kubectl")), "--kubeconfig", str(HOME / "sandbox" / "kubeconfig"), *args],
         check=True,
         capture_output=True,
+        text=True,
         timeout=60,
-    )
+    ).stdout
+
+
+def rollout_v2() -> None:
+    kubectl(*course_patch(0, 100))
     time.sleep(1.0)
 
 
@@ -105,24 +98,8 @@ def test_a_mistyped_exercise_gets_a_did_you_mean():
 
 
 def weights() -> list[str]:
-    return subprocess.run(
-        [
-            str(find_tool("kubectl")),
-            "--kubeconfig",
-            str(HOME / "sandbox" / "kubeconfig"),
-            "get",
-            "virtualservice",
-            "app-backend",
-            "-n",
-            "istio",
-            "-o",
-            "jsonpath={.spec.http[0].route[*].weight}",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.split()
+    jsonpath = "jsonpath={.spec.http[0].route[*].weight}"
+    return kubectl("get", "virtualservice", "app-backend", "-n", "istio", "-o", jsonpath).split()
 
 
 def test_a_second_up_keeps_the_students_work_and_reset_puts_the_lesson_back():

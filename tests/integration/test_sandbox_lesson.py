@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import course_patch, run_cli
 
 from kubelab.tools import find_tool
 
@@ -47,20 +47,6 @@ def kubectl(kubeconfig: str, *args: str, check: bool = True):
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
-
-
-def course_patch(v1: int, v2: int) -> list[str]:
-    """The course's own weight change (kubectl patch ... --type=json), as kubectl args."""
-    return [
-        "patch",
-        "virtualservice",
-        "app-backend",
-        "-n",
-        "istio",
-        "--type=json",
-        f'-p=[{{"op":"replace","path":"/spec/http/0/route/0/weight","value":{v1}}},'
-        f'{{"op":"replace","path":"/spec/http/0/route/1/weight","value":{v2}}}]',
-    ]
 
 
 def check_json(exercise: str):

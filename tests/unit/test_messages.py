@@ -74,23 +74,20 @@ def test_the_compiled_catalog_matches_its_source():
         assert compiled.gettext(msgid) == msgstr, f"stale {MO.name}: pybabel compile"
 
 
-def test_the_cli_speaks_portuguese_when_asked(tmp_path):
+def _check_without_a_lesson(home: Path, lang: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-c", "from kubelab.cli.main import run; run()", "--lang", "pt", "check"],
+        [sys.executable, "-c", "from kubelab.cli.main import run; run()", "--lang", lang, "check"],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"KUBELAB_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={"KUBELAB_HOME": str(home), "PATH": "/usr/bin:/bin"},
         check=False,
     )
-    assert "erro: nenhuma aula está rodando" in proc.stderr
-    assert "dica: Inicie uma" in proc.stderr
-    english = subprocess.run(
-        [sys.executable, "-c", "from kubelab.cli.main import run; run()", "--lang", "en", "check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"KUBELAB_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert "error: no lesson is running" in english.stderr
+    return proc.stderr
+
+
+def test_the_cli_speaks_portuguese_when_asked(tmp_path):
+    portuguese = _check_without_a_lesson(tmp_path, "pt")
+    assert "erro: nenhuma aula está rodando" in portuguese
+    assert "dica: Inicie uma" in portuguese
+    assert "error: no lesson is running" in _check_without_a_lesson(tmp_path, "en")
