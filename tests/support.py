@@ -38,3 +38,63 @@ def course_patch(v1: int, v2: int) -> list[str]:
         f'-p=[{{"op":"replace","path":"/spec/http/0/route/0/weight","value":{v1}}},'
         f'{{"op":"replace","path":"/spec/http/0/route/1/weight","value":{v2}}}]',
     ]
+
+
+def lesson_block(lesson: str, exercise_id: str, containing: str, lang: str = "en") -> str:
+    """The bash block of an exercise's printed text that contains ``containing``."""
+    import re
+
+    from kubelab.lessons.loader import find_lesson
+
+    exercise = find_lesson(lesson).lesson.exercise(exercise_id)
+    assert exercise is not None, exercise_id
+    text = exercise.instructions.get(lang)  # type: ignore[arg-type]
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if containing in b]
+    return block.strip()
+
+
+def run_bash(script: str, kubeconfig: Path | str, timeout: float = 120):
+    """Run ``script`` with bash as a student pastes it: KUBECONFIG set, kubectl on PATH."""
+    from kubelab.tools import find_tool
+
+    kubectl = find_tool("kubectl")
+    assert kubectl is not None, "kubectl missing: scripts/install-tools.sh"
+    return subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PATH": f"{kubectl.parent}:{os.environ['PATH']}",
+        },
+    )
+
+
+class SandboxHome:
+    """A kubelab home of a test module's own, with the CLI and kubectl pointed at it."""
+
+    def __init__(self, prefix: str) -> None:
+        import tempfile
+
+        self.home = Path(tempfile.mkdtemp(prefix=prefix))
+        self.env = {"KUBELAB_HOME": str(self.home)}
+        self.kubeconfig = self.home / "sandbox" / "kubeconfig"
+
+    def kubelab(self, *args: str, timeout: float = 180):
+        return run_cli(*args, env=self.env, timeout=timeout)
+
+    def kubectl(self, *args: str) -> str:
+        from kubelab.tools import find_tool
+
+        proc = subprocess.run(
+            [str(find_tool("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout

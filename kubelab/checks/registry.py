@@ -20,6 +20,7 @@ they find (not just the first) and tell "wrong" (failed) from "not ready yet" (p
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ def implements(
     return register
 
 
+@functools.cache
 def load() -> dict[str, Impl]:
     """Import every domain module (each registers its checks) and return the registry."""
     for domain in DOMAINS:

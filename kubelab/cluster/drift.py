@@ -40,6 +40,15 @@ class Drift:
         """Set by a controller (Flagger, Argo Rollouts...), not by kubectl."""
         return any(not m.startswith(KUBECTL_MANAGERS) for m in self.managers)
 
+    def to_json(self) -> dict[str, Any]:
+        """As ``kubelab up -o json`` reports it (``changes.deploy.drift``)."""
+        return {
+            "field": self.where,
+            "live": self.live,
+            "lesson": self.lesson,
+            "managers": list(self.managers),
+        }
+
     def describe(self) -> str:
         by = f" (by {', '.join(self.managers)})" if self.managers else ""
         return f"{self.where} is {_short(self.live)}, the lesson has {_short(self.lesson)}{by}"
@@ -60,7 +69,7 @@ def _scalar_equal(live: Any, want: Any) -> bool:
 
 
 def contains(live: Any, want: Any) -> bool:
-    """Whether ``live`` already holds everything in ``want``.
+    """Whether ``live`` already holds everything in ``want`` (no :func:`differences`).
 
     Maps may carry more keys in ``live`` (defaults, fields of other managers, status).
     A list matches when ``want``'s items match items of ``live`` in the same order; ``live``
@@ -69,40 +78,26 @@ def contains(live: Any, want: Any) -> bool:
     are caught by the applied-hash annotation, not here. ``null`` in ``want`` asks for the
     field to be unset; an empty map or list in ``want`` matches a field the server dropped.
     """
-    if isinstance(want, dict):
-        if not isinstance(live, dict):
-            return not want and live is None
-        for key, value in want.items():
-            if value is None:
-                if live.get(key) is not None:
-                    return False
-            elif key not in live:
-                if value not in ({}, []):
-                    return False
-            elif not contains(live[key], value):
-                return False
-        return True
-    if isinstance(want, list):
-        if not isinstance(live, list):
-            return not want and live is None
-        found = iter(live)
-        # A subsequence test: each wanted item consumes live items up to its match.
-        return all(any(contains(item, wanted) for item in found) for wanted in want)
-    return _scalar_equal(live, want)
+    return not differences(live, want)
+
+
+def _holds_in_order(live: Any, want: list[Any]) -> bool:
+    if not isinstance(live, list):
+        return not want and live is None
+    found = iter(live)
+    # A subsequence test: each wanted item consumes live items up to its match.
+    return all(any(contains(item, wanted) for item in found) for wanted in want)
 
 
 def differences(
     live: Any, want: Any, path: tuple[str | int, ...] = ()
 ) -> list[tuple[tuple[str | int, ...], Any, Any]]:
-    """(path, live value, wanted value) for every field of ``want`` that ``live`` lacks.
-
-    The same rules as :func:`contains` (extra keys in ``live`` are
-    fine, ``null`` asks for a field to be unset), with lists compared item by item when
-    their lengths agree and as a whole otherwise.
-    """
+    """(path, live value, wanted value) for every field of ``want`` that ``live`` lacks,
+    by the rules of :func:`contains`; lists that do not match are compared item by item
+    when their lengths agree, and as a whole otherwise."""
     if isinstance(want, dict):
         if not isinstance(live, dict):
-            return [] if contains(live, want) else [(path, live, want)]
+            return [] if not want and live is None else [(path, live, want)]
         out = []
         for key, value in want.items():
             sub = (*path, key)
@@ -116,7 +111,7 @@ def differences(
                 out += differences(live[key], value, sub)
         return out
     if isinstance(want, list):
-        if contains(live, want):
+        if _holds_in_order(live, want):
             return []
         if isinstance(live, list) and len(live) == len(want):
             pairs = enumerate(zip(live, want, strict=True))

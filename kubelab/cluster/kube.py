@@ -134,6 +134,20 @@ def with_fingerprint(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> list[Drift]:
+    """The changes of ``live`` since kubelab applied ``desired``: none when it is missing
+    or carries another rendering's fingerprint (then it is kubelab's to update)."""
+    if live is None:
+        return []
+    applied = ((live.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
+    if applied != desired["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]:
+        return []
+    return [
+        Drift(path, now, wanted, owners(live, path, FIELD_MANAGER))
+        for path, now, wanted in differences(live, _comparable(desired))
+    ]
+
+
 def _comparable(desired: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an applied object that the live object must hold for a no-op."""
     want = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "status")}
@@ -658,18 +672,64 @@ class Kube:
         sent when the live object already holds every field of the applied one, including
         the :data:`APPLIED_HASH_ANNOTATION` digest that kubelab stamps on it.
         """
-        from kubernetes.client.exceptions import ApiException
+        desired, resource, namespace = self._target(obj, labels)
+        live = self._live(resource, desired, namespace)
+        return self._send(desired, resource, namespace, live, field_manager)
 
+    def drift(self, obj: Mapping[str, Any]) -> builtins.list[Drift]:
+        """The fields of ``obj``'s live object changed by someone else since kubelab applied
+        this same rendering (empty when it is missing, unchanged, or rendered differently
+        now: then :meth:`apply` brings it up to date)."""
+        desired, resource, namespace = self._target(obj, None)
+        return _drift(desired, self._live(resource, desired, namespace))
+
+    def apply_keeping_changes(
+        self, obj: Mapping[str, Any], *, reset: bool = False
+    ) -> builtins.list[Drift]:
+        """Apply ``obj`` unless its live object was changed since kubelab applied this same
+        rendering (:meth:`drift`); return those changes. ``reset`` overwrites what people
+        changed (kubectl), never what a controller such as Flagger or Argo Rollouts set."""
+        desired, resource, namespace = self._target(obj, None)
+        live = self._live(resource, desired, namespace)
+        changed = _drift(desired, live)
+        if not changed or (reset and not any(d.by_controller for d in changed)):
+            self._send(desired, resource, namespace, live, FIELD_MANAGER)
+        return changed
+
+    def _target(
+        self, obj: Mapping[str, Any], labels: Mapping[str, str] | None
+    ) -> tuple[dict[str, Any], Any, str | None]:
+        """What kubelab applies for ``obj`` (labels, port protocols, fingerprint), its API
+        resource and its namespace (None for a cluster-scoped kind)."""
         desired = with_fingerprint(with_port_protocols(stamp_labels(obj, labels or {})))
         meta = desired["metadata"]
-        name = meta["name"]
-        what = f"{desired['kind']} {name}"
         resource = self._resource(desired["apiVersion"], desired["kind"])
         namespace = (meta.get("namespace") or "default") if resource.namespaced else None
+        return desired, resource, namespace
+
+    def _live(
+        self, resource: Any, desired: Mapping[str, Any], namespace: str | None
+    ) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
         try:
-            live = self._get(resource, name, namespace)
+            return self._get(resource, desired["metadata"]["name"], namespace)
         except ApiException:
-            live = None  # cannot read it (RBAC?): let the apply itself succeed or say why
+            return None  # cannot read it (RBAC?): let the apply itself succeed or say why
+
+    def _send(
+        self,
+        desired: dict[str, Any],
+        resource: Any,
+        namespace: str | None,
+        live: dict[str, Any] | None,
+        field_manager: str,
+    ) -> dict[str, Any]:
+        """Server-side apply ``desired`` unless ``live`` already holds all of it."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = desired["metadata"]["name"]
+        what = f"{desired['kind']} {name}"
         if live is not None and contains(live, _comparable(desired)):
             log.debug("%s is up to date; not applied", what)
             return live
@@ -690,32 +750,6 @@ class Kube:
             raise self._api_error(exc, what, verb="apply") from exc
         applied: dict[str, Any] = result.to_dict()
         return applied
-
-    def drift(self, obj: Mapping[str, Any]) -> builtins.list[Drift]:
-        """The fields of ``obj``'s live object changed by someone else since kubelab applied
-        this same rendering (empty when it is missing, unchanged, or rendered differently
-        now: then :meth:`apply` brings it up to date)."""
-        from kubernetes.client.exceptions import ApiException
-
-        desired = with_fingerprint(with_port_protocols(stamp_labels(obj, {})))
-        meta = desired["metadata"]
-        resource = self._resource(desired["apiVersion"], desired["kind"])
-        namespace = (meta.get("namespace") or "default") if resource.namespaced else None
-        try:
-            live = self._get(resource, meta["name"], namespace)
-        except ApiException:
-            return []  # cannot read it: the apply will say why
-        if live is None:
-            return []
-        applied = ((live.get("metadata") or {}).get("annotations") or {}).get(
-            APPLIED_HASH_ANNOTATION
-        )
-        if applied != meta["annotations"][APPLIED_HASH_ANNOTATION]:
-            return []
-        return [
-            Drift(path, now, wanted, owners(live, path, FIELD_MANAGER))
-            for path, now, wanted in differences(live, _comparable(desired))
-        ]
 
     def apply_all(
         self,

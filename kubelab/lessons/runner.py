@@ -210,18 +210,7 @@ class LessonRunner:
             images=returned.get("images") or [],
             deployed=deployed,
             deploy_changed=deploy_changed,
-            drift={
-                where: [
-                    {
-                        "field": d.where,
-                        "live": d.live,
-                        "lesson": d.lesson,
-                        "managers": list(d.managers),
-                    }
-                    for d in drift
-                ]
-                for where, drift in self.drift.items()
-            },
+            drift={where: [d.to_json() for d in drift] for where, drift in self.drift.items()},
             # One client from the cluster step on; the checks use their own (read-only).
             api_writes=self.kube.mutations,
         )
@@ -399,13 +388,11 @@ class LessonRunner:
         for obj in apply_order([o.obj for o in rendered.objects]):
             meta = obj.get("metadata") or {}
             where = f"{obj.get('kind')} {meta.get('namespace') or ''}/{meta.get('name')}"
-            drift = self.kube.drift(obj)
-            if drift:
-                self.drift[where] = drift
             # Changed since kubelab applied it: a student's work stays unless --reset, and
             # fields a controller set (Flagger, Argo Rollouts) are never fought over.
-            if not drift or (reset and not any(d.by_controller for d in drift)):
-                self.kube.apply(obj)
+            drift = self.kube.apply_keeping_changes(obj, reset=reset)
+            if drift:
+                self.drift[where] = drift
             resource = CreatedResource(
                 kind=str(obj.get("kind")),
                 name=str(meta.get("name")),
@@ -418,14 +405,12 @@ class LessonRunner:
         what = f"{changed} changed" if changed else "nothing to change"
         self.report("deploy", f"{len(rendered.objects)} objects ({what}); their pods are ready")
         for where, drift in self.drift.items():
-            by_controller = any(d.by_controller for d in drift)
-            done = (
-                "put back as the lesson deploys it"
-                if reset and not by_controller
-                else "left as it is (a controller manages it)"
-                if by_controller
-                else "left as it is; `kubelab up --reset` puts it back"
-            )
+            if any(d.by_controller for d in drift):
+                done = "left as it is (a controller manages it)"
+            elif reset:
+                done = "put back as the lesson deploys it"
+            else:
+                done = "left as it is; `kubelab up --reset` puts it back"
             fields = "; ".join(d.describe() for d in drift)
             self.report("deploy", f"{where} changed since it was deployed: {fields}: {done}")
         return len(rendered.objects), changed

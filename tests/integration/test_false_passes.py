@@ -9,15 +9,12 @@ carried the subset's name and was counted as that version's answer.
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
-from support import course_patch, run_cli
+from support import SandboxHome, course_patch
 
 from kubelab.tools import find_tool
 
@@ -27,25 +24,10 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-HOME = Path(tempfile.mkdtemp(prefix="kubelab-false-pass-"))
-ENV = {"KUBELAB_HOME": str(HOME)}
+LAB = SandboxHome("kubelab-false-pass-")
+kubelab = LAB.kubelab
+kubectl = LAB.kubectl
 LESSON = "istio-traffic-splitting"
-
-
-def kubelab(*args: str):
-    return run_cli(*args, env=ENV, timeout=180)
-
-
-def kubectl(*args: str) -> str:
-    proc = subprocess.run(
-        [str(find_tool("kubectl")), "--kubeconfig", str(HOME / "sandbox" / "kubeconfig"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def weights(v1: int, v2: int) -> None:

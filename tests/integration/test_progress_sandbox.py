@@ -4,13 +4,10 @@ kept across `down`/`up`, forgotten only by `progress --reset`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
-from support import course_patch, run_cli
+from support import SandboxHome, course_patch
 
 from kubelab.tools import find_tool
 
@@ -20,13 +17,10 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-HOME = Path(tempfile.mkdtemp(prefix="kubelab-progress-"))
-ENV = {"KUBELAB_HOME": str(HOME)}
+LAB = SandboxHome("kubelab-progress-")
+kubelab = LAB.kubelab
+kubectl = LAB.kubectl
 LESSON = "istio-traffic-splitting"
-
-
-def kubelab(*args: str):
-    return run_cli(*args, env=ENV, timeout=180)
 
 
 def as_json(*args: str) -> dict:
@@ -37,16 +31,6 @@ def as_json(*args: str) -> dict:
 
 def progress() -> dict[str, dict]:
     return {e["exercise"]: e for e in as_json("progress")["exercises"]}
-
-
-def kubectl(*args: str) -> str:
-    return subprocess.run(
-        [str(find_tool("kubectl")), "--kubeconfig", str(HOME / "sandbox" / "kubeconfig"), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
 
 
 def rollout_v2() -> None:

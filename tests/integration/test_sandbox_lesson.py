@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import course_patch, run_cli
+from support import course_patch, lesson_block, run_bash, run_cli
 
 from kubelab.tools import find_tool
 
@@ -125,30 +125,7 @@ def test_first_exercise_passes_and_course_command_counts_versions(sandbox):
 
 def run_printed(sandbox, exercise_id: str, containing: str) -> str:
     """Run the lesson's printed bash block (English text) that contains ``containing``."""
-    import re
-
-    from kubelab.lessons.loader import find_lesson
-
-    exercise = find_lesson(LESSON).lesson.exercise(exercise_id)
-    assert exercise is not None
-    (script,) = [
-        b
-        for b in re.findall(r"```bash\n(.*?)```", exercise.instructions.en, re.S)
-        if containing in b
-    ]
-    kubectl_dir = str(find_tool("kubectl").parent)
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={
-            **os.environ,
-            "KUBECONFIG": sandbox["kubeconfig"],
-            "PATH": f"{kubectl_dir}:{os.environ['PATH']}",
-        },
-    )
+    proc = run_bash(lesson_block(LESSON, exercise_id, containing), sandbox["kubeconfig"])
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

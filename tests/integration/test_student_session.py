@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import lesson_block
 
-from kubelab.lessons.loader import find_lesson
 from kubelab.tools import find_tool
 
 pexpect = pytest.importorskip("pexpect")
@@ -35,11 +35,7 @@ PROMPT = "[student]$ "
 
 def printed(exercise_id: str, containing: str) -> str:
     """The lesson's bash block (English text) of ``exercise_id`` that contains ``containing``."""
-    exercise = find_lesson(LESSON).lesson.exercise(exercise_id)
-    assert exercise is not None
-    blocks = re.findall(r"```bash\n(.*?)```", exercise.instructions.en, re.S)
-    (block,) = [b for b in blocks if containing in b]
-    return block.strip()
+    return lesson_block(LESSON, exercise_id, containing)
 
 
 class Terminal:

@@ -4,15 +4,10 @@ native sidecar, an init container (1.33 and newer: kind v1.35, k3s v1.35)."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 from typing import Any
 
 import pytest
-
-from kubelab.lessons.loader import find_lesson
-from kubelab.tools import find_tool
+from support import lesson_block, run_bash
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,37 +31,22 @@ def _pod(name: str, namespace: str, *, native: bool) -> dict[str, Any]:
     }
 
 
-def _first_command(text: str) -> str:
-    block = re.search(r"```bash\n(.*?)```", text, re.S)
-    assert block is not None
-    return block.group(1).strip()
-
-
 def test_the_container_listing_names_the_sidecar_in_both_layouts(  # type: ignore[no-untyped-def]
     control_plane, namespace: str
 ) -> None:
-    exercise = find_lesson("istio-traffic-splitting").lesson.exercises[0]
-    command = _first_command(exercise.instructions.en)
-    assert command == _first_command(exercise.instructions.pt)  # one command, both languages
+    def listing(lang: str) -> str:
+        return lesson_block(
+            "istio-traffic-splitting", "observe-initial-split", "custom-columns", lang
+        )
+
+    command = listing("en")
+    assert command == listing("pt")  # one command, both languages
     kube = control_plane.kube()
     kube.apply(_pod("classic", namespace, native=False))
     kube.apply(_pod("native", namespace, native=True))
     # The printed command, run by bash as pasted, its namespace swapped for the test's.
     script = command.replace("-n istio", f"-n {namespace}", 1)
-    kubectl = find_tool("kubectl")
-    assert kubectl is not None
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={
-            **os.environ,
-            "KUBECONFIG": str(control_plane.kubeconfig),
-            "PATH": f"{kubectl.parent}:{os.environ['PATH']}",
-        },
-    )
+    proc = run_bash(script, control_plane.kubeconfig, timeout=60)
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.strip().splitlines()[1:]}
     assert rows["classic"] == ["istio-init", "app-backend,istio-proxy"]

@@ -225,7 +225,8 @@ def test_interrupted_up_resumes_without_duplicates(  # type: ignore[no-untyped-d
     store = StateStore()
     loaded = find_lesson(LESSON)
     provider = AppOnly(control_plane.kubeconfig)
-    real_apply = Kube.apply
+    # The deploy step applies each object through Kube.apply_keeping_changes.
+    real_apply = Kube.apply_keeping_changes
     calls = {"n": 0}
 
     def apply_then_ctrl_c(self: Kube, obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -234,12 +235,12 @@ def test_interrupted_up_resumes_without_duplicates(  # type: ignore[no-untyped-d
             raise KeyboardInterrupt  # Ctrl-C half-way through the deploy step
         return real_apply(self, obj, *args, **kwargs)
 
-    monkeypatch.setattr(Kube, "apply", apply_then_ctrl_c)
+    monkeypatch.setattr(Kube, "apply_keeping_changes", apply_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         LessonRunner(loaded, provider, store, poll=0.1).up()
     record = store.load().lesson(LESSON)
     assert "cluster" in record.steps_done and "deploy" not in record.steps_done
-    monkeypatch.setattr(Kube, "apply", real_apply)
+    monkeypatch.setattr(Kube, "apply_keeping_changes", real_apply)
     resumed = LessonRunner(loaded, provider, store, poll=0.1)
     result = resumed.up()
     assert lesson_objects(control_plane.kube()) == EXPECTED
