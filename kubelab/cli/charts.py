@@ -22,6 +22,8 @@ app = typer.Typer(
     name="charts",
     help="Download the pinned Helm charts of lessons for `kubelab up --charts DIR`.",
     no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 
 PULL_TIMEOUT = 300.0  # seconds per chart

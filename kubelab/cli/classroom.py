@@ -14,6 +14,8 @@ app = typer.Typer(
     name="class",
     help="Give every student of a roster a namespace and a kubeconfig; remove them.",
     no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 
 LessonArg = Annotated[str | None, typer.Argument(help="Lesson id (default: the only class).")]

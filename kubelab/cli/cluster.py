@@ -18,6 +18,8 @@ app = typer.Typer(
     name="cluster",
     help="Create and delete lesson clusters on Hetzner Cloud or GKE.",
     no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 
 CLOUD_PROVIDERS = ("hetzner", "gke")

@@ -7,30 +7,114 @@ hint, with their exit code; a traceback is shown only with ``--verbose``.
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Annotated
+from collections.abc import Iterator, MutableMapping
+from typing import Annotated, Any, NamedTuple
 
 import typer
+from typer.core import TyperGroup
 
 from kubelab import __version__, i18n
-from kubelab.cli import (
-    charts,
-    classroom,
-    cluster,
-    doctor,
-    gke_token,
-    lessons,
-    lessontest,
-    lifecycle,
-    student,
-    toolscmd,
-    up,
-)
 from kubelab.cli.common import Options, OutputFormat, console
 from kubelab.errors import ExitCode, KubelabError
 from kubelab.i18n import _, detect_lang
 
+
+class Entry(NamedTuple):
+    """A command of ``kubelab``: where it lives and its line in ``kubelab --help``."""
+
+    module: str  # under kubelab.cli
+    attribute: str  # a command function, or a typer.Typer for a group of commands
+    summary: str
+    hidden: bool = False
+
+
+# The commands, in the order of `kubelab --help`. Each module is imported only when its
+# command runs (or completes), so `kubelab --help` and every command pay for one module
+# instead of all of them. The summary is the command's short help.
+COMMANDS: dict[str, Entry] = {
+    "lessons": Entry(
+        "lessons", "list_lessons", "List the lessons, their components and exercises."
+    ),
+    "show": Entry("lessons", "show", "Show a lesson: overview, components and exercises."),
+    "validate": Entry("lessons", "validate", "Validate lesson files (file:line: problem)."),
+    "doctor": Entry("doctor", "doctor", "Check tools and credentials for a provider."),
+    "up": Entry("up", "up", "Set up a lesson: cluster, components, app, first checks."),
+    "down": Entry("lifecycle", "down", "Remove what `kubelab up` created for a lesson."),
+    "status": Entry("lifecycle", "status", "What is running: lessons, provider, progress."),
+    "open": Entry("lifecycle", "open_component", "Open a dashboard through a port-forward."),
+    "exercise": Entry("student", "exercise", "Show what to do now (or the exercise named)."),
+    "hint": Entry("student", "hint", "Show one more hint each time it is called."),
+    "check": Entry("student", "check", "Check the exercise; exit 0 when it passes."),
+    "progress": Entry("student", "progress", "Where you are: every exercise and its result."),
+    "solve": Entry("student", "solve", "Run the exercise's solve script (instructors)."),
+    "test": Entry("lessontest", "test", "Test a lesson end to end in its own sandbox."),
+    "grade": Entry("classroom", "grade", "Grade a class: table, json, junit or html."),
+    "cluster": Entry("cluster", "app", "Create and delete clusters on Hetzner or GKE."),
+    "charts": Entry("charts", "app", "Download the lessons' pinned Helm charts."),
+    "tools": Entry("toolscmd", "app", "Install the pinned helm and kubectl."),
+    "class": Entry("classroom", "app", "Namespaces and kubeconfigs for a class."),
+    # The kubeconfig of a GKE cluster runs this for tokens (an exec credential plugin).
+    "gke-token": Entry("gke_token", "gke_token", "Print a GKE access token.", hidden=True),
+}
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The subcommands of ``kubelab``: every name known, each built on first lookup."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            entry = COMMANDS[name]
+            module = importlib.import_module(f"kubelab.cli.{entry.module}")
+            target = getattr(module, entry.attribute)
+            command: Any
+            if isinstance(target, typer.Typer):  # a group, even of one command (charts)
+                command = typer.main.get_group(target)
+                command.short_help = entry.summary
+            else:
+                single = typer.Typer(rich_markup_mode=None)
+                single.command(name, short_help=entry.summary, hidden=entry.hidden)(target)
+                command = typer.main.get_command(single)
+            command.name = name
+            self._built[name] = command
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        raise TypeError(f"kubelab's commands are listed in COMMANDS, not added ({name})")
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError(f"kubelab's commands are listed in COMMANDS ({name})")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+class LazyGroup(TyperGroup):
+    """kubelab's root command: its subcommands come from :data:`COMMANDS`, built lazily
+    (typer's "did you mean" and completion look names up in ``commands``)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, e.summary) for name, e in COMMANDS.items() if not e.hidden]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     name="kubelab",
     help="Hands-on Kubernetes lessons: cluster, mesh, demo app, guided exercises, grading.",
     no_args_is_help=True,
@@ -80,28 +164,6 @@ def main(
     i18n.use(chosen)
     ctx.obj = Options(verbose=verbose, output=output, lang=chosen)
 
-
-app.command("lessons")(lessons.list_lessons)
-app.command("show")(lessons.show)
-app.command("validate")(lessons.validate)
-app.command("doctor")(doctor.doctor)
-app.command("up")(up.up)
-app.command("down")(lifecycle.down)
-app.command("status")(lifecycle.status)
-app.command("open")(lifecycle.open_component)
-app.command("exercise")(student.exercise)
-app.command("hint")(student.hint)
-app.command("check")(student.check)
-app.command("progress")(student.progress)
-app.command("solve")(student.solve)
-app.command("test")(lessontest.test)
-app.add_typer(cluster.app, name="cluster")
-app.add_typer(charts.app, name="charts")
-app.add_typer(toolscmd.app, name="tools")
-app.add_typer(classroom.app, name="class")
-app.command("grade")(classroom.grade)
-# The kubeconfig of a GKE cluster runs this for tokens (an exec credential plugin).
-app.command("gke-token", hidden=True)(gke_token.gke_token)
 
 _GLOBAL_FLAGS = {"--verbose", "-v"}
 _GLOBAL_OPTIONS = {"--output", "-o", "--lang"}

@@ -13,6 +13,8 @@ app = typer.Typer(
     name="tools",
     help="The helm and kubectl kubelab drives: pinned releases, checked by SHA-256.",
     no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 
 
