@@ -12,22 +12,12 @@ from kubelab.cli.common import complete_lesson, console, options, print_json
 
 def list_lessons(ctx: typer.Context) -> None:
     """List the lessons: id, title, components and number of exercises."""
-    from kubelab.lessons.loader import available_lessons
+    from kubelab.lessons.index import lesson_listing
 
     opts = options(ctx)
-    lessons = [loaded.lesson for loaded in available_lessons()]
+    lessons = lesson_listing()
     if opts.json:
-        print_json(
-            [
-                {
-                    "id": lesson.id,
-                    "title": lesson.title.get(opts.lang),
-                    "components": lesson.components,
-                    "exercises": len(lesson.exercises),
-                }
-                for lesson in lessons
-            ]
-        )
+        print_json([{**lesson, "title": lesson["title"][opts.lang]} for lesson in lessons])
         return
     from rich.table import Table
 
@@ -40,10 +30,10 @@ def list_lessons(ctx: typer.Context) -> None:
         )
     for lesson in lessons:
         table.add_row(
-            lesson.id,
-            lesson.title.get(opts.lang),
-            ", ".join(lesson.components),
-            str(len(lesson.exercises)),
+            lesson["id"],
+            lesson["title"][opts.lang],
+            ", ".join(lesson["components"]),
+            str(lesson["exercises"]),
         )
     console().print(table)
 

@@ -49,6 +49,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from kubelab import cache
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError, ValidationFailed
 from kubelab.tools import require_tool
 from kubelab.yamlio import LOADER, dump_yaml, load_all_yaml
@@ -63,10 +64,28 @@ log = logging.getLogger(__name__)
 def template(
     chart: Path, release: str, namespace: str, values: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Objects of ``chart`` rendered with ``values`` (``helm template``), in helm's order."""
+    """Objects of ``chart`` rendered with ``values`` (``helm template``), in helm's order.
+
+    A rendering is a function of the helm binary, the chart's files and the arguments, and
+    is kept in kubelab's cache under a digest of all of them (:mod:`kubelab.cache`),
+    unless a value or an object is a secret (secrets are never written to disk by us).
+    """
     helm = require_tool("helm")
+    values_yaml = dump_yaml(values)
+    binary = Path(helm).stat()
+    key = cache.digest(
+        f"{helm}\0{binary.st_size}\0{binary.st_mtime_ns}",
+        cache.files_fingerprint([chart]),
+        release,
+        namespace,
+        values_yaml,
+    )
+    cacheable = not secret_strings(values)
+    rendered = cache.read("helm-template", key) if cacheable else None
+    if rendered is not None:
+        return load_all_yaml(rendered)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="kubelab-values-") as fh:
-        fh.write(dump_yaml(values))
+        fh.write(values_yaml)
         fh.flush()
         cmd = [str(helm), "template", release, str(chart), "--namespace", namespace]
         cmd += ["--values", fh.name]
@@ -86,7 +105,10 @@ def template(
             or ["helm exited with no message"],
             hint="Fix the values in the lesson's deploy section.",
         )
-    return load_all_yaml(proc.stdout)
+    objects = load_all_yaml(proc.stdout)
+    if cacheable and not any(o.get("kind") == "Secret" for o in objects):
+        cache.write("helm-template", key, proc.stdout)
+    return objects
 
 
 # -- secrets ---------------------------------------------------------------------------------

@@ -11,12 +11,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubelab.checks.sampling import Sampler
-from kubelab.checks.types import HttpStable, TrafficSplit
 from kubelab.cluster.facts import ClusterFacts, RegistryAccess
-from kubelab.cluster.kube import Kube
+
+if TYPE_CHECKING:  # the checks' types, not needed to plan or to create a cluster
+    from kubelab.checks.sampling import Sampler
+    from kubelab.checks.types import HttpStable, TrafficSplit
+    from kubelab.cluster.kube import Kube
 
 __all__ = ["ClusterFacts", "ClusterInfo", "Provider", "RegistryAccess"]
 

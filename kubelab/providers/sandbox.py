@@ -18,14 +18,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubelab import paths
-from kubelab.checks.sampling import Sampler
-from kubelab.checks.types import HttpStable, TrafficSplit
-from kubelab.cluster.kube import Kube
 from kubelab.errors import KubelabTimeout, SetupError
 from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider
+
+if TYPE_CHECKING:  # imported when the checks sample traffic, not for a plan
+    from kubelab.checks.sampling import Sampler
+    from kubelab.checks.types import HttpStable, TrafficSplit
+    from kubelab.cluster.kube import Kube
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 8.0

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from referencing import Registry, Resource
+from kubelab import cache
+
+if TYPE_CHECKING:  # jsonschema is imported when an object is validated, not before
+    import jsonschema
+    from referencing import Registry
 
 # The Kubernetes minor version whose schemas core kinds are checked against
 # (the kubectl that scripts/install-tools.sh provides is 1.31).
@@ -100,19 +103,35 @@ def _crd_validator(group: str, version: str, kind: str) -> jsonschema.Draft7Vali
     # apiVersion/kind/metadata are checked by the API machinery, not the CRD schema.
     for key in ("apiVersion", "kind", "metadata"):
         schema.setdefault("properties", {}).setdefault(key, {})
+    import jsonschema
+
     return jsonschema.Draft7Validator(schema)
 
 
-def _core_schema_dir(k8s_version: str) -> Any:
-    return (
-        resources.files("kubernetes_validate")
-        / "kubernetes-json-schema"
-        / (f"v{k8s_version}.0-local-strict")
-    )
+@functools.cache
+def _schema_root() -> Path:
+    """kubernetes-validate's schema folder, found without importing the package."""
+    spec = importlib.util.find_spec("kubernetes_validate")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise ModuleNotFoundError("kubernetes_validate is not installed")
+    return Path(locations[0]) / "kubernetes-json-schema"
+
+
+def _core_schema_dir(k8s_version: str) -> Path:
+    return _schema_root() / f"v{k8s_version}.0-local-strict"
+
+
+def _core_schema_file(api_version: str, kind: str, k8s_version: str) -> Path:
+    # kubernetes-validate names files <kind>-<group prefix>-<version>.json.
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    return _core_schema_dir(k8s_version) / f"{kind.lower()}-{group_version}.json"
 
 
 @functools.cache
 def _core_registry(k8s_version: str) -> Registry | None:
+    from referencing import Registry, Resource
+
     definitions = _core_schema_dir(k8s_version) / "_definitions.json"
     if not definitions.is_file():
         return None
@@ -124,12 +143,13 @@ def _core_registry(k8s_version: str) -> Registry | None:
 def _core_validator(
     api_version: str, kind: str, k8s_version: str
 ) -> jsonschema.Draft202012Validator | None:
-    # kubernetes-validate names files <kind>-<group prefix>-<version>.json.
-    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    path = _core_schema_dir(k8s_version) / f"{kind.lower()}-{group_version}.json"
+    path = _core_schema_file(api_version, kind, k8s_version)
     registry = _core_registry(k8s_version)
     if registry is None or not path.is_file():
         return None
+    import jsonschema
+    from referencing import Resource
+
     schema = json.loads(path.read_text())
     return jsonschema.Draft202012Validator(
         schema, registry=Resource.from_contents(schema) @ registry
@@ -185,11 +205,46 @@ def validate_object(
     return problems
 
 
+@functools.cache
+def _schemas_fingerprint(api_version: str, kind: str, k8s_version: str) -> str:
+    """The files a verdict on an object of this kind depends on: its schemas, this code."""
+    return cache.files_fingerprint(
+        [
+            Path(__file__).resolve(),
+            CRD_DIR,
+            _core_schema_dir(k8s_version) / "_definitions.json",
+            _core_schema_file(api_version, kind, k8s_version),
+        ]
+    )
+
+
+def _verdict_key(obj: Any, k8s_version: str) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return None
+    return cache.digest(
+        _schemas_fingerprint(api_version, kind, k8s_version),
+        json.dumps(obj, sort_keys=True, default=str),
+    )
+
+
 def validate_objects(
     objects: Iterable[tuple[str, Any]], k8s_version: str = DEFAULT_KUBERNETES_VERSION
 ) -> list[ManifestProblem]:
-    """Validate ``(source, object)`` pairs; problems of all objects, in order."""
+    """Validate ``(source, object)`` pairs; problems of all objects, in order.
+
+    An object found valid is remembered in kubelab's cache under a digest of its content
+    and of the schemas (:mod:`kubelab.cache`): the same object is not checked twice.
+    """
     problems: list[ManifestProblem] = []
     for source, obj in objects:
-        problems.extend(validate_object(obj, source, k8s_version))
+        key = _verdict_key(obj, k8s_version)
+        if key is not None and cache.read("valid-objects", key) is not None:
+            continue
+        found = validate_object(obj, source, k8s_version)
+        if not found and key is not None:
+            cache.write("valid-objects", key, "")
+        problems.extend(found)
     return problems
