@@ -6,15 +6,18 @@ gettext catalog: ``kubelab/locale/pt_BR/LC_MESSAGES/kubelab.po`` (the source) co
 to ``kubelab.mo`` beside it. Mark a message with :func:`_` (a literal string with
 ``{named}`` placeholders, formatted after translation), then, with Babel (a dev tool)::
 
-    pybabel extract -k _ --no-default-keywords --no-location -o /tmp/kubelab.pot kubelab
+    pybabel extract --sort-output -k _ --no-default-keywords --no-location \
+        -o /tmp/kubelab.pot kubelab
     pybabel update -i /tmp/kubelab.pot -d kubelab/locale -D kubelab --no-fuzzy-matching
     # translate the new entries in the .po, then
     pybabel compile -d kubelab/locale -D kubelab
 
 ``tests/unit/test_messages.py`` fails when a message has no translation, a placeholder
 differs, the ``.mo`` is stale or the catalog keeps a message the code lost. Student
-commands (exercise, hint, check, progress) and error labels are translated; the
-messages of the checks themselves are not yet.
+commands (exercise, hint, check, progress), error labels and the messages and hints of
+the checks (kubelab/checks) are translated; commands inside a hint, Kubernetes kinds and
+field names, and texts quoted from a controller (Argo Rollouts' phase messages, Flagger's
+events, an answer's body) stay as they are.
 
 The language is the one chosen by ``--lang``, else ``KUBELAB_LANG``, else the locale in
 ``LC_ALL``/``LC_MESSAGES``/``LANG``, falling back to English.

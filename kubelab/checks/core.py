@@ -7,6 +7,7 @@ from typing import Any
 from kubelab.checks import jsonpath, selectors, types
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
+from kubelab.i18n import _
 
 
 def _where(kind: str, name: str, namespace: str | None) -> str:
@@ -21,8 +22,12 @@ def resource_exists(spec: types.ResourceExists, ctx: CheckContext) -> CheckResul
     obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
     where = _where(spec.kind, spec.name, spec.namespace)
     if obj is None:
-        return CheckResult(Status.FAILED, f"{where} does not exist")
-    return CheckResult(Status.PASSED, f"{where} exists", evidence={"uid": obj["metadata"]["uid"]})
+        return CheckResult(Status.FAILED, _("{where} does not exist").format(where=where))
+    return CheckResult(
+        Status.PASSED,
+        _("{where} exists").format(where=where),
+        evidence={"uid": obj["metadata"]["uid"]},
+    )
 
 
 @implements(types.FieldEquals)
@@ -30,23 +35,27 @@ def field_equals(spec: types.FieldEquals, ctx: CheckContext) -> CheckResult:
     obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
     where = _where(spec.kind, spec.name, spec.namespace)
     if obj is None:
-        return CheckResult(Status.FAILED, f"{where} does not exist")
+        return CheckResult(Status.FAILED, _("{where} does not exist").format(where=where))
     value = jsonpath.lookup(obj, spec.jsonpath)
     if value is jsonpath.MISSING:
         return CheckResult(
             Status.FAILED,
-            f"{where} has no field {spec.jsonpath} (expected {spec.equals!r})",
+            _("{where} has no field {path} (expected {expected!r})").format(
+                where=where, path=spec.jsonpath, expected=spec.equals
+            ),
             evidence={"path": spec.jsonpath},
         )
     if value != spec.equals and str(value) != str(spec.equals):
         return CheckResult(
             Status.FAILED,
-            f"{where}: {spec.jsonpath} is {value!r}, expected {spec.equals!r}",
+            _("{where}: {path} is {value!r}, expected {expected!r}").format(
+                where=where, path=spec.jsonpath, value=value, expected=spec.equals
+            ),
             evidence={"path": spec.jsonpath, "value": value},
         )
     return CheckResult(
         Status.PASSED,
-        f"{where}: {spec.jsonpath} is {value!r}",
+        _("{where}: {path} is {value!r}").format(where=where, path=spec.jsonpath, value=value),
         evidence={"path": spec.jsonpath, "value": value},
     )
 
@@ -78,26 +87,44 @@ def pods_ready(spec: types.PodsReady, ctx: CheckContext) -> CheckResult:
     ready = [p["metadata"]["name"] for p in pods if pod_ready(p)]
     not_ready = [p["metadata"]["name"] for p in pods if not pod_ready(p)]
     evidence = {"ready": ready, "not_ready": not_ready, "min_ready": spec.min_ready}
-    where = f"pods {spec.selector} in {spec.namespace}"
+    selector, namespace = spec.selector, spec.namespace
     if len(ready) >= spec.min_ready:
-        return CheckResult(Status.PASSED, f"{len(ready)} {where} ready", evidence=evidence)
+        return CheckResult(
+            Status.PASSED,
+            _("{count} pods {selector} in {namespace} ready").format(
+                count=len(ready), selector=selector, namespace=namespace
+            ),
+            evidence=evidence,
+        )
     if not pods:
         return CheckResult(
             Status.FAILED,
-            f"no {where}",
+            _("no pods {selector} in {namespace}").format(selector=selector, namespace=namespace),
             hint=f"kubectl get pods -n {spec.namespace} --show-labels",
             evidence=evidence,
         )
     if not not_ready:  # all there are ready, but too few exist (a Deployment deleted?)
         return CheckResult(
             Status.FAILED,
-            f"only {len(ready)} of {spec.min_ready} {where} exist: {', '.join(ready)}",
+            _("only {count} of {wanted} pods {selector} in {namespace} exist: {pods}").format(
+                count=len(ready),
+                wanted=spec.min_ready,
+                selector=selector,
+                namespace=namespace,
+                pods=", ".join(ready),
+            ),
             hint=f"kubectl get deployments,pods -n {spec.namespace} --show-labels",
             evidence=evidence,
         )
     return CheckResult(
         Status.PENDING,
-        f"{len(ready)} of {spec.min_ready} {where} ready; not ready yet: {', '.join(not_ready)}",
+        _("{count} of {wanted} pods {selector} in {namespace} ready; not ready yet: {pods}").format(
+            count=len(ready),
+            wanted=spec.min_ready,
+            selector=selector,
+            namespace=namespace,
+            pods=", ".join(not_ready),
+        ),
         hint=f"kubectl get pods -n {spec.namespace}; kubectl describe pod {not_ready[0]} "
         f"-n {spec.namespace}",
         evidence=evidence,

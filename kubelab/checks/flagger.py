@@ -25,13 +25,13 @@ from kubelab.checks.objects import (
     _dig,
     _meta,
     _one_of,
-    _plural,
     first_image,
     image_tag,
     parse_time,
 )
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
+from kubelab.i18n import _
 
 FLAGGER_API = "flagger.app/v1beta1"
 # Flagger phases in which the analysis is still under way (the phase will change by itself).
@@ -163,10 +163,13 @@ def _canary_state(phase: str, status: dict[str, Any]) -> str:
     weight = int(status.get("canaryWeight") or 0)
     failed = int(status.get("failedChecks") or 0)
     iterations = int(status.get("iterations") or 0)
-    parts = [f"canary weight {weight}%"]
+    parts = [_("canary weight {weight}%").format(weight=weight)]
     if iterations:
-        parts.append(f"iteration {iterations}")
-    parts.append(f"{_plural(failed, 'failed check')}")
+        parts.append(_("iteration {iteration}").format(iteration=iterations))
+    if failed == 1:
+        parts.append(_("{count} failed check").format(count=failed))
+    else:
+        parts.append(_("{count} failed checks").format(count=failed))
     return f"{phase} ({', '.join(parts)})"
 
 
@@ -179,7 +182,9 @@ def flagger_canary(spec: types.FlaggerCanary, ctx: CheckContext) -> CheckResult:
     if canary is None:
         return CheckResult(
             Status.FAILED,
-            f"{where} does not exist (expected it {_one_of(wanted)})",
+            _("{where} does not exist (expected it {expected})").format(
+                where=where, expected=_one_of(wanted)
+            ),
             hint=f"kubectl get canaries -n {spec.namespace}",
             evidence={"expected": wanted},
         )
@@ -205,7 +210,9 @@ def flagger_canary(spec: types.FlaggerCanary, ctx: CheckContext) -> CheckResult:
     if not phase:
         return CheckResult(
             Status.PENDING,
-            f"{where} has no status yet: Flagger has not initialized it (is Flagger running?)",
+            _(
+                "{where} has no status yet: Flagger has not initialized it (is Flagger running?)"
+            ).format(where=where),
             hint=f"{describe}; kubectl get pods -n istio-system -l app.kubernetes.io/name=flagger",
             evidence=evidence,
         )
@@ -225,10 +232,18 @@ def flagger_canary(spec: types.FlaggerCanary, ctx: CheckContext) -> CheckResult:
             evidence["target_image"] = first_image(deployment)
             return CheckResult(
                 Status.PENDING,
-                f"{where} is still {phase} from the previous revision: Deployment {target} "
-                f"changed ({first_image(deployment)}) and Flagger has not started analysing "
-                f"it yet (the primary runs {first_image(primary)})",
-                hint=f"Wait for the next analysis interval; {describe}",
+                _(
+                    "{where} is still {phase} from the previous revision: Deployment {target} "
+                    "changed ({target_image}) and Flagger has not started analysing "
+                    "it yet (the primary runs {primary_image})"
+                ).format(
+                    where=where,
+                    phase=phase,
+                    target=target,
+                    target_image=first_image(deployment),
+                    primary_image=first_image(primary),
+                ),
+                hint=_("Wait for the next analysis interval; {describe}").format(describe=describe),
                 evidence=evidence,
             )
 
@@ -239,56 +254,80 @@ def flagger_canary(spec: types.FlaggerCanary, ctx: CheckContext) -> CheckResult:
     if spec.primary_tag:
         if primary is None:
             problems.append(
-                f"Deployment {spec.namespace}/{primary_name} does not exist (Flagger creates "
-                "it when it initializes the canary)"
+                _(
+                    "Deployment {namespace}/{primary} does not exist (Flagger creates "
+                    "it when it initializes the canary)"
+                ).format(namespace=spec.namespace, primary=primary_name)
             )
         else:
-            image = first_image(primary) or "(no image)"
-            if image_tag(image) != spec.primary_tag:
+            image = first_image(primary)
+            # image_tag("") is "latest", as image_tag("(no image)") was.
+            if image_tag(image or "") != spec.primary_tag:
                 problems.append(
-                    f"the primary Deployment {primary_name} runs {image}, expected tag "
-                    f"{spec.primary_tag}"
+                    _("the primary Deployment {primary} runs {image}, expected tag {tag}").format(
+                        primary=primary_name, image=image or _("(no image)"), tag=spec.primary_tag
+                    )
                 )
     if spec.reached_weight is not None and (top_weight or 0) < spec.reached_weight:
         if top_weight is None:
             problems.append(
-                f"no 'canary weight' events of {where} in its latest analysis (Flagger "
-                "records one per step; Kubernetes keeps events for one hour and throttles "
-                "them)"
+                _(
+                    "no 'canary weight' events of {where} in its latest analysis (Flagger "
+                    "records one per step; Kubernetes keeps events for one hour and throttles "
+                    "them)"
+                ).format(where=where)
             )
         else:
             problems.append(
-                f"the canary weight got to {top_weight}% at most in its latest analysis, "
-                f"expected at least {spec.reached_weight}%"
+                _(
+                    "the canary weight got to {weight}% at most in its latest analysis, "
+                    "expected at least {expected}%"
+                ).format(weight=top_weight, expected=spec.reached_weight)
             )
     missing = [text for text in spec.events if not any(text.lower() in m.lower() for m in messages)]
     if missing:
-        problems.append(
-            "no event of the canary's latest analysis mentions "
-            + ", ".join(repr(m) for m in missing)
-            + (f" (last event: {messages[-1]!r})" if messages else " (it has no events)")
-            + "; note that Kubernetes merges and throttles an object's events, so a busy "
-            "canary can miss some"
-        )
+        texts = ", ".join(repr(m) for m in missing)
+        if messages:
+            problems.append(
+                _(
+                    "no event of the canary's latest analysis mentions {texts} (last event: "
+                    "{last_event!r}); note that Kubernetes merges and throttles an object's "
+                    "events, so a busy canary can miss some"
+                ).format(texts=texts, last_event=messages[-1])
+            )
+        else:
+            problems.append(
+                _(
+                    "no event of the canary's latest analysis mentions {texts} (it has no "
+                    "events); note that Kubernetes merges and throttles an object's events, "
+                    "so a busy canary can miss some"
+                ).format(texts=texts)
+            )
     if problems and phase in FLAGGER_IN_FLIGHT:
         return CheckResult(
             Status.PENDING,
-            f"{where} is {state}; not yet: " + "; ".join(problems),
+            _("{where} is {state}; not yet: {problems}").format(
+                where=where, state=state, problems="; ".join(problems)
+            ),
             hint=describe,
             evidence=evidence,
         )
-    passed = f"{where} is {state}"
+    passed = _("{where} is {state}").format(where=where, state=state)
     if top_weight is not None:
-        passed += f"; its canary weight reached {top_weight}%"
+        passed += _("; its canary weight reached {weight}%").format(weight=top_weight)
         if weight_source == "promoted at maxWeight":
-            passed += " (Flagger promotes at maxWeight)"
+            passed += _(" (Flagger promotes at maxWeight)")
     iteration = evidence["max_event_iteration"]
     if iteration:
-        passed += f"; its analysis reached iteration {iteration[0]}/{iteration[1]}"
+        passed += _("; its analysis reached iteration {iteration}/{iterations}").format(
+            iteration=iteration[0], iterations=iteration[1]
+        )
     if primary is not None and spec.primary_tag:
-        passed += f"; the primary runs {first_image(primary)}"
+        passed += _("; the primary runs {image}").format(image=first_image(primary))
     if problems:
-        problems[0] = f"{where} is {phase}, but {problems[0]}"
+        problems[0] = _("{where} is {phase}, but {problem}").format(
+            where=where, phase=phase, problem=problems[0]
+        )
     return CheckResult.from_problems(problems, passed, hint=describe, evidence=evidence)
 
 
@@ -305,32 +344,38 @@ def _canary_wrong_phase(
     expected = _one_of(wanted)
     halt = _last(messages, "Halt ")
     if phase in FLAGGER_IN_FLIGHT:
-        message = f"{where} is {state}; Flagger is still analysing (waiting for {expected})"
+        message = _(
+            "{where} is {state}; Flagger is still analysing (waiting for {expected})"
+        ).format(where=where, state=state, expected=expected)
         if halt:
-            message += f"; last halt: {halt!r}"
+            message += _("; last halt: {halt!r}").format(halt=halt)
         return CheckResult(Status.PENDING, message, hint=describe, evidence=evidence)
     if phase == "Succeeded" and "Failed" in wanted:
-        message = (
-            f"{where} was promoted (Succeeded), but this exercise wants the analysis to fail: "
+        message = _(
+            "{where} was promoted (Succeeded), but this exercise wants the analysis to fail: "
             "send errors (requests to /status/500) while the analysis runs, with a new "
             "revision of the deployment"
-        )
+        ).format(where=where)
     elif phase == "Failed" and "Succeeded" in wanted:
         rollback = _last(messages, "Rolling back")
-        message = f"{where} Failed: Flagger rolled back the canary"
+        message = _("{where} Failed: Flagger rolled back the canary").format(where=where)
         if rollback:
             message += f" ({rollback!r})"
         if halt:
-            message += f"; last halt: {halt!r}"
-        message += "; fix the cause, then start a new revision to run the analysis again"
+            message += _("; last halt: {halt!r}").format(halt=halt)
+        message += _("; fix the cause, then start a new revision to run the analysis again")
     elif phase == "Initialized":
-        message = (
-            f"{where} is Initialized: it waits for a new revision and no analysis has run "
-            f"(expected {expected}); change the deployment's pod template (e.g. its image) "
+        message = _(
+            "{where} is Initialized: it waits for a new revision and no analysis has run "
+            "(expected {expected}); change the deployment's pod template (e.g. its image) "
             "to start one"
-        )
+        ).format(where=where, expected=expected)
     elif phase in ("Terminating", "Terminated"):
-        message = f"{where} is {phase}: it is being deleted (expected {expected})"
+        message = _("{where} is {phase}: it is being deleted (expected {expected})").format(
+            where=where, phase=phase, expected=expected
+        )
     else:
-        message = f"{where} is {state}, expected {expected}"
+        message = _("{where} is {state}, expected {expected}").format(
+            where=where, state=state, expected=expected
+        )
     return CheckResult(Status.FAILED, message, hint=describe, evidence=evidence)

@@ -9,6 +9,7 @@ from kubelab.checks.core import _containers
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
 from kubelab.cluster.kube import AccessDenied
+from kubelab.i18n import _
 
 ISTIO_API = "networking.istio.io/v1"
 
@@ -29,24 +30,47 @@ def sidecar_injected(spec: types.SidecarInjected, ctx: CheckContext) -> CheckRes
     injection = (labels or {}).get("istio-injection")
     revision = (labels or {}).get("istio.io/rev")
     if labels is not None and injection != "enabled" and not revision:
-        problems.append(
-            f"namespace {spec.namespace} does not have the label istio-injection=enabled"
-            + (f" (it is {injection!r})" if injection else "")
-        )
+        if injection:
+            problems.append(
+                _(
+                    "namespace {namespace} does not have the label istio-injection=enabled "
+                    "(it is {value!r})"
+                ).format(namespace=spec.namespace, value=injection)
+            )
+        else:
+            problems.append(
+                _("namespace {namespace} does not have the label istio-injection=enabled").format(
+                    namespace=spec.namespace
+                )
+            )
     if not pods:
-        problems.append(f"no pods {spec.selector} in {spec.namespace}")
+        problems.append(
+            _("no pods {selector} in {namespace}").format(
+                selector=spec.selector, namespace=spec.namespace
+            )
+        )
     if without:
-        problems.append(f"pods without the {spec.container} sidecar: {', '.join(without)}")
+        problems.append(
+            _("pods without the {container} sidecar: {pods}").format(
+                container=spec.container, pods=", ".join(without)
+            )
+        )
     evidence = {
-        "namespace_labels": labels if labels is not None else "not readable with these credentials",
+        "namespace_labels": labels
+        if labels is not None
+        else _("not readable with these credentials"),
         "pods": [p["metadata"]["name"] for p in pods],
         "without_sidecar": without,
     }
     return CheckResult.from_problems(
         problems,
-        f"all {len(pods)} pods {spec.selector} run {spec.container}",
-        hint=f"kubectl label namespace {spec.namespace} istio-injection=enabled --overwrite, "
-        f"then kubectl rollout restart deployment -n {spec.namespace}",
+        _("all {count} pods {selector} run {container}").format(
+            count=len(pods), selector=spec.selector, container=spec.container
+        ),
+        hint=_(
+            "kubectl label namespace {namespace} istio-injection=enabled --overwrite, "
+            "then kubectl rollout restart deployment -n {namespace}"
+        ).format(namespace=spec.namespace),
         evidence=evidence,
     )
 
@@ -70,7 +94,7 @@ def route_weights(vs: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
     notes: list[str] = []
     http = (vs.get("spec") or {}).get("http") or []
     if not http:
-        return {}, ["it has no http routes"]
+        return {}, [_("it has no http routes")]
     default = next((r for r in http if not r.get("match")), http[0])
     route = default.get("route") or []
     weights: dict[str, int] = {}
@@ -81,7 +105,7 @@ def route_weights(vs: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
         weights[subset] = weights.get(subset, 0) + int(weight or 0)
     total = sum(weights.values())
     if route and total != 100:
-        notes.append(f"the weights add up to {total}, not 100")
+        notes.append(_("the weights add up to {total}, not 100").format(total=total))
     return weights, notes
 
 
@@ -92,9 +116,11 @@ def virtualservice_weights(spec: types.VirtualServiceWeights, ctx: CheckContext)
     if vs is None:
         return CheckResult(
             Status.FAILED,
-            f"{where} does not exist",
-            hint=f"kubectl get virtualservice -n {spec.namespace}; recreate it with the "
-            "lesson's solve script (kubelab solve ...) or your own manifest",
+            _("{where} does not exist").format(where=where),
+            hint=_(
+                "kubectl get virtualservice -n {namespace}; recreate it with the "
+                "lesson's solve script (kubelab solve ...) or your own manifest"
+            ).format(namespace=spec.namespace),
             evidence={"expected": spec.expect},
         )
     weights, problems = route_weights(vs)
@@ -102,27 +128,48 @@ def virtualservice_weights(spec: types.VirtualServiceWeights, ctx: CheckContext)
     for subset in sorted(set(spec.expect) | set(weights)):
         got, want = weights.get(subset, 0), spec.expect.get(subset, 0)
         if got != want:
-            problems.append(f"subset {subset} gets {got}%, expected {want}%")
+            problems.append(
+                _("subset {subset} gets {got}%, expected {want}%").format(
+                    subset=subset, got=got, want=want
+                )
+            )
     dr_name = spec.destination_rule or spec.name
     dr = ctx.kube.get(ISTIO_API, "DestinationRule", dr_name, spec.namespace)
     defined = [s.get("name") for s in ((dr or {}).get("spec") or {}).get("subsets") or []]
     used = [s for s, w in weights.items() if s != "(no subset)"]
     if dr is None:
         problems.append(
-            f"DestinationRule {spec.namespace}/{dr_name} does not exist, so subsets "
-            f"{', '.join(used) or '(none)'} are undefined"
+            _(
+                "DestinationRule {namespace}/{name} does not exist, so subsets {subsets} are "
+                "undefined"
+            ).format(namespace=spec.namespace, name=dr_name, subsets=", ".join(used) or _("(none)"))
         )
     else:
         missing = [s for s in used if s not in defined]
-        if missing:
+        defined_text = ", ".join(map(str, defined))
+        if missing and defined_text:
             problems.append(
-                f"DestinationRule {spec.namespace}/{dr_name} does not define subset "
-                f"{', '.join(missing)} (it defines {', '.join(map(str, defined)) or 'none'})"
+                _(
+                    "DestinationRule {namespace}/{name} does not define subset {missing} "
+                    "(it defines {defined})"
+                ).format(
+                    namespace=spec.namespace,
+                    name=dr_name,
+                    missing=", ".join(missing),
+                    defined=defined_text,
+                )
+            )
+        elif missing:
+            problems.append(
+                _(
+                    "DestinationRule {namespace}/{name} does not define subset {missing} "
+                    "(it defines none)"
+                ).format(namespace=spec.namespace, name=dr_name, missing=", ".join(missing))
             )
     expected_text = ", ".join(f"{k} {v}%" for k, v in spec.expect.items())
     return CheckResult.from_problems(
         problems,
-        f"{where} sends {expected_text}",
+        _("{where} sends {weights}").format(where=where, weights=expected_text),
         hint=f"kubectl get virtualservice {spec.name} -n {spec.namespace} -o yaml",
         evidence={"weights": weights, "expected": spec.expect, "subsets_defined": defined},
     )

@@ -11,6 +11,7 @@ from typing import Any
 from kubelab.checks import types
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
+from kubelab.i18n import _
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -25,7 +26,9 @@ def _component_service(ctx: CheckContext, component: str) -> tuple[str, str, int
     from kubelab.errors import SetupError
 
     if component not in ctx.services:
-        raise SetupError(f"{component} is not available on this cluster")
+        raise SetupError(
+            _("{component} is not available on this cluster").format(component=component)
+        )
     return ctx.services[component]
 
 
@@ -56,15 +59,18 @@ def metrics_query(spec: types.MetricsQuery, ctx: CheckContext) -> CheckResult:
         if isinstance(data, dict) and data.get("status") == "error":
             return CheckResult(
                 Status.ERROR,
-                f"VictoriaMetrics rejected the query: {data.get('error') or data}",
-                hint="Check the PromQL of the query (try it in the VictoriaMetrics UI: vmui).",
+                _("VictoriaMetrics rejected the query: {error}").format(
+                    error=data.get("error") or data
+                ),
+                hint=_("Check the PromQL of the query (try it in the VictoriaMetrics UI: vmui)."),
                 evidence={"query": spec.query},
             )
         raw, series = query_value(data["data"])
         value = None if raw is None else float(raw)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return CheckResult(
-            Status.ERROR, f"VictoriaMetrics gave an unreadable answer: {text[:200]!r}"
+            Status.ERROR,
+            _("VictoriaMetrics gave an unreadable answer: {answer!r}").format(answer=text[:200]),
         )
     evidence: dict[str, Any] = {"query": spec.query, "series": series}
     # Nothing to compare is "no data yet", never a pass (see the MetricsQuery docstring):
@@ -74,17 +80,19 @@ def metrics_query(spec: types.MetricsQuery, ctx: CheckContext) -> CheckResult:
     if value is None:
         return CheckResult(
             no_data,
-            "the query returned no data yet (no matching series)",
-            hint="Generate traffic and wait for the next scrape (about 30 s).",
+            _("the query returned no data yet (no matching series)"),
+            hint=_("Generate traffic and wait for the next scrape (about 30 s)."),
             evidence=evidence,
         )
     if math.isnan(value):
         evidence["value"] = "NaN"
         return CheckResult(
             no_data,
-            "the query returned NaN (0/0: no requests in its time window yet), so there is "
-            f"no value to compare with {spec.compare} {spec.value:g}",
-            hint="Generate traffic and wait for the next scrape (about 30 s).",
+            _(
+                "the query returned NaN (0/0: no requests in its time window yet), so there is "
+                "no value to compare with {compare} {threshold:g}"
+            ).format(compare=spec.compare, threshold=spec.value),
+            hint=_("Generate traffic and wait for the next scrape (about 30 s)."),
             evidence=evidence,
         )
     if math.isinf(value):
@@ -92,17 +100,22 @@ def metrics_query(spec: types.MetricsQuery, ctx: CheckContext) -> CheckResult:
         evidence["value"] = shown
         return CheckResult(
             no_data,
-            f"the query returned {shown} (a division by zero: its denominator is 0 in the "
-            f"time window), so there is no value to compare with {spec.compare} "
-            f"{spec.value:g}",
-            hint="Generate traffic matching the denominator, or check the query's labels.",
+            _(
+                "the query returned {value} (a division by zero: its denominator is 0 in the "
+                "time window), so there is no value to compare with {compare} {threshold:g}"
+            ).format(value=shown, compare=spec.compare, threshold=spec.value),
+            hint=_("Generate traffic matching the denominator, or check the query's labels."),
             evidence=evidence,
         )
     evidence["value"] = value
     ok = _COMPARE[spec.compare](value, spec.value)
     return CheckResult(
         Status.PASSED if ok else Status.FAILED,
-        f"query value {value:g} {'is' if ok else 'is not'} {spec.compare} {spec.value:g}",
+        (
+            _("query value {value:g} is {compare} {threshold:g}")
+            if ok
+            else _("query value {value:g} is not {compare} {threshold:g}")
+        ).format(value=value, compare=spec.compare, threshold=spec.value),
         evidence=evidence,
     )
 
@@ -119,16 +132,25 @@ def jaeger_traces(spec: types.JaegerTraces, ctx: CheckContext) -> CheckResult:
     try:
         traces = json.loads(text).get("data") or []
     except (ValueError, AttributeError):
-        return CheckResult(Status.ERROR, f"Jaeger gave an unreadable answer: {text[:200]!r}")
+        return CheckResult(
+            Status.ERROR,
+            _("Jaeger gave an unreadable answer: {answer!r}").format(answer=text[:200]),
+        )
     evidence = {"service": spec.service, "traces": len(traces)}
     if len(traces) >= spec.min_traces:
         return CheckResult(
-            Status.PASSED, f"Jaeger has {len(traces)} traces of {spec.service}", evidence=evidence
+            Status.PASSED,
+            _("Jaeger has {count} traces of {service}").format(
+                count=len(traces), service=spec.service
+            ),
+            evidence=evidence,
         )
     return CheckResult(
         Status.PENDING,
-        f"Jaeger has {len(traces)} of {spec.min_traces} traces of {spec.service} so far",
-        hint="Send some requests, then wait a few seconds for the spans to arrive.",
+        _("Jaeger has {count} of {wanted} traces of {service} so far").format(
+            count=len(traces), wanted=spec.min_traces, service=spec.service
+        ),
+        hint=_("Send some requests, then wait a few seconds for the spans to arrive."),
         evidence=evidence,
     )
 

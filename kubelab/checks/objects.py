@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from kubelab.i18n import _
+
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -72,7 +74,9 @@ def _plural(n: int, word: str) -> str:
 
 def _one_of(values: Iterable[str]) -> str:
     values = list(values)
-    return values[0] if len(values) == 1 else "one of " + ", ".join(values)
+    if len(values) == 1:
+        return values[0]
+    return _("one of {values}").format(values=", ".join(values))
 
 
 # -- Flagger ---------------------------------------------------------------------------------

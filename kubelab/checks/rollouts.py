@@ -28,13 +28,13 @@ from kubelab.checks.objects import (
     _name,
     _one_of,
     _owned_by,
-    _plural,
     first_image,
     image_tag,
     parse_time,
 )
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
+from kubelab.i18n import _
 
 ROLLOUTS_API = "argoproj.io/v1alpha1"
 POD_HASH_LABEL = "rollouts-pod-template-hash"
@@ -115,7 +115,8 @@ def _replicasets(ctx: CheckContext, namespace: str, rollout: str) -> dict[str, d
 
 
 def _rs_text(rs: dict[str, Any]) -> str:
-    return f"ReplicaSet {_name(rs)} ({first_image(rs) or 'no image'})"
+    image = first_image(rs) or _("no image")
+    return f"ReplicaSet {_name(rs)} ({image})"
 
 
 def _pause_text(rollout: dict[str, Any]) -> str:
@@ -150,7 +151,7 @@ def _timed_pause(rollout: dict[str, Any]) -> str | None:
 
 def _rollout_summary(rollout: dict[str, Any], phase: str, message: str) -> str:
     status = rollout.get("status") or {}
-    text = phase or "(no phase yet)"
+    text = phase or _("(no phase yet)")
     details = []
     pause = _pause_text(rollout)
     if phase == "Paused" and pause:
@@ -161,7 +162,9 @@ def _rollout_summary(rollout: dict[str, Any], phase: str, message: str) -> str:
         text += f" ({'; '.join(details)})"
     index = status.get("currentStepIndex")
     if _strategy(rollout) == "canary" and isinstance(index, int):
-        text += f" at step {index} of {len(_steps(rollout))}"
+        text = _("{summary} at step {step} of {steps}").format(
+            summary=text, step=index, steps=len(_steps(rollout))
+        )
     return text
 
 
@@ -181,7 +184,9 @@ def rollout_status(spec: types.RolloutStatus, ctx: CheckContext) -> CheckResult:
     if rollout is None:
         return CheckResult(
             Status.FAILED,
-            f"{where} does not exist (expected it {_one_of(wanted)})",
+            _("{where} does not exist (expected it {expected})").format(
+                where=where, expected=_one_of(wanted)
+            ),
             hint=f"kubectl get rollouts -n {spec.namespace}",
             evidence={"expected": wanted},
         )
@@ -208,21 +213,24 @@ def rollout_status(spec: types.RolloutStatus, ctx: CheckContext) -> CheckResult:
         if phase in ("", "Progressing"):
             return CheckResult(
                 Status.PENDING,
-                f"{where} is {summary}; not {expected} yet",
+                _("{where} is {summary}; not {expected} yet").format(
+                    where=where, summary=summary, expected=expected
+                ),
                 hint=get_hint,
                 evidence=evidence,
             )
         if phase == "Degraded":
             hint = get_hint
             if status.get("abort"):
-                hint += (
-                    f"; kubectl get analysisrun -n {spec.namespace} (why it aborted); after "
-                    f"fixing it: kubectl argo rollouts retry rollout {spec.name} -n "
-                    f"{spec.namespace}"
-                )
+                hint = _(
+                    "{hint}; kubectl get analysisrun -n {namespace} (why it aborted); after "
+                    "fixing it: kubectl argo rollouts retry rollout {name} -n {namespace}"
+                ).format(hint=get_hint, namespace=spec.namespace, name=spec.name)
             return CheckResult(
                 Status.FAILED,
-                f"{where} is Degraded: {message or 'no message'} (expected {expected})",
+                _("{where} is Degraded: {message} (expected {expected})").format(
+                    where=where, message=message or _("no message"), expected=expected
+                ),
                 hint=hint,
                 evidence=evidence,
             )
@@ -231,28 +239,36 @@ def rollout_status(spec: types.RolloutStatus, ctx: CheckContext) -> CheckResult:
             if duration:
                 return CheckResult(
                     Status.PENDING,
-                    f"{where} is {summary}: a pause of {duration} that ends by itself "
-                    f"(expected {expected})",
+                    _(
+                        "{where} is {summary}: a pause of {duration} that ends by itself "
+                        "(expected {expected})"
+                    ).format(where=where, summary=summary, duration=duration, expected=expected),
                     hint=get_hint,
                     evidence=evidence,
                 )
             return CheckResult(
                 Status.FAILED,
-                f"{where} is {summary}: it waits for a promotion (expected {expected})",
+                _("{where} is {summary}: it waits for a promotion (expected {expected})").format(
+                    where=where, summary=summary, expected=expected
+                ),
                 hint=_promote_hint(spec.name, spec.namespace),
                 evidence=evidence,
             )
         if phase == "Healthy":
             return CheckResult(
                 Status.FAILED,
-                f"{where} is Healthy: no update is in progress (expected {expected}); "
-                "change its pod template (e.g. kubectl argo rollouts set image) to start one",
+                _(
+                    "{where} is Healthy: no update is in progress (expected {expected}); "
+                    "change its pod template (e.g. kubectl argo rollouts set image) to start one"
+                ).format(where=where, expected=expected),
                 hint=get_hint,
                 evidence=evidence,
             )
         return CheckResult(
             Status.FAILED,
-            f"{where} is {summary}, expected {expected}",
+            _("{where} is {summary}, expected {expected}").format(
+                where=where, summary=summary, expected=expected
+            ),
             hint=get_hint,
             evidence=evidence,
         )
@@ -261,20 +277,26 @@ def rollout_status(spec: types.RolloutStatus, ctx: CheckContext) -> CheckResult:
     if problems and phase == "Progressing":
         return CheckResult(
             Status.PENDING,
-            f"{where} is {summary}; not yet: " + "; ".join(problems),
+            _("{where} is {summary}; not yet: {problems}").format(
+                where=where, summary=summary, problems="; ".join(problems)
+            ),
             hint=get_hint,
             evidence=evidence,
         )
-    passed = f"{where} is {summary}"
+    passed = _("{where} is {summary}").format(where=where, summary=summary)
     if spec.canary_weight is not None:
-        passed += f", canary weight {weight}%"
+        passed = _("{passed}, canary weight {weight}%").format(passed=passed, weight=weight)
     if spec.stable_tag:
-        passed += f", stable {evidence.get('stable_image')}"
+        passed = _("{passed}, stable {image}").format(
+            passed=passed, image=evidence.get("stable_image")
+        )
     hint = get_hint
     if spec.paused is False and is_paused(rollout):
         hint = _promote_hint(spec.name, spec.namespace)
     if problems:
-        problems[0] = f"{where} is {summary}, but {problems[0]}"
+        problems[0] = _("{where} is {summary}, but {problem}").format(
+            where=where, summary=summary, problem=problems[0]
+        )
     return CheckResult.from_problems(problems, passed, hint=hint, evidence=evidence)
 
 
@@ -290,35 +312,50 @@ def _rollout_problems(
     if spec.step is not None:
         index = status.get("currentStepIndex")
         if _strategy(rollout) != "canary":
-            problems.append("it uses the blueGreen strategy, which has no steps")
+            problems.append(_("it uses the blueGreen strategy, which has no steps"))
         elif index != spec.step:
-            shown = index if isinstance(index, int) else "none"
-            problems.append(f"it is at step {shown}, expected step {spec.step}")
+            shown = index if isinstance(index, int) else _("none")
+            problems.append(
+                _("it is at step {step}, expected step {expected}").format(
+                    step=shown, expected=spec.step
+                )
+            )
     if spec.paused is not None and is_paused(rollout) != spec.paused:
         problems.append(
-            f"it is paused ({_pause_text(rollout)}), expected it not paused"
+            _("it is paused ({reasons}), expected it not paused").format(
+                reasons=_pause_text(rollout)
+            )
             if spec.paused is False
-            else "it is not paused, expected it to wait for a promotion"
+            else _("it is not paused, expected it to wait for a promotion")
         )
     if spec.canary_weight is not None:
         if weight is None:
-            problems.append("it uses the blueGreen strategy, which has no canary weight")
+            problems.append(_("it uses the blueGreen strategy, which has no canary weight"))
         elif weight != spec.canary_weight:
-            problems.append(f"the canary weight is {weight}%, expected {spec.canary_weight}%")
+            problems.append(
+                _("the canary weight is {weight}%, expected {expected}%").format(
+                    weight=weight, expected=spec.canary_weight
+                )
+            )
     if spec.stable_tag:
         stable = str(status.get("stableRS") or "")
         rs = _replicasets(ctx, spec.namespace, spec.name).get(stable) if stable else None
         if not stable:
-            problems.append("it has no stable ReplicaSet yet (status.stableRS is empty)")
+            problems.append(_("it has no stable ReplicaSet yet (status.stableRS is empty)"))
         elif rs is None:
-            problems.append(f"its stable ReplicaSet (pod hash {stable}) does not exist")
+            problems.append(
+                _("its stable ReplicaSet (pod hash {pod_hash}) does not exist").format(
+                    pod_hash=stable
+                )
+            )
         else:
-            image = first_image(rs) or "(no image)"
+            image = first_image(rs) or _("(no image)")
             evidence["stable_image"] = image
             if image_tag(image) != spec.stable_tag:
                 problems.append(
-                    f"the stable {_rs_text(rs)} runs tag {image_tag(image)}, expected "
-                    f"{spec.stable_tag}"
+                    _("the stable {replicaset} runs tag {tag}, expected {expected}").format(
+                        replicaset=_rs_text(rs), tag=image_tag(image), expected=spec.stable_tag
+                    )
                 )
     return problems
 
@@ -352,7 +389,7 @@ def rollout_services(spec: types.RolloutServices, ctx: CheckContext) -> CheckRes
     if rollout is None:
         return CheckResult(
             Status.FAILED,
-            f"{where} does not exist",
+            _("{where} does not exist").format(where=where),
             hint=f"kubectl get rollouts -n {spec.namespace}",
             evidence={"expected": spec.expect},
         )
@@ -367,7 +404,7 @@ def rollout_services(spec: types.RolloutServices, ctx: CheckContext) -> CheckRes
     for name, want in spec.expect.items():
         service = ctx.kube.get("v1", "Service", name, spec.namespace)
         if service is None:
-            problems.append(f"Service {name} does not exist")
+            problems.append(_("Service {name} does not exist").format(name=name))
             continue
         selector = _dig(service, "spec", "selector") or {}
         pod_hash = selector.get(POD_HASH_LABEL)
@@ -376,32 +413,40 @@ def rollout_services(spec: types.RolloutServices, ctx: CheckContext) -> CheckRes
             if name in named:
                 waiting = True
                 problems.append(
-                    f"Service {name} has no {POD_HASH_LABEL} in its selector yet: the Rollout "
-                    f"names it as {named[name]} but Argo Rollouts has not taken it over"
+                    _(
+                        "Service {name} has no {label} in its selector yet: the Rollout "
+                        "names it as {field} but Argo Rollouts has not taken it over"
+                    ).format(name=name, label=POD_HASH_LABEL, field=named[name])
                 )
             else:
-                names = ", ".join(f"{f}: {s}" for f, s in refs.items()) or "none"
+                names = ", ".join(f"{f}: {s}" for f, s in refs.items()) or _("none")
                 problems.append(
-                    f"Service {name} is not managed by Argo Rollouts (its selector has no "
-                    f"{POD_HASH_LABEL}); is it named in the Rollout's activeService, "
-                    f"previewService, canaryService or stableService? (the Rollout names "
-                    f"{names})"
+                    _(
+                        "Service {name} is not managed by Argo Rollouts (its selector has no "
+                        "{label}); is it named in the Rollout's activeService, "
+                        "previewService, canaryService or stableService? (the Rollout names "
+                        "{names})"
+                    ).format(name=name, label=POD_HASH_LABEL, names=names)
                 )
             continue
         rs = replicasets.get(str(pod_hash))
         if rs is None:
             selected[name] = {"pod_hash": pod_hash}
             problems.append(
-                f"Service {name} selects pod hash {pod_hash}, but no ReplicaSet of {where} has it"
+                _(
+                    "Service {name} selects pod hash {pod_hash}, but no ReplicaSet of {where} "
+                    "has it"
+                ).format(name=name, pod_hash=pod_hash, where=where)
             )
             continue
-        image = first_image(rs) or "(no image)"
+        image = first_image(rs) or _("(no image)")
         selected[name] = {"pod_hash": pod_hash, "replicaset": _name(rs), "image": image}
         facts.append(f"{name} -> {_name(rs)} ({image})")
         if image_tag(image) != want:
             problems.append(
-                f"Service {name} selects {_rs_text(rs)}, tag {image_tag(image)}; expected "
-                f"tag {want}"
+                _("Service {name} selects {replicaset}, tag {tag}; expected tag {expected}").format(
+                    name=name, replicaset=_rs_text(rs), tag=image_tag(image), expected=want
+                )
             )
     evidence = {
         "phase": phase,
@@ -410,20 +455,24 @@ def rollout_services(spec: types.RolloutServices, ctx: CheckContext) -> CheckRes
         "rollout_services": refs,
     }
     if problems and (waiting or phase in ("", "Progressing")):
+        state = phase or _("not processed yet")
+        if message:
+            state += f" ({message})"
         return CheckResult(
             Status.PENDING,
-            f"{where} is {phase or 'not processed yet'}"
-            + (f" ({message})" if message else "")
-            + "; not yet: "
-            + "; ".join(problems),
+            _("{where} is {summary}; not yet: {problems}").format(
+                where=where, summary=state, problems="; ".join(problems)
+            ),
             hint=get_hint,
             evidence=evidence,
         )
     if problems:
-        problems.append(f"the Rollout is {_rollout_summary(rollout, phase, message)}")
+        problems.append(
+            _("the Rollout is {summary}").format(summary=_rollout_summary(rollout, phase, message))
+        )
     return CheckResult.from_problems(
         problems,
-        "Services select " + ", ".join(facts),
+        _("Services select {services}").format(services=", ".join(facts)),
         hint=f"{get_hint}; kubectl get service -n {spec.namespace} -o wide",
         evidence=evidence,
     )
@@ -449,11 +498,11 @@ def template_origins(rollout: dict[str, Any], template: str) -> list[tuple[str, 
         if template in _template_names(_dig(strategy, "blueGreen", field)):
             origins.append((field, {ROLLOUT_TYPE_LABEL: run_type}))
     if template in _template_names(_dig(strategy, "canary", "analysis")):
-        origins.append(("background analysis", {ROLLOUT_TYPE_LABEL: "Background"}))
+        origins.append((_("background analysis"), {ROLLOUT_TYPE_LABEL: "Background"}))
     for index, step in enumerate(_steps(rollout)):
         if template in _template_names(step.get("analysis")):
             labels = {ROLLOUT_TYPE_LABEL: "Step", STEP_INDEX_LABEL: str(index)}
-            origins.append((f"step {index}", labels))
+            origins.append((_("step {index}").format(index=index), labels))
     return origins
 
 
@@ -501,11 +550,11 @@ def describe_metrics(run: dict[str, Any]) -> tuple[list[str], list[dict[str, Any
         last = measurements[-1] if measurements else {}
         value = last.get("value")
         text = str(last.get("message") or result.get("message") or "")
-        line = f"metric {name} {result.get('phase') or 'Pending'}"
+        line = _("metric {name} {phase}").format(name=name, phase=result.get("phase") or "Pending")
         nan = value not in (None, "") and "nan" in str(value).lower()
         empty = bool(text) and bool(_EMPTY_RESULT.search(text))
         if value not in (None, ""):
-            line += f", value {value}"
+            line = _("{line}, value {value}").format(line=line, value=value)
         if text:
             line += f", {text!r}"
         counts = [
@@ -514,8 +563,11 @@ def describe_metrics(run: dict[str, Any]) -> tuple[list[str], list[dict[str, Any
             if result.get(k)
         ]
         if counts:
-            line += f" ({_plural(int(result.get('count') or 0), 'measurement')}: "
-            line += ", ".join(counts) + ")"
+            count = int(result.get("count") or 0)
+            measured = (
+                _("{count} measurement") if count == 1 else _("{count} measurements")
+            ).format(count=count)
+            line += f" ({measured}: {', '.join(counts)})"
         if conditions.get(name):
             line += f" [{conditions[name]}]"
         lines.append(line)
@@ -536,15 +588,19 @@ def describe_metrics(run: dict[str, Any]) -> tuple[list[str], list[dict[str, Any
     return lines, data
 
 
-EMPTY_NOTE = (
-    "the query returned no data (an empty result: no requests in its time window yet), so "
-    "its condition could not index result[0]; the lesson's queries guard against this "
-    "(`... or vector(0)`, `scalar(...)`), and traffic must flow while the analysis runs"
-)
-NAN_NOTE = (
-    "NaN is 0/0: there were no requests in the query's time window; "
-    "send traffic while the analysis runs"
-)
+def _empty_note() -> str:
+    return _(
+        "the query returned no data (an empty result: no requests in its time window yet), so "
+        "its condition could not index result[0]; the lesson's queries guard against this "
+        "(`... or vector(0)`, `scalar(...)`), and traffic must flow while the analysis runs"
+    )
+
+
+def _nan_note() -> str:
+    return _(
+        "NaN is 0/0: there were no requests in the query's time window; "
+        "send traffic while the analysis runs"
+    )
 
 
 @implements(types.AnalysisRunResult)
@@ -556,7 +612,7 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
     if rollout is None:
         return CheckResult(
             Status.FAILED,
-            f"{where} does not exist",
+            _("{where} does not exist").format(where=where),
             hint=f"kubectl get rollouts -n {spec.namespace}",
             evidence=evidence,
         )
@@ -565,20 +621,18 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
         for r in ctx.kube.list(ROLLOUTS_API, "AnalysisRun", spec.namespace)
         if _owned_by(r, "Rollout", spec.rollout)
     ]
-    of_template = ""
     template: dict[str, Any] | None = None
     if spec.template:
-        of_template = f" of AnalysisTemplate {spec.template}"
         template = ctx.kube.get(ROLLOUTS_API, "AnalysisTemplate", spec.template, spec.namespace)
         origins = template_origins(rollout, spec.template)
-        evidence["origins"] = [o for o, _ in origins]
+        evidence["origins"] = [o for o, _unused in origins]
         if origins:
             runs = [
                 r
                 for r in runs
                 if any(
                     all((_meta(r).get("labels") or {}).get(k) == v for k, v in labels.items())
-                    for _, labels in origins
+                    for _unused, labels in origins
                 )
             ]
         else:
@@ -598,11 +652,21 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
                     | set(_template_names(_dig(rollout, "spec", "strategy", "canary", "analysis")))
                     | {n for s in _steps(rollout) for n in _template_names(s.get("analysis"))}
                 )
-                missing = "" if template is not None else " (and it does not exist)"
+                unused = (
+                    _("{where} does not use AnalysisTemplate {template}; it uses {used}")
+                    if template is not None
+                    else _(
+                        "{where} does not use AnalysisTemplate {template} (and it does not "
+                        "exist); it uses {used}"
+                    )
+                )
                 return CheckResult(
                     Status.FAILED,
-                    f"{where} does not use AnalysisTemplate {spec.template}{missing}; it uses "
-                    f"{', '.join(used) or 'no AnalysisTemplate'}",
+                    unused.format(
+                        where=where,
+                        template=spec.template,
+                        used=", ".join(used) or _("no AnalysisTemplate"),
+                    ),
                     hint=f"kubectl get rollout {spec.rollout} -n {spec.namespace} -o yaml",
                     evidence=evidence,
                 )
@@ -610,10 +674,20 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
         where_run = ""
         if evidence.get("origins"):
             where_run = f" ({', '.join(evidence['origins'])})"
+        none_yet = (
+            _(
+                "no AnalysisRun of AnalysisTemplate {template} of {where} yet: the rollout has "
+                "not reached its analysis step{origins}"
+            )
+            if spec.template
+            else _(
+                "no AnalysisRun of {where} yet: the rollout has not reached its analysis "
+                "step{origins}"
+            )
+        )
         return CheckResult(
             Status.PENDING,
-            f"no AnalysisRun{of_template} of {where} yet: the rollout has not reached its "
-            f"analysis step{where_run}",
+            none_yet.format(template=spec.template, where=where, origins=where_run),
             hint=get_hint,
             evidence=evidence,
         )
@@ -623,7 +697,11 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
     run_message = str(_dig(run, "status", "message") or "")
     lines, metrics = describe_metrics(run)
     labels = _meta(run).get("labels") or {}
-    head = f"AnalysisRun {name}{of_template} is {run_phase or 'Pending'}"
+    head = (
+        _("AnalysisRun {name} of AnalysisTemplate {template} is {phase}")
+        if spec.template
+        else _("AnalysisRun {name} is {phase}")
+    ).format(name=name, template=spec.template, phase=run_phase or "Pending")
     if run_message:
         head += f" ({run_message})"
     # One run may measure several templates (a Rollout listing two templates in one
@@ -634,11 +712,18 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
         if names and _metric_names(run) - names:
             own = [m for m in metrics if m["name"] in names]
             phase = _template_phase(run_phase, [m["phase"] for m in own], len(names))
-            head = (
-                f"AnalysisRun {name} is {run_phase or 'Pending'}"
-                + (f" ({run_message})" if run_message else "")
-                + f"; its metrics from AnalysisTemplate {spec.template} "
-                f"({', '.join(sorted(names))}) are {phase or 'Pending'}"
+            head = _("AnalysisRun {name} is {phase}").format(
+                name=name, phase=run_phase or "Pending"
+            )
+            if run_message:
+                head += f" ({run_message})"
+            head = _(
+                "{head}; its metrics from AnalysisTemplate {template} ({metrics}) are {phase}"
+            ).format(
+                head=head,
+                template=spec.template,
+                metrics=", ".join(sorted(names)),
+                phase=phase or "Pending",
             )
     evidence.update(
         {
@@ -652,9 +737,9 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
         }
     )
     describe = f"kubectl describe analysisrun {name} -n {spec.namespace}"
-    body = "; ".join(lines) if lines else "no measurements yet"
-    notes = [EMPTY_NOTE] if any(m["empty_result"] for m in own) else []
-    notes += [NAN_NOTE] if any(m["nan"] for m in own) else []
+    body = "; ".join(lines) if lines else _("no measurements yet")
+    notes = [_empty_note()] if any(m["empty_result"] for m in own) else []
+    notes += [_nan_note()] if any(m["nan"] for m in own) else []
     text = "; ".join([f"{head}: {body}", *notes])
     if phase in ("", "Pending", "Running"):
         return CheckResult(Status.PENDING, text, hint=f"{describe}; {get_hint}", evidence=evidence)
@@ -666,16 +751,19 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
         ):
             return CheckResult(
                 Status.FAILED,
-                f"{text}; it was stopped before it measured anything (the rollout was "
-                "promoted or aborted past it), so nothing was analysed",
+                _(
+                    "{text}; it was stopped before it measured anything (the rollout was "
+                    "promoted or aborted past it), so nothing was analysed"
+                ).format(text=text),
                 hint=get_hint,
                 evidence=evidence,
             )
         return CheckResult(Status.PASSED, text, evidence=evidence)
-    why = _WHY_NOT.get((spec.expect, phase))
+    why = _why_not(spec.expect, phase)
     return CheckResult(
         Status.FAILED,
-        f"{text}; expected {spec.expect}" + (f": {why}" if why else ""),
+        _("{text}; expected {expected}").format(text=text, expected=spec.expect)
+        + (f": {why}" if why else ""),
         hint=f"{describe}; {get_hint}",
         evidence=evidence,
     )
@@ -695,16 +783,19 @@ def _template_phase(run_phase: str, phases: list[Any], expected: int) -> str:
     return max(done, key=_PHASE_ORDER.index)
 
 
-# (expected, got) -> what it means for the student.
-_WHY_NOT = {
-    ("Successful", "Failed"): "a metric missed its successCondition",
-    ("Successful", "Error"): "a metric could not be measured",
-    ("Successful", "Inconclusive"): (
-        "the result was neither a success nor a failure and the rollout paused: promote or abort it"
-    ),
-    ("Failed", "Successful"): (
-        "the analysis passed, but this exercise wants it to fail: send failing requests "
-        "(e.g. /status/500) while the analysis runs"
-    ),
-    ("Failed", "Error"): "an Error is not a Failed (a metric could not be measured at all)",
-}
+def _why_not(expected: str, got: str) -> str | None:
+    """What getting phase ``got`` instead of ``expected`` means for the student."""
+    texts = {
+        ("Successful", "Failed"): _("a metric missed its successCondition"),
+        ("Successful", "Error"): _("a metric could not be measured"),
+        ("Successful", "Inconclusive"): _(
+            "the result was neither a success nor a failure and the rollout paused: "
+            "promote or abort it"
+        ),
+        ("Failed", "Successful"): _(
+            "the analysis passed, but this exercise wants it to fail: send failing requests "
+            "(e.g. /status/500) while the analysis runs"
+        ),
+        ("Failed", "Error"): _("an Error is not a Failed (a metric could not be measured at all)"),
+    }
+    return texts.get((expected, got))

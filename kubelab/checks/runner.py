@@ -16,6 +16,7 @@ from kubelab.checks import types
 from kubelab.checks.registry import CheckContext, implementation
 from kubelab.checks.result import CheckResult, Status, worst
 from kubelab.errors import KubelabError
+from kubelab.i18n import _
 from kubelab.lessons.model import Exercise
 
 
@@ -66,8 +67,10 @@ def run_check(spec: types.CheckSpec, ctx: CheckContext) -> CheckResult:
     except Exception as exc:  # a bug in a check must not hide the other checks' results
         return CheckResult(
             Status.ERROR,
-            f"the {spec.type} check failed unexpectedly: {type(exc).__name__}: {exc}",
-            "Run again with --verbose; if it persists, report it.",
+            _("the {check} check failed unexpectedly: {error_type}: {error}").format(
+                check=spec.type, error=exc, error_type=type(exc).__name__
+            ),
+            _("Run again with --verbose; if it persists, report it."),
         )
 
 

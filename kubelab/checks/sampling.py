@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kubelab.cluster.kube import Kube
+from kubelab.i18n import _
 
 _BODY_VERSION = re.compile(r"^\s*([A-Za-z0-9_.-]+) - Request \d+")
 SUBSET_HEADER = "x-kubelab-subset"
@@ -95,9 +96,9 @@ def classify(body: str, status: int, subset: str | None, timed_out: bool) -> Sam
     if version:
         detail = ""
     elif timed_out:
-        detail = "no answer in time"
+        detail = _("no answer in time")
     else:
-        detail = _detail(body) or ("an empty answer" if status else "no answer")
+        detail = _detail(body) or (_("an empty answer") if status else _("no answer"))
     return Sample(version, 0 if timed_out else status, hung, subset or None, detail)
 
 
@@ -166,10 +167,12 @@ class HttpSampler:
                 except TimeoutError:
                     return classify("", 0, None, True)
                 except aiohttp.ClientError as exc:
-                    return unreachable(f"connection failed ({type(exc).__name__})")
+                    return unreachable(
+                        _("connection failed ({error})").format(error=type(exc).__name__)
+                    )
 
         async with aiohttp.ClientSession(timeout=client_timeout, connector=connector) as session:
-            return list(await asyncio.gather(*(one(session) for _ in range(count))))
+            return list(await asyncio.gather(*(one(session) for _unused in range(count))))
 
     def hanging_versions(
         self, dest: Destination, versions: Iterable[str], timeout: float
@@ -220,7 +223,11 @@ def parse_exec_line(line: str) -> Sample:
     body, code, subset, exit_code = line.rsplit("|", 3)
     status = int(code) if code.isdigit() else 0
     if status == 0 and exit_code.strip() != str(CURL_TIMED_OUT):
-        return unreachable(f"connection failed (curl exit {exit_code.strip() or '?'})")
+        return unreachable(
+            _("connection failed (curl exit {exit_code})").format(
+                exit_code=exit_code.strip() or "?"
+            )
+        )
     return classify(body, status, subset or None, status == 0)
 
 
@@ -316,46 +323,82 @@ def misrouted(samples: Iterable[Sample]) -> Counter[tuple[str, str]]:
     )
 
 
+def _requests(n: int, subset: str | None) -> str:
+    """``n`` requests, to ``subset`` when the mesh named one ("1 request", "3 requests")."""
+    if subset:
+        text = (
+            _("{count} request to subset {subset}")
+            if n == 1
+            else _("{count} requests to subset {subset}")
+        )
+        return text.format(count=n, subset=subset)
+    return (_("{count} request") if n == 1 else _("{count} requests")).format(count=n)
+
+
 def explain_failures(samples: list[Sample], timeout: float) -> list[str]:
     """One sentence per kind of failure, naming what to look at."""
     sentences = []
     for (subset, status, hung, detail), n in sorted(
         failures(samples).items(), key=lambda item: (-item[1], str(item[0]))
     ):
-        to = f" to subset {subset}" if subset else ""
-        requests = f"{n} request{'s' if n != 1 else ''}{to}"
+        requests = _requests(n, subset)
         if hung:
             if subset:
                 sentences.append(
-                    f"{requests} hung past {timeout:g}s, but the pods labelled "
-                    f"version={subset} answer when asked directly: does DestinationRule "
-                    f"subset {subset} select them?"
+                    _(
+                        "{requests} hung past {timeout:g}s, but the pods labelled "
+                        "version={subset} answer when asked directly: does DestinationRule "
+                        "subset {subset} select them?"
+                    ).format(requests=requests, timeout=timeout, subset=subset)
                 )
             else:
                 sentences.append(
-                    f"{requests} hung past {timeout:g}s and no version's pods hang when "
-                    "asked directly: is the Service selecting the app's pods?"
+                    _(
+                        "{requests} hung past {timeout:g}s and no version's pods hang when "
+                        "asked directly: is the Service selecting the app's pods?"
+                    ).format(requests=requests, timeout=timeout)
                 )
         elif status == 0:
-            sentences.append(f"{requests} got no HTTP answer: {detail}")
+            sentences.append(
+                _("{requests} got no HTTP answer: {detail}").format(
+                    requests=requests, detail=detail
+                )
+            )
         elif 200 <= status < 300:
             sentences.append(
-                f"{requests} answered {status} {detail!r}, which no app-backend version "
-                "sends: is the Service selecting the app's pods?"
+                _(
+                    "{requests} answered {status} {detail!r}, which no app-backend version "
+                    "sends: is the Service selecting the app's pods?"
+                ).format(requests=requests, status=status, detail=detail)
             )
         else:
             whose = (
-                f"are the pods labelled version={subset} running and ready, and does "
-                f"DestinationRule subset {subset} select them?"
+                _(
+                    "are the pods labelled version={subset} running and ready, and does "
+                    "DestinationRule subset {subset} select them?"
+                ).format(subset=subset)
                 if subset
-                else "are the pods of every version running and ready, and do the "
-                "DestinationRule's subsets select them?"
+                else _(
+                    "are the pods of every version running and ready, and do the "
+                    "DestinationRule's subsets select them?"
+                )
             )
-            sentences.append(f"{requests} answered {status} {detail}: {whose}")
+            sentences.append(
+                _("{requests} answered {status} {detail}: {whose}").format(
+                    requests=requests, status=status, detail=detail, whose=whose
+                )
+            )
     for (subset, version), n in sorted(misrouted(samples).items()):
+        routed = (
+            _("{count} request routed to subset {subset}")
+            if n == 1
+            else _("{count} requests routed to subset {subset}")
+        ).format(count=n, subset=subset)
         sentences.append(
-            f"{n} request{'s' if n != 1 else ''} routed to subset {subset} were answered by "
-            f"{version}: does DestinationRule subset {subset} select {version}'s pods?"
+            _(
+                "{requests} were answered by {version}: does DestinationRule subset {subset} "
+                "select {version}'s pods?"
+            ).format(requests=routed, version=version, subset=subset)
         )
     return sentences
 

@@ -21,6 +21,7 @@ from kubelab.checks.sampling import (
     misrouted,
     tally,
 )
+from kubelab.i18n import _
 
 
 def _destination(spec: types.TrafficSplit | types.HttpStable) -> Destination:
@@ -32,7 +33,7 @@ FIRST_ROUND = 40
 
 
 def samples_counts(samples: list[Sample]) -> stats.Counts:
-    answered, _, unknown = tally(samples)
+    answered, _unused, unknown = tally(samples)
     return stats.Counts(dict(answered), unknown + len(misrouted(samples)), len(samples))
 
 
@@ -57,7 +58,7 @@ def _split_samples(
 
 
 def _within(plan: stats.SamplePlan, samples: list[Sample]) -> bool:
-    answered, _, unknown = tally(samples)
+    answered, _unused, unknown = tally(samples)
     if unknown or not samples or misrouted(samples):
         return False
     return all(lo <= answered.get(v, 0) <= hi for v, (lo, hi) in plan.accept.items()) and not set(
@@ -95,15 +96,17 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
     if not samples:
         return CheckResult(
             Status.ERROR,
-            f"could not send requests to {dest.host}",
+            _("could not send requests to {host}").format(host=dest.host),
             hint=f"kubectl get pod {spec.tester} -n {spec.namespace}",
             evidence=evidence,
         )
     if len(samples) < min(plan.samples, FIRST_ROUND) // 2:
         return CheckResult(
             Status.PENDING,
-            f"only {len(samples)} of {plan.samples} requests to {dest.host} could be sent; "
-            f"is the {spec.tester} pod still starting?",
+            _(
+                "only {sent} of {planned} requests to {host} could be sent; "
+                "is the {tester} pod still starting?"
+            ).format(sent=len(samples), planned=plan.samples, host=dest.host, tester=spec.tester),
             hint=f"kubectl get pods -n {spec.namespace}",
             evidence=evidence,
         )
@@ -116,28 +119,60 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
         expected = spec.expect.get(version, 0)
         if not left and not lo <= count <= hi:
             problems.append(
-                f"{version} got {count} of {taken} requests ({share:.0f}%), expected "
-                f"{expected}% (accepted {lo}-{hi})"
+                _(
+                    "{version} got {count} of {taken} requests ({share:.0f}%), expected "
+                    "{expected}% (accepted {lo}-{hi})"
+                ).format(
+                    version=version,
+                    count=count,
+                    taken=taken,
+                    share=share,
+                    expected=expected,
+                    lo=lo,
+                    hi=hi,
+                )
             )
         elif left and (count > hi or count + left < lo):
             # Stopped early: this count alone decides, whatever the other samples bring.
             problems.append(
-                f"{version} got {count} of the first {taken} requests ({share:.0f}%), expected "
-                f"{expected}% (accepted {lo}-{hi} of {plan.samples}, out of reach)"
+                _(
+                    "{version} got {count} of the first {taken} requests ({share:.0f}%), "
+                    "expected {expected}% (accepted {lo}-{hi} of {planned}, out of reach)"
+                ).format(
+                    version=version,
+                    count=count,
+                    taken=taken,
+                    share=share,
+                    expected=expected,
+                    lo=lo,
+                    hi=hi,
+                    planned=plan.samples,
+                )
             )
     problems.extend(explain_failures(samples, spec.timeout_seconds))
     summary = ", ".join(
-        f"{v} {answered.get(v, 0)}" + (f" ({hung[v]} hung)" if hung.get(v) else "")
+        _("{version} {count} ({hung} hung)").format(
+            version=v, count=answered.get(v, 0), hung=hung[v]
+        )
+        if hung.get(v)
+        else f"{v} {answered.get(v, 0)}"
         for v in sorted(set(spec.expect) | set(answered))
     )
     hung_note = ""
     if hung:
-        hung_note = f"; {sum(hung.values())} requests hung past {spec.timeout_seconds:g}s"
+        hung_note = "; " + _hung_past(sum(hung.values()), spec.timeout_seconds)
     if problems and left:
-        problems.append(f"decided after {taken} of {plan.samples} requests ({summary})")
+        problems.append(
+            _("decided after {taken} of {planned} requests ({summary})").format(
+                taken=taken, planned=plan.samples, summary=summary
+            )
+        )
     return CheckResult.from_problems(
         problems,
-        f"{len(samples)} requests to {dest.host}: {summary}{hung_note}",
+        _("{count} requests to {host}: {summary}").format(
+            count=len(samples), host=dest.host, summary=summary
+        )
+        + hung_note,
         hint=_traffic_hint(spec, samples),
         evidence=evidence,
     )
@@ -180,7 +215,7 @@ def http_stable(spec: types.HttpStable, ctx: CheckContext) -> CheckResult:
         hanging = sampler.hanging_versions(dest, sorted(versions - {""}), spec.timeout_seconds)
         samples = attribute_hung(samples, hanging)
     seconds = round(time.monotonic() - started, 2)
-    answered, hung, _ = tally(samples)
+    answered, hung, _unused = tally(samples)
     failed = [s for s in samples if s.version is None or s.hung]
     evidence = {
         "requests": len(samples),
@@ -191,10 +226,8 @@ def http_stable(spec: types.HttpStable, ctx: CheckContext) -> CheckResult:
     }
     problems = []
     if hung:
-        problems.append(
-            f"{sum(hung.values())} requests hung past {spec.timeout_seconds:g}s "
-            f"({', '.join(f'{v}: {n}' for v, n in sorted(hung.items()))})"
-        )
+        per_version = ", ".join(f"{v}: {n}" for v, n in sorted(hung.items()))
+        problems.append(f"{_hung_past(sum(hung.values()), spec.timeout_seconds)} ({per_version})")
     problems.extend(explain_failures(samples, spec.timeout_seconds))
     if spec.expect_version:
         others = {
@@ -204,20 +237,40 @@ def http_stable(spec: types.HttpStable, ctx: CheckContext) -> CheckResult:
         }
         if others:
             problems.append(
-                "answers from other versions than "
-                f"{spec.expect_version}: {', '.join(f'{v} {n}' for v, n in sorted(others.items()))}"
+                _("answers from other versions than {version}: {counts}").format(
+                    version=spec.expect_version,
+                    counts=", ".join(f"{v} {n}" for v, n in sorted(others.items())),
+                )
             )
     if not problems and len(samples) < spec.requests:
-        problems.append(f"only {len(samples)} of {spec.requests} requests could be sent")
+        problems.append(
+            _("only {sent} of {total} requests could be sent").format(
+                sent=len(samples), total=spec.requests
+            )
+        )
     if problems and len(samples) < spec.requests:
-        problems.append(f"stopped after {len(samples)} of {spec.requests} requests")
-    by = f" by {spec.expect_version}" if spec.expect_version else ""
+        problems.append(
+            _("stopped after {sent} of {total} requests").format(
+                sent=len(samples), total=spec.requests
+            )
+        )
+    passed = (
+        _("all {count} requests to {host} answered in time by {version} ({seconds:g}s)")
+        if spec.expect_version
+        else _("all {count} requests to {host} answered in time ({seconds:g}s)")
+    )
     return CheckResult.from_problems(
         problems,
-        f"all {len(samples)} requests to {dest.host} answered in time{by} ({seconds:g}s)",
+        passed.format(
+            count=len(samples), host=dest.host, version=spec.expect_version, seconds=seconds
+        ),
         hint=_traffic_hint(spec, samples),
         evidence=evidence,
     )
+
+
+def _hung_past(count: int, timeout: float) -> str:
+    return _("{count} requests hung past {timeout:g}s").format(count=count, timeout=timeout)
 
 
 def _traffic_hint(spec: types.TrafficSplit | types.HttpStable, samples: list[Sample]) -> str:

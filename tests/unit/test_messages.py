@@ -91,3 +91,33 @@ def test_the_cli_speaks_portuguese_when_asked(tmp_path):
     assert "erro: nenhuma aula está rodando" in portuguese
     assert "dica: Inicie uma" in portuguese
     assert "error: no lesson is running" in _check_without_a_lesson(tmp_path, "en")
+
+
+def test_check_results_speak_the_chosen_language():
+    """A check's message comes from the catalog too (here field-equals, from core)."""
+    from kubelab.checks import types
+    from kubelab.checks.registry import CheckContext
+    from kubelab.checks.runner import run_check
+
+    class OneObject:
+        def get(self, api_version, kind, name, namespace=None):
+            return {"metadata": {"name": name, "uid": "u"}, "spec": {"replicas": 2}}
+
+    spec = types.FieldEquals(
+        type="field-equals",
+        kind="Deployment",
+        api_version="apps/v1",
+        name="app",
+        namespace="istio",
+        jsonpath="{.spec.replicas}",
+        equals=3,
+    )
+    ctx = CheckContext(kube=OneObject(), sampler=lambda spec: None)  # type: ignore[arg-type]
+    try:
+        i18n.use("pt")
+        assert run_check(spec, ctx).message == (
+            "Deployment istio/app: {.spec.replicas} é 2, esperado 3"
+        )
+    finally:
+        i18n.use("en")
+    assert run_check(spec, ctx).message == "Deployment istio/app: {.spec.replicas} is 2, expected 3"
