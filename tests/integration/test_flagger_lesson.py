@@ -94,7 +94,8 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-_PATCH_ARG = re.compile(r"kubectl patch canary .*?-p '(\{.*?\})'", re.DOTALL)
+# The JSON may start on the line after -p ' (the lessons keep lines under 80 columns).
+_PATCH_ARG = re.compile(r"kubectl patch canary .*?-p '\s*(\{.*?\})'", re.DOTALL)
 _SCRIPT_PATCH = re.compile(
     r'k patch canary "\$CANARY" --type merge \\?\s*-p \'(\{.*?\})\'', re.DOTALL
 )
@@ -146,7 +147,7 @@ def test_every_exercise_has_both_languages_hints_and_flagger_checks():
         # Same commands in both languages (comments aside): code blocks must not drift apart.
         blocks = [
             [
-                re.sub(r"\s+#.*$", "", block, flags=re.MULTILINE)
+                re.sub(r"\s+#.*$", "", re.sub(r"^\s*#.*\n", "", block, flags=re.M), flags=re.M)
                 for block in re.findall(
                     r"```bash\n(.*?)```", exercise.instructions.get(lang), re.DOTALL
                 )

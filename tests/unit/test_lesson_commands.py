@@ -3,10 +3,9 @@
 Each ```bash block of every exercise text and hint, in both languages, is checked with
 ``bash -n``; a curl in a loop has a --max-time (a hung request otherwise waits out Envoy's
 300 s); a count ends in ``cut -d" " -f1 | sort | uniq -c`` (the bodies carry a request
-number, so a bare ``sort | uniq -c`` prints one line per request). The lessons listed in
-``SHORT_LINES`` also keep every line short enough to survive a terminal that wraps at 80
-columns (kubelab's panel takes a few). The commands that run in the sandbox are run there
-by tests/integration/test_sandbox_lesson.py.
+number, so a bare ``sort | uniq -c`` prints one line per request). Every line is short
+enough to survive a terminal that wraps at 80 columns (kubelab's panel takes a few). The
+commands that run in the sandbox are run there by tests/integration/test_sandbox_lesson.py.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import pytest
 from kubelab.lessons.loader import find_lesson
 
 LESSONS = ["istio-traffic-splitting", "flagger-canary", "argo-rollouts"]
-# Lessons whose commands were rewritten to fit; the other two still have long lines.
-SHORT_LINES = {"istio-traffic-splitting"}
+SHORT_LINES = set(LESSONS)
 MAX_LINE = 76
 
 
