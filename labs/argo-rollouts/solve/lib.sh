@@ -95,6 +95,14 @@ progress() {
   field "$1" '{.status.phase}{" step="}{.status.currentStepIndex}{" canary-weight="}{.status.canary.weights.canary.weight}{" "}{.status.message}'
 }
 
+# snapshot ROLLOUT: "PHASE STEP PAUSE-TIMES" in one read, what the waits decide on. Each
+# pause is promoted once: until the controller acts on a promotion, the status still shows
+# the pause just promoted, and promoting "again" would clear the next pause as soon as the
+# controller reaches it (skipping a step). A pause's start time tells two pauses apart.
+snapshot() {
+  field "$1" '{.status.phase} {.status.currentStepIndex} {.status.pauseConditions[*].startTime}'
+}
+
 # pause_reasons ROLLOUT: why the Rollout is paused (BlueGreenPause, CanaryPauseStep,
 # InconclusiveAnalysis, ...), space separated; empty when it is not.
 pause_reasons() { field "$1" '{.status.pauseConditions[*].reason}'; }
@@ -128,16 +136,17 @@ wait_phase() {
 # promote_until_healthy ROLLOUT: promote every pause the Rollout stops at until it is Healthy
 # (what clicking "Promote" in the dashboard at each pause does).
 promote_until_healthy() {
-  local rollout=$1 deadline=$((SECONDS + WAIT_SECONDS)) now last=""
+  local rollout=$1 deadline=$((SECONDS + WAIT_SECONDS)) now last="" seen promoted=""
   wait_observed "$rollout"
   while :; do
+    seen=$(snapshot "$rollout")
     now=$(progress "$rollout")
     [ "$now" = "$last" ] || say "rollout/$rollout: $now"
     last=$now
-    case "$now" in
+    case "$seen" in
       "Healthy "*) return ;;
       "Degraded "*) die "rollout/$rollout is Degraded: $now" ;;
-      "Paused "*) promote "$rollout" ;;
+      "Paused "*) if [ "$seen" != "$promoted" ]; then promote "$rollout"; promoted=$seen; fi ;;
     esac
     [ "$SECONDS" -lt "$deadline" ] || die "rollout/$rollout is not Healthy after ${WAIT_SECONDS}s: $now"
     sleep "$POLL_SECONDS"
@@ -147,18 +156,20 @@ promote_until_healthy() {
 # wait_paused_at ROLLOUT STEP: until the Rollout is Paused with status.currentStepIndex STEP,
 # promoting every pause it stops at before that step.
 wait_paused_at() {
-  local rollout=$1 target=$2 deadline=$((SECONDS + WAIT_SECONDS)) now last="" step
+  local rollout=$1 target=$2 deadline=$((SECONDS + WAIT_SECONDS)) now last="" seen promoted=""
+  local step
   wait_observed "$rollout"
   while :; do
+    seen=$(snapshot "$rollout")
     now=$(progress "$rollout")
     [ "$now" = "$last" ] || say "rollout/$rollout: $now"
     last=$now
-    step=$(field "$rollout" '{.status.currentStepIndex}')
-    case "$now" in
+    step=$(printf '%s\n' "$seen" | cut -d' ' -f2)
+    case "$seen" in
       "Paused "*)
         if [ "${step:-0}" -eq "$target" ]; then return; fi
         if [ "${step:-0}" -gt "$target" ]; then die "rollout/$rollout is already past step $target"; fi
-        promote "$rollout"
+        if [ "$seen" != "$promoted" ]; then promote "$rollout"; promoted=$seen; fi
         ;;
       "Degraded "*) die "rollout/$rollout is Degraded: $now" ;;
       "Healthy "*) die "rollout/$rollout finished its steps before step $target" ;;
