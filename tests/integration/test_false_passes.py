@@ -165,8 +165,11 @@ def test_crash_looping_v2_fails_the_split():
         kubectl("set", "env", "deployment/app-backend-v2", "-n", "istio", "APP_VERSION=V2")
         try:
             kubectl("delete", "pod", "-n", "istio", "-l", "app=app-backend,version=v2")
-            time.sleep(3.0)
-            assert "CrashLoopBackOff" in kubectl("get", "pods", "-n", "istio")
+            # Between two restarts the pod shows Running for a moment: look a few times.
+            deadline = time.monotonic() + 15
+            while "CrashLoopBackOff" not in (pods := kubectl("get", "pods", "-n", "istio")):
+                assert time.monotonic() < deadline, pods
+                time.sleep(0.5)
             code, checks = check("split-50-50")
         finally:
             kubectl("set", "env", "deployment/app-backend-v2", "-n", "istio", "APP_VERSION=v2")
