@@ -117,20 +117,22 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
         lo, hi = plan.accept.get(version, (0, 0))
         share = 100 * count / taken
         expected = spec.expect.get(version, 0)
+        fields = {
+            "version": version,
+            "count": count,
+            "taken": taken,
+            "share": share,
+            "expected": expected,
+            "lo": lo,
+            "hi": hi,
+            "planned": plan.samples,
+        }
         if not left and not lo <= count <= hi:
             problems.append(
                 _(
                     "{version} got {count} of {taken} requests ({share:.0f}%), expected "
                     "{expected}% (accepted {lo}-{hi})"
-                ).format(
-                    version=version,
-                    count=count,
-                    taken=taken,
-                    share=share,
-                    expected=expected,
-                    lo=lo,
-                    hi=hi,
-                )
+                ).format(**fields)
             )
         elif left and (count > hi or count + left < lo):
             # Stopped early: this count alone decides, whatever the other samples bring.
@@ -138,16 +140,7 @@ def traffic_split(spec: types.TrafficSplit, ctx: CheckContext) -> CheckResult:
                 _(
                     "{version} got {count} of the first {taken} requests ({share:.0f}%), "
                     "expected {expected}% (accepted {lo}-{hi} of {planned}, out of reach)"
-                ).format(
-                    version=version,
-                    count=count,
-                    taken=taken,
-                    share=share,
-                    expected=expected,
-                    lo=lo,
-                    hi=hi,
-                    planned=plan.samples,
-                )
+                ).format(**fields)
             )
     problems.extend(explain_failures(samples, spec.timeout_seconds))
     summary = ", ".join(
