@@ -349,12 +349,13 @@ def _rollout_problems(
                 )
             )
         else:
-            image = first_image(rs) or _("(no image)")
-            evidence["stable_image"] = image
-            if image_tag(image) != spec.stable_tag:
+            image = first_image(rs)
+            evidence["stable_image"] = image or "(no image)"  # data: the same in every language
+            tag = image_tag(image or "")
+            if tag != spec.stable_tag:
                 problems.append(
                     _("the stable {replicaset} runs tag {tag}, expected {expected}").format(
-                        replicaset=_rs_text(rs), tag=image_tag(image), expected=spec.stable_tag
+                        replicaset=_rs_text(rs), tag=tag, expected=spec.stable_tag
                     )
                 )
     return problems
@@ -439,13 +440,19 @@ def rollout_services(spec: types.RolloutServices, ctx: CheckContext) -> CheckRes
                 ).format(name=name, pod_hash=pod_hash, where=where)
             )
             continue
-        image = first_image(rs) or _("(no image)")
-        selected[name] = {"pod_hash": pod_hash, "replicaset": _name(rs), "image": image}
-        facts.append(f"{name} -> {_name(rs)} ({image})")
-        if image_tag(image) != want:
+        image = first_image(rs)
+        selected[name] = {
+            "pod_hash": pod_hash,
+            "replicaset": _name(rs),
+            "image": image or "(no image)",  # data: the same in every language
+        }
+        shown = image or _("(no image)")
+        facts.append(f"{name} -> {_name(rs)} ({shown})")
+        tag = image_tag(image or "")
+        if tag != want:
             problems.append(
                 _("Service {name} selects {replicaset}, tag {tag}; expected tag {expected}").format(
-                    name=name, replicaset=_rs_text(rs), tag=image_tag(image), expected=want
+                    name=name, replicaset=_rs_text(rs), tag=tag, expected=want
                 )
             )
     evidence = {

@@ -72,7 +72,7 @@ def template(
     """
     helm = require_tool("helm")
     values_yaml = dump_yaml(values)
-    binary = Path(helm).stat()
+    binary = helm.stat()
     key = cache.digest(
         f"{helm}\0{binary.st_size}\0{binary.st_mtime_ns}",
         cache.files_fingerprint([chart]),
