@@ -13,16 +13,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kubelab import paths
+from kubelab.base import problems
 from kubelab.errors import UsageError
 
 
-class UserConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     provider: str | None = None
     domain: str | None = None
     tls: bool = False
@@ -40,11 +39,16 @@ def load_config() -> UserConfig:
         return UserConfig()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return UserConfig.model_validate(data)
-    except (yaml.YAMLError, ValidationError) as exc:
-        first = str(exc).splitlines()
-        detail = "; ".join(line.strip() for line in first[:3])
-        raise UsageError(
-            f"{path} is not a valid kubelab config: {detail}",
-            hint="Allowed keys: provider, domain, tls, email.",
-        ) from None
+    except yaml.YAMLError as exc:
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[:3])
+    else:
+        found = problems(UserConfig, data)
+        if not found:
+            return msgspec.convert(data, UserConfig)
+        detail = "; ".join(
+            f"{'.'.join(map(str, loc))}: {message}" if loc else message for loc, message in found
+        )
+    raise UsageError(
+        f"{path} is not a valid kubelab config: {detail}",
+        hint="Allowed keys: provider, domain, tls, email.",
+    )

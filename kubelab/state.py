@@ -16,10 +16,10 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
 
 from kubelab import paths
 from kubelab.errors import StateError
@@ -32,34 +32,34 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Record(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A part of the state file (mutable; unknown keys are refused)."""
 
 
-class CreatedResource(_Record):
+class CreatedResource(_Record, kw_only=True):
     """One thing kubelab created and must remove again (a helm release, a server...)."""
 
     kind: str
     name: str
     namespace: str | None = None
     id: str | None = None
-    created_at: str = Field(default_factory=now)
-    details: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = msgspec.field(default_factory=now)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def key(self) -> tuple[str, str, str | None]:
         return (self.kind, self.name, self.namespace)
 
 
-class ClusterRecord(_Record):
+class ClusterRecord(_Record, kw_only=True):
     name: str
     provider: str
     kubeconfig: str | None = None
-    created_at: str = Field(default_factory=now)
-    resources: list[CreatedResource] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = msgspec.field(default_factory=now)
+    resources: list[CreatedResource] = msgspec.field(default_factory=list)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class ExerciseProgress(_Record):
+class ExerciseProgress(_Record, kw_only=True):
     status: str = "not-started"  # the last check's outcome
     checked_at: str | None = None
     attempts: int = 0
@@ -69,15 +69,15 @@ class ExerciseProgress(_Record):
     passed_at: str | None = None
 
 
-class LessonRecord(_Record):
+class LessonRecord(_Record, kw_only=True):
     lesson: str
     cluster: str | None = None
     provider: str | None = None
-    steps_done: list[str] = Field(default_factory=list)
-    resources: list[CreatedResource] = Field(default_factory=list)
-    created_at: str = Field(default_factory=now)
-    updated_at: str = Field(default_factory=now)
-    details: dict[str, Any] = Field(default_factory=dict)
+    steps_done: list[str] = msgspec.field(default_factory=list)
+    resources: list[CreatedResource] = msgspec.field(default_factory=list)
+    created_at: str = msgspec.field(default_factory=now)
+    updated_at: str = msgspec.field(default_factory=now)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def add_resource(self, resource: CreatedResource) -> None:
         """Record ``resource`` once; re-recording the same (kind, name, namespace) updates it."""
@@ -85,7 +85,7 @@ class LessonRecord(_Record):
         self.resources.append(resource)
 
 
-class StudentRecord(_Record):
+class StudentRecord(_Record, kw_only=True):
     id: str
     name: str
     email: str
@@ -94,25 +94,25 @@ class StudentRecord(_Record):
     token_expires: str | None = None  # ISO 8601 UTC, when the kubeconfig's token ends
 
 
-class ClassRecord(_Record):
+class ClassRecord(_Record, kw_only=True):
     """A class of one lesson on the lesson's cluster (``kubelab class create``)."""
 
     lesson: str
     roster: str  # the roster file it was made from
     out_dir: str  # where the students' kubeconfigs are
-    students: list[StudentRecord] = Field(default_factory=list)
-    created_at: str = Field(default_factory=now)
-    updated_at: str = Field(default_factory=now)
+    students: list[StudentRecord] = msgspec.field(default_factory=list)
+    created_at: str = msgspec.field(default_factory=now)
+    updated_at: str = msgspec.field(default_factory=now)
 
 
-class State(_Record):
+class State(_Record, kw_only=True):
     schema_version: int = SCHEMA_VERSION
-    clusters: dict[str, ClusterRecord] = Field(default_factory=dict)
-    lessons: dict[str, LessonRecord] = Field(default_factory=dict)
-    classes: dict[str, ClassRecord] = Field(default_factory=dict)
+    clusters: dict[str, ClusterRecord] = msgspec.field(default_factory=dict)
+    lessons: dict[str, LessonRecord] = msgspec.field(default_factory=dict)
+    classes: dict[str, ClassRecord] = msgspec.field(default_factory=dict)
     # lesson id -> exercise id -> progress. Kept apart from the lesson's record, so it
     # survives `down` and a later `up` (`kubelab progress --reset` forgets it).
-    progress: dict[str, dict[str, ExerciseProgress]] = Field(default_factory=dict)
+    progress: dict[str, dict[str, ExerciseProgress]] = msgspec.field(default_factory=dict)
 
     def lesson(self, lesson_id: str) -> LessonRecord:
         """The record of ``lesson_id``, created empty when missing."""
@@ -156,6 +156,13 @@ def _migrate(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     return raw
 
 
+def _encode_other(value: Any) -> Any:
+    """Values msgspec does not encode itself, as they were written before (paths as text)."""
+    if isinstance(value, PurePath):
+        return str(value)
+    raise NotImplementedError(f"cannot write {type(value).__name__} to the state file")
+
+
 class StateStore:
     """Reads and writes the state file; use :meth:`transaction` for read-modify-write."""
 
@@ -176,8 +183,8 @@ class StateStore:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise ValueError("not an object")
-            return State.model_validate(_migrate(raw, self.path))
-        except (ValueError, ValidationError) as exc:
+            return msgspec.convert(_migrate(raw, self.path), State)
+        except ValueError as exc:  # msgspec.ValidationError is one
             raise StateError(
                 f"state file {self.path} is corrupt ({str(exc).splitlines()[0]})",
                 hint=f"Move it away (mv {self.path} {self.path}.bak); kubelab then starts "
@@ -187,7 +194,8 @@ class StateStore:
     def save(self, state: State) -> None:
         """Write ``state`` atomically with mode 0600 (temp file, fsync, rename)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data = state.model_dump_json(indent=2) + "\n"
+        encoded = msgspec.json.encode(state, enc_hook=_encode_other)
+        data = msgspec.json.format(encoded, indent=2).decode() + "\n"
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
             os.fchmod(fd, 0o600)

@@ -58,7 +58,7 @@ S = TypeVar("S", bound=types.CheckSpec)
 def implements(
     spec: type[S],
 ) -> Callable[[Callable[[S, CheckContext], CheckResult]], Callable[[S, CheckContext], CheckResult]]:
-    (name,) = spec.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+    name = types.type_name(spec)
 
     def register(
         fn: Callable[[S, CheckContext], CheckResult],

@@ -3,37 +3,51 @@
 A lesson file names a check by ``type:`` and gives its parameters; the class registered
 under that name validates them when the lesson is loaded, so a typo or a split that does
 not sum to 100 is reported with its file and line long before a student runs
-``kubelab check``. ``CHECK_TYPES`` is the registry: type name -> class.
+``kubelab check``. ``CHECK_TYPES`` is the registry: type name -> class; a check's
+``type:`` is the tag of its msgspec struct (``CheckSpec.type``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, Self
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, Self, cast
 
-from pydantic import Field, field_validator
+import msgspec
+from msgspec import Meta
 
+from kubelab import base
 from kubelab.base import LocalizedText, StrictModel
 from kubelab.checks import selectors
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-Name = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
-Namespace = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
-Slug = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+Name = Annotated[str, Meta(pattern=DNS_SUBDOMAIN, max_length=253)]
+Namespace = Annotated[str, Meta(pattern=DNS_LABEL, max_length=63)]
+Slug = Annotated[str, Meta(pattern=DNS_LABEL, max_length=63)]
+base.PATTERN_NAMES.update(
+    {
+        DNS_LABEL: "must be a lowercase name: letters, digits and '-', starting and ending "
+        "with a letter or digit",
+        DNS_SUBDOMAIN: "must be a lowercase Kubernetes name: letters, digits, '-' and '.'",
+    }
+)
 
 
-class CheckSpec(StrictModel):
-    """Fields common to every check."""
+class CheckSpec(StrictModel, tag_field="type", frozen=True, kw_only=True):
+    """Fields common to every check; the ``type:`` key of the file is the struct's tag."""
 
     # The components this type of check needs besides the cluster itself (the sandbox
     # has none of them, so exercises using such checks are skipped there).
     needs: ClassVar[frozenset[str]] = frozenset()
 
-    type: str
-    id: Slug | None = Field(default=None, description="stable id; defaults to the type")
+    id: Slug | None = None  # stable id; defaults to the type
     description: LocalizedText | None = None
     required: bool = True
+
+    @property
+    def type(self) -> str:
+        return cast(str, self.__struct_config__.tag)
 
     def retarget(self, home: str, mine: str) -> Self:
         """This check aimed at namespace ``mine`` wherever it is aimed at the lesson's
@@ -42,35 +56,35 @@ class CheckSpec(StrictModel):
         return self
 
 
-class _InNamespace(CheckSpec):
+class _InNamespace(CheckSpec, frozen=True, kw_only=True):
     """A check on objects of one namespace (its ``namespace`` field)."""
 
     namespace: Namespace | None = None
 
     def retarget(self, home: str, mine: str) -> Self:
         if self.namespace == home:
-            return self.model_copy(update={"namespace": mine})
+            return msgspec.structs.replace(self, namespace=mine)
         return self
 
 
 CHECK_TYPES: dict[str, type[CheckSpec]] = {}
 
 
+def type_name(cls: type[CheckSpec]) -> str:
+    """The ``type:`` a lesson file gives for checks of ``cls``."""
+    return cast(str, cls.__struct_config__.tag)
+
+
 def register(cls: type[CheckSpec]) -> type[CheckSpec]:
-    """Class decorator adding a check type to the registry under its ``type`` literal."""
-    (name,) = cls.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+    """Class decorator adding a check type to the registry under its tag."""
+    name = type_name(cls)
     if name in CHECK_TYPES:
         raise RuntimeError(f"check type {name!r} registered twice")
     CHECK_TYPES[name] = cls
     return cls
 
 
-def _validate_selector(value: str) -> str:
-    selectors.parse(value)
-    return value
-
-
-def _validate_split(value: dict[str, int]) -> dict[str, int]:
+def _validate_split(value: dict[str, int]) -> None:
     if not value:
         raise ValueError("at least one subset is needed")
     bad = [k for k in value if not re.match(DNS_LABEL, k)]
@@ -84,113 +98,104 @@ def _validate_split(value: dict[str, int]) -> dict[str, int]:
     if total != 100:
         parts = " + ".join(f"{k} {w}" for k, w in value.items())
         raise ValueError(f"weights must sum to 100 (got {parts} = {total})")
-    return value
 
 
-class _Object(_InNamespace):
-    api_version: str = Field(pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$")
-    kind: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
+class _Object(_InNamespace, frozen=True, kw_only=True):
+    api_version: Annotated[str, Meta(pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$")]
+    kind: Annotated[str, Meta(pattern=r"^[A-Z][A-Za-z0-9]*$")]
     name: Name
     namespace: Namespace | None = None
 
     def retarget(self, home: str, mine: str) -> Self:
         moved = super().retarget(home, mine)
         if self.kind == "Namespace" and self.name == home:
-            return moved.model_copy(update={"name": mine})  # the namespace object itself
+            return msgspec.structs.replace(moved, name=mine)  # the namespace object itself
         return moved
 
 
 @register
-class ResourceExists(_Object):
+class ResourceExists(_Object, tag="resource-exists", frozen=True, kw_only=True):
     """An object exists (``kubectl get KIND NAME``)."""
-
-    type: Literal["resource-exists"]
 
 
 @register
-class FieldEquals(_Object):
+class FieldEquals(_Object, tag="field-equals", frozen=True, kw_only=True):
     """A field of an object, addressed by a kubectl-style JSONPath, equals a value."""
 
-    type: Literal["field-equals"]
-    jsonpath: str = Field(pattern=r"^\{?\.[^\s]*\}?$", examples=["{.metadata.labels.app}"])
+    jsonpath: Annotated[str, Meta(pattern=r"^\{?\.[^\s]*\}?$")]
     equals: Any
 
 
-class _Selected(_InNamespace):
+class _Selected(_InNamespace, frozen=True, kw_only=True):
     namespace: Namespace
-    selector: str = Field(min_length=1, examples=["app=app-backend,version=v1"])
+    selector: Annotated[str, Meta(min_length=1)]
 
-    _selector = field_validator("selector")(_validate_selector)
+    field_rules: ClassVar[dict[str, Callable[[Any], object]]] = {"selector": selectors.parse}
 
 
 @register
-class PodsReady(_Selected):
+class PodsReady(_Selected, tag="pods-ready", frozen=True, kw_only=True):
     """At least ``min_ready`` pods matching the selector are Ready."""
 
-    type: Literal["pods-ready"]
-    min_ready: int = Field(default=1, ge=1)
+    min_ready: Annotated[int, Meta(ge=1)] = 1
 
 
 @register
-class SidecarInjected(_Selected):
+class SidecarInjected(_Selected, tag="sidecar-injected", frozen=True, kw_only=True):
     """Every pod matching the selector runs the mesh's sidecar container."""
 
-    type: Literal["sidecar-injected"]
     container: str = "istio-proxy"
 
 
 @register
-class VirtualServiceWeights(_InNamespace):
+class VirtualServiceWeights(_InNamespace, tag="virtualservice-weights", frozen=True, kw_only=True):
     """The VirtualService routes ``expect`` percent of its traffic to each subset.
 
     Compared per subset: the order of routes and destinations does not matter, a subset
     that is missing counts as 0, and the DestinationRule must define the subsets used.
     """
 
-    type: Literal["virtualservice-weights"]
     name: Name
     namespace: Namespace
-    destination_rule: Name | None = Field(default=None, description="defaults to `name`")
+    destination_rule: Name | None = None  # defaults to `name`
     expect: dict[str, int]
 
-    _expect = field_validator("expect")(_validate_split)
+    field_rules: ClassVar[dict[str, Callable[[Any], object]]] = {"expect": _validate_split}
 
 
-class _Traffic(_InNamespace):
+class _Traffic(_InNamespace, frozen=True, kw_only=True):
     service: Name
     namespace: Namespace
-    port: int = Field(default=80, ge=1, le=65535)
-    path: str = Field(default="/", pattern=r"^/")
+    port: Annotated[int, Meta(ge=1, le=65535)] = 80
+    path: Annotated[str, Meta(pattern=r"^/")] = "/"
     via: Literal["in-mesh", "gateway"] = "in-mesh"
-    tester: Name = Field(default="curl-test", description="in-mesh pod that sends requests")
-    timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    tester: Name = "curl-test"  # in-mesh pod that sends requests
+    timeout_seconds: Annotated[float, Meta(gt=0, le=30)] = 2.0
 
 
 @register
-class TrafficSplit(_Traffic):
+class TrafficSplit(_Traffic, tag="traffic-split", frozen=True, kw_only=True):
     """Sampled answers are split between versions as expected (binomial tolerance)."""
 
-    type: Literal["traffic-split"]
-    samples: int | None = Field(default=None, ge=20, le=5000, description="auto when empty")
+    samples: Annotated[int, Meta(ge=20, le=5000)] | None = None  # auto when empty
     expect: dict[str, int]
     # app_backend answers /version without touching its database pool, so sampling a split
     # never spends v1's budget of requests: the student's own requests to / make it hang.
-    path: str = Field(default="/version", pattern=r"^/")
+    path: Annotated[str, Meta(pattern=r"^/")] = "/version"
 
-    _expect = field_validator("expect")(_validate_split)
+    field_rules: ClassVar[dict[str, Callable[[Any], object]]] = {"expect": _validate_split}
 
 
 @register
-class HttpStable(_Traffic):
+class HttpStable(_Traffic, tag="http-stable", frozen=True, kw_only=True):
     """``requests`` requests in a row are all answered in time (and by one version)."""
 
-    type: Literal["http-stable"]
-    requests: int = Field(default=300, ge=1, le=5000)
+    requests: Annotated[int, Meta(ge=1, le=5000)] = 300
     expect_version: Slug | None = None
 
 
 @register
-class MetricsQuery(CheckSpec):
+class MetricsQuery(CheckSpec, tag="metrics-query", frozen=True, kw_only=True):
     """A PromQL query against VictoriaMetrics compares to a threshold.
 
     An empty result (no series yet) is ``pending`` by default, never a pass: a query over
@@ -198,8 +203,7 @@ class MetricsQuery(CheckSpec):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"victoria-metrics"})
-    type: Literal["metrics-query"]
-    query: str = Field(min_length=1)
+    query: Annotated[str, Meta(min_length=1)]
     compare: Literal[">", ">=", "<", "<=", "=="] = ">="
     value: float
     on_empty: Literal["pending", "failed"] = "pending"
@@ -208,23 +212,22 @@ class MetricsQuery(CheckSpec):
         # PromQL label values: namespace="<lesson ns>" (either quote)
         quoted = re.compile(rf"(['\"]){re.escape(home)}\1")
         query = quoted.sub(lambda m: m.group(1) + mine + m.group(1), self.query)
-        return self.model_copy(update={"query": query}) if query != self.query else self
+        return msgspec.structs.replace(self, query=query) if query != self.query else self
 
 
 @register
-class JaegerTraces(CheckSpec):
+class JaegerTraces(CheckSpec, tag="jaeger-traces", frozen=True, kw_only=True):
     """Jaeger holds at least ``min_traces`` traces of ``service`` in the last minutes."""
 
     needs: ClassVar[frozenset[str]] = frozenset({"jaeger"})
-    type: Literal["jaeger-traces"]
-    service: str = Field(min_length=1, examples=["app-backend.istio"])
-    min_traces: int = Field(default=1, ge=1)
-    lookback_minutes: int = Field(default=15, ge=1, le=1440)
+    service: Annotated[str, Meta(min_length=1)]
+    min_traces: Annotated[int, Meta(ge=1)] = 1
+    lookback_minutes: Annotated[int, Meta(ge=1, le=1440)] = 15
 
     def retarget(self, home: str, mine: str) -> Self:
         # Jaeger names a mesh service <workload>.<namespace>
         if self.service.endswith(f".{home}"):
-            return self.model_copy(update={"service": self.service[: -len(home)] + mine})
+            return msgspec.structs.replace(self, service=self.service[: -len(home)] + mine)
         return self
 
 
@@ -245,11 +248,11 @@ FlaggerPhase = Literal[
 ]
 RolloutPhase = Literal["Healthy", "Progressing", "Paused", "Degraded"]
 AnalysisPhase = Literal["Successful", "Failed", "Error", "Inconclusive"]
-ImageTag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
+ImageTag = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
 
 
 @register
-class FlaggerCanary(_InNamespace):
+class FlaggerCanary(_InNamespace, tag="flagger-canary", frozen=True, kw_only=True):
     """A Flagger Canary is in one of ``phase`` and, optionally, got there the right way.
 
     ``primary_tag`` checks the image tag the primary Deployment runs (what was promoted:
@@ -263,17 +266,16 @@ class FlaggerCanary(_InNamespace):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"flagger"})
-    type: Literal["flagger-canary"]
     name: Name
     namespace: Namespace
-    phase: list[FlaggerPhase] = Field(min_length=1, examples=[["Succeeded"]])
+    phase: Annotated[list[FlaggerPhase], Meta(min_length=1)]
     primary_tag: ImageTag | None = None
-    reached_weight: int | None = Field(default=None, ge=1, le=100)
-    events: list[str] = Field(default_factory=list)
+    reached_weight: Annotated[int, Meta(ge=1, le=100)] | None = None
+    events: list[str] = msgspec.field(default_factory=list)
 
 
 @register
-class RolloutStatus(_InNamespace):
+class RolloutStatus(_InNamespace, tag="rollout-status", frozen=True, kw_only=True):
     """An Argo Rollout's phase, and optionally its step, pause, canary weight and image.
 
     ``step`` is ``status.currentStepIndex`` (0-based, as the dashboard shows it); ``paused``
@@ -282,18 +284,17 @@ class RolloutStatus(_InNamespace):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"argo-rollouts"})
-    type: Literal["rollout-status"]
     name: Name
     namespace: Namespace
-    phase: list[RolloutPhase] = Field(min_length=1, examples=[["Healthy"]])
-    step: int | None = Field(default=None, ge=0)
+    phase: Annotated[list[RolloutPhase], Meta(min_length=1)]
+    step: Annotated[int, Meta(ge=0)] | None = None
     paused: bool | None = None
-    canary_weight: int | None = Field(default=None, ge=0, le=100)
+    canary_weight: Annotated[int, Meta(ge=0, le=100)] | None = None
     stable_tag: ImageTag | None = None
 
 
 @register
-class RolloutServices(_InNamespace):
+class RolloutServices(_InNamespace, tag="rollout-services", frozen=True, kw_only=True):
     """Which ReplicaSet (by the image tag of its pods) the Rollout's Services select.
 
     Argo Rollouts points a Service at a ReplicaSet by adding the label
@@ -303,16 +304,14 @@ class RolloutServices(_InNamespace):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"argo-rollouts"})
-    type: Literal["rollout-services"]
     rollout: Name
     namespace: Namespace
-    expect: dict[Name, ImageTag] = Field(
-        min_length=1, description="Service name -> image tag of the ReplicaSet it must select"
-    )
+    # Service name -> image tag of the ReplicaSet it must select
+    expect: Annotated[dict[Name, ImageTag], Meta(min_length=1)]
 
 
 @register
-class AnalysisRunResult(_InNamespace):
+class AnalysisRunResult(_InNamespace, tag="analysisrun-result", frozen=True, kw_only=True):
     """The latest AnalysisRun of a Rollout (optionally from one template) ended as expected.
 
     A run still going is ``pending``; the message lists each metric's phase and the
@@ -322,11 +321,8 @@ class AnalysisRunResult(_InNamespace):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"argo-rollouts"})
-    type: Literal["analysisrun-result"]
     rollout: Name
     namespace: Namespace
-    template: Name | None = Field(
-        default=None,
-        description="AnalysisTemplate the run used (found through where the Rollout references it)",
-    )
+    # AnalysisTemplate the run used (found through where the Rollout references it)
+    template: Name | None = None
     expect: AnalysisPhase = "Successful"

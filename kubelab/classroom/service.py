@@ -9,6 +9,7 @@ an interruption finishes the job instead of failing on what exists.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import re
@@ -435,4 +436,4 @@ def join_class(kubeconfig: Path, store: StateStore | None = None) -> LessonRecor
                 "expires": str(data.get("expires")),
             }
         )
-        return record.model_copy(deep=True)
+        return copy.deepcopy(record)

@@ -1,7 +1,7 @@
 """The lesson catalogue's listing for ``kubelab lessons``, kept between runs.
 
-Validating a lesson builds the pydantic models of every check type, which is most of
-what ``kubelab lessons`` would spend. The listing of the built-in lessons (id, title,
+Reading and validating every lesson (YAML, then msgspec, then the files each points at)
+is most of what ``kubelab lessons`` would spend. The listing of the built-in lessons (id, title,
 components, number of exercises) is kept in kubelab's cache (:mod:`kubelab.cache`) under
 a fingerprint of everything validation reads: the lesson folders, the charts and the app
 they point at, and kubelab's own code and data. When one of those files changes, appears

@@ -1,7 +1,8 @@
 """Load ``lesson.yaml`` files and report every problem as ``file:line: field: message``.
 
 YAML is read with ruamel.yaml's round-trip loader because it keeps the line of every key
-and list item; pydantic validates the shape (``kubelab.lessons.model``); then the rules
+and list item; msgspec validates the shape (``kubelab.lessons.model``, every problem of it
+found by ``kubelab.base.problems``); then the rules
 that need the whole lesson or the file system run here. All problems are collected and
 raised together as one :class:`~kubelab.errors.ValidationFailed`, one line each.
 """
@@ -11,24 +12,22 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from kubelab import paths
-from kubelab.checks.types import CHECK_TYPES, DNS_LABEL, DNS_SUBDOMAIN
+from kubelab.base import Loc, problems
 from kubelab.components.catalog import CATALOG
 from kubelab.errors import UsageError, ValidationFailed
 from kubelab.lessons.model import Lesson
 from kubelab.yamlio import load_all_yaml
 
 LESSON_FILE = "lesson.yaml"
-Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -79,35 +78,23 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _locate(doc: Any, loc: Loc) -> tuple[int, list[str | int]]:
-    """The line of the deepest part of ``loc`` present in ``doc``, and the loc without
-    pydantic's union tags (``checks.0.pods-ready.min_ready`` -> ``checks.0.min_ready``)."""
-    line, node, clean = 1, doc, []
+def _locate(doc: Any, loc: Loc) -> int:
+    """The line of the deepest part of ``loc`` present in ``doc``."""
+    line, node = 1, doc
     for part in loc:
-        if part == "[key]":
-            continue
-        if isinstance(node, dict):
-            if part in node:
-                line = node.lc.key(part)[0] + 1 if hasattr(node, "lc") else line
-                node = node[part]
-                clean.append(part)
-            elif node.get("type") == part:
-                continue  # a union tag inserted by pydantic, not a key of the file
-            else:
-                clean.append(part)
-                node = None
+        if isinstance(node, dict) and part in node:
+            line = node.lc.key(part)[0] + 1 if hasattr(node, "lc") else line
+            node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             line = node.lc.item(part)[0] + 1 if hasattr(node, "lc") else line
             node = node[part]
-            clean.append(part)
         else:
-            clean.append(part)
             node = None
     lc = getattr(node, "lc", None)
     if isinstance(node, dict) and node and lc is not None:
         # An error about a whole mapping points at its first key rather than its parent.
         line = max(line, lc.line + 1)
-    return line, clean
+    return line
 
 
 def _dotted(loc: Sequence[str | int]) -> str:
@@ -115,89 +102,6 @@ def _dotted(loc: Sequence[str | int]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def _model_fields_at(loc: Loc) -> list[str]:
-    """The keys allowed where ``loc`` points (for suggestions on unknown keys)."""
-    current: Any = Lesson
-    for part in loc:
-        if isinstance(part, int):
-            continue  # a list index: the item type was unwrapped already
-        if isinstance(part, str) and part in CHECK_TYPES and current is not Lesson:
-            current = CHECK_TYPES[part]
-            continue
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return []
-            current = field.annotation
-        # Unwrap list[X], dict[str, X], X | None until a model or a leaf.
-        while True:
-            origin = typing.get_origin(current)
-            if origin in (list, dict):
-                current = typing.get_args(current)[-1]
-                break
-            if origin is typing.Annotated:
-                current = typing.get_args(current)[0]
-                continue
-            args = [a for a in typing.get_args(current) if a is not type(None)]
-            if origin is not None and len(args) == 1:
-                current = args[0]
-                continue
-            break
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-_PATTERN_NAMES = {
-    DNS_LABEL: "must be a lowercase name: letters, digits and '-', starting and ending "
-    "with a letter or digit",
-    DNS_SUBDOMAIN: "must be a lowercase Kubernetes name: letters, digits, '-' and '.'",
-}
-
-
-def _message(err: Any) -> str:
-    kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
-    loc = tuple(err["loc"])
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        allowed = _model_fields_at(loc[:-1])
-        close = difflib.get_close_matches(key, allowed, n=1)
-        tip = f"; did you mean {close[0]!r}?" if close else ""
-        known = f" (allowed: {', '.join(allowed)})" if allowed and not close else ""
-        return f"unknown key {key!r}{tip}{known}"
-    if kind == "union_tag_invalid":
-        tag = ctx.get("tag")
-        close = difflib.get_close_matches(str(tag), list(CHECK_TYPES), n=1)
-        tip = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown check type {tag!r}{tip} (known types: {', '.join(CHECK_TYPES)})"
-    if kind == "union_tag_not_found":
-        return f"missing 'type' (one of: {', '.join(CHECK_TYPES)})"
-    if kind == "value_error":
-        return str(msg).removeprefix("Value error, ")
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_NAMES:
-        return f"{_PATTERN_NAMES[str(ctx['pattern'])]} (got {err.get('input')!r})"
-    text = f"{msg[0].lower()}{msg[1:]}"
-    value = err.get("input")
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return f"{text} (got {value!r})"
-    return text
-
-
-def _without_typo_echoes(errors: list[Any]) -> list[Any]:
-    """Drop "X is missing" when the same mapping has a typo of X (``titel`` for ``title``):
-    the unknown-key line already says "did you mean 'title'?"."""
-    typos = set()
-    for err in errors:
-        if err["type"] == "extra_forbidden":
-            parent = tuple(err["loc"][:-1])
-            allowed = _model_fields_at(parent)
-            for close in difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1):
-                typos.add((*parent, close))
-    return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in typos)]
 
 
 def _yaml() -> Any:
@@ -370,25 +274,20 @@ def load_lesson(path: Path) -> LoadedLesson:
         data = _PARSE_FAILED
     if data is _PARSE_FAILED or not isinstance(data, dict):
         data = _plain(_read_precise(text, shown))
-    errors: list[Any] = []
-    semantic: list[tuple[Loc, str]] = []
     try:
-        lesson = Lesson.model_validate(data)
-    except ValidationError as exc:
-        errors = _without_typo_echoes(exc.errors())
+        lesson = msgspec.convert(data, Lesson)
+    except msgspec.ValidationError:
+        found = problems(Lesson, data)  # every problem, not only msgspec's first one
     else:
-        semantic = list(_semantic_problems(lesson, file.parent))
-    if not errors and not semantic:
+        found = list(_semantic_problems(lesson, file.parent))
+    if not found:
         return LoadedLesson(lesson, file)
     doc = _read_precise(text, shown)
-    problems = []
-    for loc, message in [(tuple(e["loc"]), _message(e)) for e in errors] + semantic:
-        line, clean = _locate(doc, loc)
-        problems.append(Problem(shown, line, _dotted(clean), message))
-    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    located = [Problem(shown, _locate(doc, loc), _dotted(loc), message) for loc, message in found]
+    count = f"{len(located)} problem{'s' if len(located) > 1 else ''}"
     raise ValidationFailed(
         f"{shown} is not a valid lesson ({count})",
-        details=[str(p) for p in problems],
+        details=[str(p) for p in located],
         hint="Fix the lines above; `kubelab validate PATH` checks again.",
     )
 

@@ -1,4 +1,4 @@
-"""The lesson format (``labs/<id>/lesson.yaml``) as pydantic models.
+"""The lesson format (``labs/<id>/lesson.yaml``) as msgspec structs (``kubelab.base``).
 
 Shape and value rules live here (unknown keys, types, weights summing to 100, the check
 type registry); rules that need the whole lesson or the file system (duplicate ids,
@@ -10,81 +10,63 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import Discriminator, Field, Tag
+import msgspec
+from msgspec import Meta
 
 from kubelab.base import LocalizedText, StrictModel
 from kubelab.checks.types import CHECK_TYPES, CheckSpec, Name, Namespace, Slug
 from kubelab.i18n import Lang
 
-
-def _check_tag(value: Any) -> str | None:
-    if isinstance(value, dict):
-        tag = value.get("type")
-        return tag if isinstance(tag, str) else None
-    return getattr(value, "type", None)
-
-
-def _check_union() -> Any:
-    members = tuple(Annotated[cls, Tag(name)] for name, cls in CHECK_TYPES.items())
-    return Annotated[Union[members], Discriminator(_check_tag)]  # noqa: UP007
-
-
 if TYPE_CHECKING:
     Check = CheckSpec
 else:
-    # A check is any registered type, chosen by its ``type:`` key.
-    Check = _check_union()
+    # A check is any registered type, chosen by its ``type:`` key (the struct's tag).
+    Check = Union[tuple(CHECK_TYPES.values())]  # noqa: UP007
 
-RelPath = Annotated[str, Field(min_length=1, pattern=r"^[^/].*$")]
+RelPath = Annotated[str, Meta(min_length=1, pattern=r"^[^/].*$")]
 
 
-class ImageSpec(StrictModel):
+class ImageSpec(StrictModel, frozen=True, kw_only=True):
     """An image the lesson builds from the project's sources, one tag per version."""
 
     name: Slug
-    context: RelPath = Field(description="build context, relative to the project root")
+    context: RelPath  # build context, relative to the project root
     dockerfile: str = "Dockerfile"
-    versions: list[Slug] = Field(min_length=1)
-    build_arg: str = Field(default="VERSION", description="build arg receiving the version")
+    versions: Annotated[list[Slug], Meta(min_length=1)]
+    build_arg: str = "VERSION"  # the build arg receiving the version
 
 
-class NamespaceSpec(StrictModel):
+class NamespaceSpec(StrictModel, frozen=True, kw_only=True):
     name: Namespace
     istio_injection: bool = False
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class DeploySpec(StrictModel):
+class DeploySpec(StrictModel, frozen=True, kw_only=True):
     """A Helm release of a chart of the project, with the lesson's values."""
 
-    chart: RelPath = Field(description="chart folder, relative to the project root")
+    chart: RelPath  # chart folder, relative to the project root
     release: Name
     namespace: Namespace
-    values: dict[str, Any] = Field(default_factory=dict)
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Exercise(StrictModel):
+class Exercise(StrictModel, frozen=True, kw_only=True):
     id: Slug
     title: LocalizedText
     instructions: LocalizedText
-    hints: list[LocalizedText] = Field(min_length=1)
-    solve: RelPath = Field(description="script, relative to the lesson folder")
-    requires: list[str] = Field(
-        default_factory=list,
-        description="components the exercise needs beyond its checks' own (e.g. kiali)",
-    )
-    checks: list[Check] = Field(min_length=1)
-    superseded_by: list[str] = Field(
-        default_factory=list,
-        description="later exercises that start from this one's end state and change it: "
-        "when one of them passes, grading counts this one as done even though its own "
-        "checks no longer hold (e.g. a 90/10 split after the student moved on to 50/50)",
-    )
-    passes_before_solve: bool = Field(
-        default=False,
-        description="an observation exercise: its checks already pass before its solve "
-        "script runs (kubelab test then does not expect them to fail first)",
-    )
+    hints: Annotated[list[LocalizedText], Meta(min_length=1)]
+    solve: RelPath  # script, relative to the lesson folder
+    # Components the exercise needs beyond its checks' own (e.g. kiali).
+    requires: list[str] = msgspec.field(default_factory=list)
+    checks: Annotated[list[Check], Meta(min_length=1)]
+    # Later exercises that start from this one's end state and change it: when one of
+    # them passes, grading counts this one as done even though its own checks no longer
+    # hold (e.g. a 90/10 split after the student moved on to 50/50).
+    superseded_by: list[str] = msgspec.field(default_factory=list)
+    # An observation exercise: its checks already pass before its solve script runs
+    # (kubelab test then does not expect them to fail first).
+    passes_before_solve: bool = False
 
     def check_id(self, index: int) -> str:
         """The check's id: its own, else its type (numbered when a type repeats)."""
@@ -101,7 +83,7 @@ class Exercise(StrictModel):
         if lesson_namespace == namespace:
             return self
         checks = [check.retarget(lesson_namespace, namespace) for check in self.checks]
-        return self.model_copy(update={"checks": checks})
+        return msgspec.structs.replace(self, checks=checks)
 
     def needed_components(self) -> set[str]:
         """Components this exercise cannot be done without."""
@@ -111,19 +93,18 @@ class Exercise(StrictModel):
         return needed
 
 
-class Lesson(StrictModel):
+class Lesson(StrictModel, frozen=True, kw_only=True):
     id: Slug
     title: LocalizedText
     summary: LocalizedText
-    prerequisites: list[LocalizedText] = Field(default_factory=list)
-    components: list[str] = Field(default_factory=list)
-    images: list[ImageSpec] = Field(default_factory=list)
-    namespaces: list[NamespaceSpec] = Field(default_factory=list)
-    deploy: list[DeploySpec] = Field(default_factory=list)
-    manifests: list[RelPath] = Field(
-        default_factory=list, description="extra YAML files, relative to the lesson folder"
-    )
-    exercises: list[Exercise] = Field(min_length=1)
+    prerequisites: list[LocalizedText] = msgspec.field(default_factory=list)
+    components: list[str] = msgspec.field(default_factory=list)
+    images: list[ImageSpec] = msgspec.field(default_factory=list)
+    namespaces: list[NamespaceSpec] = msgspec.field(default_factory=list)
+    deploy: list[DeploySpec] = msgspec.field(default_factory=list)
+    # Extra YAML files, relative to the lesson folder.
+    manifests: list[RelPath] = msgspec.field(default_factory=list)
+    exercises: Annotated[list[Exercise], Meta(min_length=1)]
 
     def exercise(self, exercise_id: str) -> Exercise | None:
         return next((e for e in self.exercises if e.id == exercise_id), None)

@@ -6,6 +6,8 @@ Progress lives in the state file's own ``progress`` (lesson -> exercise), apart 
 
 from __future__ import annotations
 
+import msgspec
+
 from kubelab.state import ExerciseProgress, StateStore, now
 
 
@@ -32,7 +34,7 @@ def record_progress(
                 progress.passed_at = progress.checked_at
         if hint_shown:
             progress.hints_shown += 1
-        return progress.model_copy()
+        return msgspec.structs.replace(progress)
 
 
 def reset_progress(store: StateStore, lesson_id: str) -> int:

@@ -420,7 +420,7 @@ def test_student_rbac_matrix_from_the_real_authorizer(  # type: ignore[no-untype
         from kubelab.checks.runner import run_check
         from kubelab.checks.types import SidecarInjected
 
-        spec = SidecarInjected(type="sidecar-injected", namespace=mine, selector="app=app-backend")
+        spec = SidecarInjected(namespace=mine, selector="app=app-backend")
         as_student = CheckContext(Kube(student_config), sampler=lambda spec: ProportionalMesh(kube))
         passed = run_check(spec, as_student)
         assert passed.status is Status.PASSED, passed

@@ -42,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -316,7 +317,7 @@ class Lab:
     def check(self, kube: Kube | None = None, **params: Any) -> CheckResult:
         """Validate ``params`` as a lesson's check and run it as ``kubelab check`` does."""
         params.setdefault("namespace", self.ns)
-        spec = CHECK_TYPES[params["type"]].model_validate(params)
+        spec = msgspec.convert(params, CHECK_TYPES[params["type"]])
         ctx = CheckContext(kube=kube or self.kube, sampler=_no_sampler, services=self.services)
         return run_check(spec, ctx)
 
@@ -1086,8 +1087,9 @@ def metrics(
     """The stand-in answers ``answer`` with ``status``; a metrics-query check asks it."""
     assert lab.vm is not None
     lab.vm.answer = (status, answer)
-    spec = CHECK_TYPES["metrics-query"].model_validate(
-        {"type": "metrics-query", "query": QUERY, "value": 0.95, **params}
+    spec = msgspec.convert(
+        {"type": "metrics-query", "query": QUERY, "value": 0.95, **params},
+        CHECK_TYPES["metrics-query"],
     )
     ctx = CheckContext(kube=kube or lab.kube, sampler=_no_sampler, services=lab.services)
     return run_check(spec, ctx)

@@ -77,3 +77,11 @@ def test_help_lists_the_visible_commands_and_suggests_close_names():
         [sys.executable, "-m", "kubelab", "chek"], capture_output=True, text=True, timeout=60
     )
     assert typo.returncode == 2 and "Did you mean 'check'?" in typo.stderr
+
+
+def test_dry_run_and_validate_never_import_pydantic():
+    # pydantic's import and first models cost about 200 ms, more than the rest of
+    # `up --dry-run` (docs/benchmarks.md): lessons, checks and state are msgspec structs.
+    for args in (["up", "istio-traffic-splitting", "--dry-run"], ["validate", "labs"]):
+        _, pydantic = _modules_after(args)
+        assert not pydantic, args

@@ -21,8 +21,8 @@ EXPECTED: dict[str, list[tuple[int, str, str]]] = {
     "unknown-top-key": [(2, "titel", "unknown key 'titel'; did you mean 'title'?")],
     "unknown-exercise-key": [(9, "exercises[0].hint", "unknown key 'hint'; did you mean 'hints'?")],
     "wrong-types": [
-        (9, "exercises[0].hints", "valid list (got 'just a string')"),
-        (15, "exercises[0].checks[0].expect.v1", "valid integer"),
+        (9, "exercises[0].hints", "expected a list (got 'just a string')"),
+        (15, "exercises[0].checks[0].expect.v1", "expected an integer"),
     ],
     "weights-not-100": [
         (15, "exercises[0].checks[0].expect", "weights must sum to 100 (got v1 45 + v2 50 = 95)")

@@ -104,7 +104,6 @@ def test_check_results_speak_the_chosen_language():
             return {"metadata": {"name": name, "uid": "u"}, "spec": {"replicas": 2}}
 
     spec = types.FieldEquals(
-        type="field-equals",
         kind="Deployment",
         api_version="apps/v1",
         name="app",

@@ -102,3 +102,61 @@ def test_concurrent_transactions_lose_no_update(tmp_path):
     for t in threads:
         t.join(timeout=30)
     assert len(store.load().lessons) == 40
+
+
+def test_a_file_of_the_previous_kubelab_still_loads(tmp_path):
+    # Written by kubelab before its state moved from pydantic to msgspec: same document.
+    path = tmp_path / "state.json"
+    path.write_text(
+        json.dumps(
+            {
+                "schema_version": 2,
+                "clusters": {
+                    "lab": {
+                        "name": "lab",
+                        "provider": "hetzner",
+                        "kubeconfig": "/k",
+                        "created_at": "2026-11-30T10:00:00+00:00",
+                        "resources": [
+                            {
+                                "kind": "server",
+                                "name": "lab-cp",
+                                "namespace": None,
+                                "id": "42",
+                                "created_at": "2026-11-30T10:00:01+00:00",
+                                "details": {"ip": "192.0.2.1"},
+                            }
+                        ],
+                        "details": {},
+                    }
+                },
+                "lessons": {},
+                "classes": {},
+                "progress": {"l": {"e": {"status": "passed", "attempts": 2}}},
+            }
+        )
+    )
+    state = StateStore(path).load()
+    assert state.clusters["lab"].resources[0].id == "42"
+    assert state.progress["l"]["e"].attempts == 2 and state.progress["l"]["e"].hints_shown == 0
+
+
+def test_unknown_keys_and_wrong_types_are_corruption(tmp_path):
+    path = tmp_path / "state.json"
+    for bad, where in (
+        ({"schema_version": 2, "lesons": {}}, "lesons"),
+        ({"schema_version": 2, "lessons": {"x": {"lesson": 3}}}, "$.lessons[...].lesson"),
+    ):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(StateError, match="is corrupt") as info:
+            StateStore(path).load()
+        assert where in str(info.value)
+
+
+def test_paths_in_details_are_written_as_text(tmp_path):
+    from pathlib import Path
+
+    store = StateStore(tmp_path / "state.json")
+    with store.transaction() as state:
+        state.lesson("l").details["kubeconfig"] = Path("/home/x/kubeconfig")
+    assert store.load().lessons["l"].details["kubeconfig"] == "/home/x/kubeconfig"
