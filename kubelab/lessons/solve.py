@@ -2,7 +2,10 @@
 
 The script gets ``KUBECONFIG`` (the lesson's cluster), ``KUBELAB_NAMESPACE``,
 ``KUBELAB_LESSON`` and ``KUBELAB_EXERCISE``, and a PATH where kubelab's tools
-(``.tools/bin``) come after the user's own.
+(``.tools/bin``) come after the user's own. It never gets the Hetzner token; in the
+sandbox and on kind it gets only the basics of the caller's environment
+(``kubelab.childenv``). On other clusters it keeps the rest, Google's credentials
+included: kubectl may run the kubeconfig's token helper (a GKE cluster's needs them).
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from kubelab import paths
+from kubelab import childenv, paths
 from kubelab.errors import KubelabTimeout
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.lessons.model import Exercise
 from kubelab.state import LessonRecord
 
 SOLVE_TIMEOUT = 600.0
+# Clusters on this machine: their kubeconfigs need no cloud credentials at all.
+LOCAL_PROVIDERS = ("sandbox", "kind")
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,10 @@ class SolveResult:
 
 
 def solve_env(loaded: LoadedLesson, exercise: Exercise, record: LessonRecord) -> dict[str, str]:
-    env = dict(os.environ)
+    if record.provider in LOCAL_PROVIDERS:
+        env = childenv.for_sandbox()
+    else:
+        env = childenv.without_credentials(keep=childenv.GOOGLE)
     if record.details.get("kubeconfig"):
         env["KUBECONFIG"] = str(record.details["kubeconfig"])
     env["KUBELAB_NAMESPACE"] = str(record.details.get("namespace") or "")

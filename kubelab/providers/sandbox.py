@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubelab import paths
+from kubelab import childenv, paths
 from kubelab.errors import KubelabTimeout, SetupError
 from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider
 
@@ -91,6 +91,26 @@ def current(workdir: Path | None = None) -> Sandbox | None:
         str(runtime["ingress"]),
         Path(str(runtime["kubeconfig"])),
         workdir,
+    )
+
+
+def mesh_running(workdir: Path | None = None) -> bool:
+    """Whether the sandbox's Envoy runs (the daemon starts it again within a second when it
+    dies, so a False that stays means it cannot: daemon.log says why)."""
+    pid = _read_json((workdir or sandbox_dir()) / "runtime.json").get("envoy_pid")
+    return isinstance(pid, int) and _alive(pid) and _ours(pid)
+
+
+def mesh_down() -> tuple[str, str]:
+    """What to say when the mesh is down, and what to do: (message, hint)."""
+    from kubelab.i18n import _
+
+    return (
+        _("the sandbox's mesh (Envoy) is not running"),
+        _(
+            "It restarts by itself within a second; if it stays down, run `kubelab down` and "
+            "then `kubelab up LESSON` (the sandbox's daemon.log says why)."
+        ),
     )
 
 
@@ -168,6 +188,9 @@ def start(namespace: str, workdir: Path | None = None, timeout: float = START_TI
             stderr=log,
             start_new_session=True,
             close_fds=True,
+            # Neither the daemon nor what it starts (Envoy, apps, exec) gets the caller's
+            # credentials: a student's `kubectl exec ... -- env` must not show them.
+            env=childenv.for_sandbox(),
         )
     finally:
         log.close()
@@ -234,6 +257,10 @@ class SandboxProvider(Provider):
         self, kube: Kube, details: dict[str, Any], spec: TrafficSplit | HttpStable
     ) -> Sampler:
         from kubelab.checks.sampling import Destination, HttpSampler, version_pods
+
+        if not mesh_running():
+            message, hint = mesh_down()
+            raise SetupError(message, hint=hint)
 
         def pod_url(dest: Destination, version: str) -> str | None:
             ports = _read_json(sandbox_dir() / "processes.json").get("ports")

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubelab import childenv
 from kubelab.sandbox.envoy import Endpoint as EnvoyEndpoint
 from kubelab.sandbox.envoy import EnvoyProcess, build_config
 from kubelab.sandbox.resources import by_kind
@@ -385,7 +386,7 @@ class Controller:
     async def _spawn(self, runtime: PodRuntime) -> None:
         runtime.port = free_port()
         env = {
-            **{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+            **childenv.for_pod(),
             **runtime.env,
             "HOST": "127.0.0.1",
             "PORT": str(runtime.port),
@@ -536,6 +537,19 @@ class Controller:
             objects.extend(items)
         return objects
 
+    async def heal_envoy(self) -> bool:
+        """Start Envoy again, serving the routes of now, if it died; True when it had to."""
+        if self.envoy.running():
+            return False
+        code = self.envoy.returncode
+        config = build_config(self.routing_objects(), self.endpoints())
+        restarted = await self.envoy.restart(config)
+        if restarted:
+            pid = self.envoy.pid
+            log.warning("Envoy had exited (code %s); started it again (pid %s)", code, pid)
+            self._write_pids()
+        return restarted
+
     async def _routing(self) -> None:
         """Rebuild Envoy's routes after changes, at most every 50 ms (changes come in bursts)."""
         while True:
@@ -569,8 +583,9 @@ class Controller:
         if container and container not in names:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {pod}")
         proxy = f"http://127.0.0.1:{self.envoy.listen_port}"
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env.update({"http_proxy": proxy, "HTTP_PROXY": proxy, "POD_NAME": pod})
+        runtime = self.pods.get((namespace, pod))
+        env = {**childenv.for_pod(), **(runtime.env if runtime else {})}
+        env.update({"http_proxy": proxy, "HTTP_PROXY": proxy, "POD_NAME": pod, "HOSTNAME": pod})
         return await asyncio.create_subprocess_exec(
             *command,
             env=env,

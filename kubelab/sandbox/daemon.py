@@ -25,6 +25,7 @@ from kubelab.paths import write_private
 RUNTIME_FILE = "runtime.json"
 KUBECONFIG_FILE = "kubeconfig"
 CONTEXT = "kubelab-sandbox"
+HEAL_INTERVAL = 0.5  # seconds between looks at Envoy
 
 
 def _validator(obj: dict[str, Any]) -> list[str]:
@@ -78,7 +79,11 @@ async def serve(workdir: Path, namespace: str) -> None:
             }
             write_private(workdir / RUNTIME_FILE, json.dumps(runtime, indent=2) + "\n")
             logging.getLogger("kubelab.sandbox").info("sandbox ready: %s", runtime["api"])
+            healer = asyncio.create_task(_heal(controller, workdir, runtime))
             await stop.wait()
+            healer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await healer
         finally:
             await controller.stop()
             await server.stop()
@@ -86,6 +91,25 @@ async def serve(workdir: Path, namespace: str) -> None:
         await envoy.stop()
         with contextlib.suppress(FileNotFoundError):
             (workdir / RUNTIME_FILE).unlink()
+
+
+async def _heal(controller: Any, workdir: Path, runtime: dict[str, Any]) -> None:
+    """Start Envoy again whenever it dies (a student's `kill`, a crash), within a second;
+    runtime.json then names the new process (``status`` and ``down`` read it)."""
+    log = logging.getLogger("kubelab.sandbox")
+    pause = HEAL_INTERVAL
+    while True:
+        await asyncio.sleep(pause)
+        try:
+            healed = await controller.heal_envoy()
+        except Exception:
+            log.exception("could not start Envoy again")
+            pause = min(pause * 2, 10.0)  # e.g. its port taken: try less and less often
+            continue
+        pause = HEAL_INTERVAL
+        if healed:
+            runtime["envoy_pid"] = controller.envoy.pid
+            write_private(workdir / RUNTIME_FILE, json.dumps(runtime, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -246,11 +246,27 @@ class EnvoyProcess:
         Clusters that routes will need are added before the routes change and clusters they
         no longer need are removed after, so no request meets a route to a missing cluster.
         """
+        async with self._serialized():
+            await self._update(config, timeout)
+
+    async def restart(self, config: EnvoyConfig, timeout: float = 10) -> bool:
+        """Start Envoy again with ``config`` if it died (killed, crashed); True when it
+        had to. Serialized with updates, so no update meets it half started."""
+        async with self._serialized():
+            if self.running():
+                return False
+            await self.start(config, timeout)
+            return True
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process is not None else None
+
+    def _serialized(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         if self._lock is None or self._lock[0] is not loop:
             self._lock = (loop, asyncio.Lock())
-        async with self._lock[1]:
-            await self._update(config, timeout)
+        return self._lock[1]
 
     async def _update(self, config: EnvoyConfig, timeout: float) -> None:
         if not self.running():

@@ -28,12 +28,26 @@ pytestmark = [
 ]
 
 SHARED_HOME = Path(tempfile.mkdtemp(prefix="kubelab-sandbox-test-"))
-ENV = {"KUBELAB_HOME": str(SHARED_HOME)}
+# Every credential kubelab reads, marked: none of them may reach the sandbox's processes,
+# a pod's `kubectl exec ... env`, kubelab's files or its output.
+MARKS = {
+    "HCLOUD_TOKEN": "mark-hcloud-7f3a9c",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/mark-google-2b8e1d.json",
+    "CLOUDSDK_CONFIG": "/nonexistent/mark-gcloud-5c0d4e",
+}
+ENV = {"KUBELAB_HOME": str(SHARED_HOME), **MARKS}
+OUTPUTS: list[str] = []  # what every kubelab command of this module printed
 LESSON = "istio-traffic-splitting"
 
 
 def kubelab(*args: str, timeout: float = 180):
-    return run_cli(*args, env=ENV, timeout=timeout)
+    proc = run_cli(*args, env=ENV, timeout=timeout)
+    OUTPUTS.append(proc.stdout + proc.stderr)
+    return proc
+
+
+def _marked(text: str) -> list[str]:
+    return [name for name, value in MARKS.items() if value in text]
 
 
 def kubectl(kubeconfig: str, *args: str, check: bool = True):
@@ -330,6 +344,42 @@ def test_exercise_and_hints_in_both_languages(sandbox):
     progress = json.loads(kubelab("progress", "-o", "json").stdout)
     hints = {e["exercise"]: e["hints_shown"] for e in progress["exercises"]}
     assert hints["split-50-50"] == 2
+
+
+def test_no_credential_reaches_the_sandbox(sandbox):
+    env = kubectl(sandbox["kubeconfig"], "exec", "-n", "istio", "curl-test", "--", "env").stdout
+    assert "POD_NAME=curl-test" in env and "PATH=" in env
+    assert _marked(env) == [], env
+    assert "KUBELAB_HOME" not in env  # a pod has the basics only, not kubelab's settings
+    pids = sandbox_pids()
+    assert len(pids) >= 4  # the daemon, Envoy and the app processes
+    for pid in pids:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        assert _marked(environ) == [], (pid, Path(f"/proc/{pid}/cmdline").read_bytes())
+    for path in SHARED_HOME.rglob("*"):
+        if path.is_file():
+            assert _marked(path.read_bytes().decode(errors="replace")) == [], path
+    kubelab("up", LESSON, "--dry-run")
+    assert OUTPUTS and all(_marked(out) == [] for out in OUTPUTS)
+
+
+def test_a_killed_envoy_comes_back(sandbox):
+    import signal
+
+    runtime = SHARED_HOME / "sandbox" / "runtime.json"
+    old = json.loads(runtime.read_text())["envoy_pid"]
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    new = old
+    while new == old and time.monotonic() < deadline:
+        time.sleep(0.1)
+        new = json.loads(runtime.read_text())["envoy_pid"]
+    assert new != old and pids_alive([new]) == [new]
+    assert json.loads(kubelab("status", "-o", "json").stdout)["mesh_running"] is True
+    log = (SHARED_HOME / "sandbox" / "daemon.log").read_text()
+    assert "Envoy had exited (code -9); started it again" in log
+    code, data, _ = check_json("rollout-v2")  # its requests go through the new Envoy
+    assert code == 0, data
 
 
 def test_zz_down_leaves_no_process(sandbox):  # runs last (module order)

@@ -169,3 +169,19 @@ def test_hetzner_facts_name_the_clusters_own_location(tmp_path):
     adopted = HetznerProvider("lab", state=store).facts()
     assert dict(adopted.gateway_annotations) == {LB_LOCATION_ANNOTATION: "hel1"}
     assert adopted.registry is not None and adopted.registry.host == "localhost:30300"
+
+
+def test_mesh_running_reads_the_envoy_pid_of_runtime_json(tmp_path):
+    import json
+    import subprocess
+
+    from kubelab.providers.sandbox import mesh_running
+
+    assert mesh_running(tmp_path) is False  # no runtime.json
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "runtime.json").write_text(json.dumps({"envoy_pid": dead.pid}))
+    assert mesh_running(tmp_path) is False
+    # A live process that is not Envoy (a recycled PID) is not the mesh either.
+    (tmp_path / "runtime.json").write_text(json.dumps({"envoy_pid": os.getpid()}))
+    assert mesh_running(tmp_path) is False
