@@ -18,6 +18,7 @@ def down(
     ] = False,
 ) -> None:
     """Remove what `kubelab up` created for a lesson (the sandbox stops entirely)."""
+    from kubelab import homelock
     from kubelab.lessons.loader import find_lesson
     from kubelab.lessons.runner import LessonRunner
     from kubelab.providers import get_provider
@@ -26,24 +27,27 @@ def down(
 
     opts = options(ctx)
     store = StateStore()
-    state = store.load()
-    names = [lesson] if lesson else list(state.lessons)
     removed: list[str] = []
-    for name in names:
-        record = state.lessons.get(name)
-        if record is None:
-            continue
-        if record.provider:
-            runner = LessonRunner(find_lesson(name), get_provider(record.provider), store)
-            removed += runner.down(all_components=all_components)
-        else:
-            with store.transaction() as st:
-                st.lessons.pop(name, None)
-    # A sandbox no lesson claims (crashed, or its state lost) is cleaned up too.
-    if not lesson and (leftover_pids() or sandbox_dir().exists()):
-        pids = stop()
-        if pids:
-            removed.append(f"stopped a leftover sandbox ({len(pids)} processes)")
+    # Under the lifecycle lock: an `up` still running finishes first, and what it
+    # started is then removed too (kubelab.homelock).
+    with homelock.exclusive(store.path.parent, "down"):
+        state = store.load()
+        names = [lesson] if lesson else list(state.lessons)
+        for name in names:
+            record = state.lessons.get(name)
+            if record is None:
+                continue
+            if record.provider:
+                runner = LessonRunner(find_lesson(name), get_provider(record.provider), store)
+                removed += runner.down(all_components=all_components)
+            else:
+                with store.transaction() as st:
+                    st.lessons.pop(name, None)
+        # A sandbox no lesson claims (crashed, or its state lost) is cleaned up too.
+        if not lesson and (leftover_pids() or sandbox_dir().exists()):
+            pids = stop()
+            if pids:
+                removed.append(f"stopped a leftover sandbox ({len(pids)} processes)")
     if opts.json:
         print_json({"removed": removed, "lessons": names})
         return
@@ -55,12 +59,14 @@ def down(
 
 def status(ctx: typer.Context) -> None:
     """What is running: lessons, their provider, kubeconfig, ingress, progress."""
-    from kubelab.providers.sandbox import current, leftover_pids
+    from kubelab.providers.sandbox import current, leftover_pids, mesh_down
+    from kubelab.providers.sandbox import mesh_running as mesh_is_running
     from kubelab.state import StateStore
 
     opts = options(ctx)
     state = StateStore().load()
     sandbox = current()
+    mesh_running = sandbox is not None and mesh_is_running()
     lessons: list[dict[str, Any]] = []
     for record in state.lessons.values():
         if not record.steps_done:
@@ -83,7 +89,8 @@ def status(ctx: typer.Context) -> None:
     crashed = sandbox is None and bool(leftover_pids())
     if opts.json:
         top = lessons[-1] if lessons else {}
-        print_json({**top, "lessons": lessons, "sandbox_crashed": crashed})
+        mesh = mesh_running if sandbox is not None else None
+        print_json({**top, "lessons": lessons, "sandbox_crashed": crashed, "mesh_running": mesh})
         return
     out = console()
     if not lessons:
@@ -98,6 +105,9 @@ def status(ctx: typer.Context) -> None:
             out.print(f"  ingress:    {item['ingress']}")
         out.print(f"  steps done: {', '.join(item['steps_done'])}")
         out.print(f"  exercises passed: {item['passed']}")
+        if item["running"] and not mesh_running:
+            message, hint = mesh_down()
+            out.print(f"  [red]{message}[/]. {hint}")
         if item["running"] is False:
             out.print(
                 "  The sandbox is not running: `kubelab up LESSON --provider sandbox` restarts it."

@@ -195,6 +195,14 @@ class LessonRunner:
     # -- up --------------------------------------------------------------------------------
 
     def up(self) -> UpResult:
+        """Every step, resuming where a previous run stopped; one up or down at a time
+        per home (``kubelab.homelock``)."""
+        from kubelab import homelock
+
+        with homelock.exclusive(self.store.path.parent, "up"):
+            return self._up()
+
+    def _up(self) -> UpResult:
         started = time.monotonic()
         returned: dict[str, Any] = {}
         for step in STEPS:
@@ -450,6 +458,12 @@ class LessonRunner:
 
     def down(self, all_components: bool = False) -> list[str]:
         """Remove the lesson's objects (by label), then components no other lesson needs."""
+        from kubelab import homelock
+
+        with homelock.exclusive(self.store.path.parent, "down"):
+            return self._down(all_components)
+
+    def _down(self, all_components: bool) -> list[str]:
         state = self.store.load()
         record = state.lessons.get(self.lesson.id)
         details = dict(record.details) if record else {}
