@@ -1,5 +1,5 @@
 """``python -m kubelab`` runs the CLI (same as the ``kubelab`` console script)."""
 
-from kubelab.cli.main import run
+from kubelab.entry import main
 
-run()
+main()
