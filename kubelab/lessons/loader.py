@@ -182,6 +182,16 @@ def _check_document(doc: Any, shown: str) -> None:
         )
 
 
+def _inside(folder: Path, relative: str) -> bool:
+    """Whether ``folder / relative`` stays inside ``folder`` (``..`` and symlinks out of
+    it do not: a lesson reads and runs only its own files)."""
+    return (folder / relative).resolve().is_relative_to(folder.resolve())
+
+
+def _outside(relative: str, where: str) -> str:
+    return f"{relative} is outside {where}; a lesson may only name files inside it"
+
+
 def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]]:
     """Rules over the whole lesson and the files it points at."""
     if lesson.id != folder.name:
@@ -198,12 +208,19 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
             yield ("components", i), f"component {name!r} is listed twice"
     root = paths.data_root()
     for i, image in enumerate(lesson.images):
-        if not (root / image.context / image.dockerfile).is_file():
+        if not _inside(root, image.context):
+            yield ("images", i, "context"), _outside(image.context, "kubelab's project folder")
+        elif not (root / image.context / image.dockerfile).is_file():
             yield ("images", i, "context"), f"no {image.dockerfile} in {image.context}/"
     for i, deploy in enumerate(lesson.deploy):
-        if not (root / deploy.chart / "Chart.yaml").is_file():
+        if not _inside(root, deploy.chart):
+            yield ("deploy", i, "chart"), _outside(deploy.chart, "kubelab's project folder")
+        elif not (root / deploy.chart / "Chart.yaml").is_file():
             yield ("deploy", i, "chart"), f"no Helm chart at {deploy.chart}/ (Chart.yaml missing)"
     for i, manifest in enumerate(lesson.manifests):
+        if not _inside(folder, manifest):
+            yield ("manifests", i), _outside(manifest, "the lesson folder")
+            continue
         if not (folder / manifest).is_file():
             yield ("manifests", i), f"file {manifest} does not exist in {folder.name}/"
             continue
@@ -223,7 +240,9 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
             )
         seen.setdefault(exercise.id, i)
         script = folder / exercise.solve
-        if not script.is_file():
+        if not _inside(folder, exercise.solve):
+            yield ("exercises", i, "solve"), _outside(exercise.solve, "the lesson folder")
+        elif not script.is_file():
             yield ("exercises", i, "solve"), f"solve script {exercise.solve} does not exist"
         elif not os.access(script, os.X_OK):
             yield (

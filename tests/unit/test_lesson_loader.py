@@ -54,6 +54,10 @@ EXPECTED: dict[str, list[tuple[int, str, str]]] = {
     ],
     "bad-exercise-id": [(6, "exercises[0].id", "must be a lowercase name")],
     "no-exercises": [(5, "exercises", "at least 1 item")],
+    "files-outside": [
+        (5, "manifests[0]", "../../../../../../etc/hostname is outside the lesson folder"),
+        (11, "exercises[0].solve", "../solve-missing/solve.sh is outside the lesson folder"),
+    ],
 }
 
 
