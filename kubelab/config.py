@@ -39,7 +39,7 @@ def load_config() -> UserConfig:
         return UserConfig()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         detail = "; ".join(line.strip() for line in str(exc).splitlines()[:3])
     else:
         found = problems(UserConfig, data)

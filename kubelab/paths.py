@@ -32,14 +32,18 @@ def charts_dir() -> Path:
     return data_root() / "charts"
 
 
-def home_dir() -> Path:
-    """kubelab's own folder for state and secrets (created 0700 on first use)."""
+def home_path() -> Path:
+    """Where kubelab's own folder is (``$KUBELAB_HOME``), without creating it."""
     override = os.environ.get("KUBELAB_HOME")
     if override:
-        path = Path(override)
-    else:
-        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        path = Path(xdg) / "kubelab"
+        return Path(override)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "kubelab"
+
+
+def home_dir() -> Path:
+    """kubelab's own folder for state and secrets (created 0700 on first use)."""
+    path = home_path()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 

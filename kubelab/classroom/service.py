@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kubelab import paths, yamlio
 from kubelab.checks.registry import CheckContext
 from kubelab.classroom import access
@@ -404,10 +406,18 @@ def join_class(kubeconfig: Path, store: StateStore | None = None) -> LessonRecor
     from kubelab.lessons.loader import find_lesson
 
     store = store or StateStore()
+    not_ours = UsageError(
+        f"{kubeconfig} is not a kubelab class kubeconfig",
+        hint="Use the <id>.kubeconfig file your instructor made with `kubelab class create`.",
+    )
     try:
         config = (yamlio.load_all_yaml(kubeconfig.read_text(encoding="utf-8")) or [{}])[0]
     except OSError as exc:
         raise UsageError(f"cannot read {kubeconfig}: {exc.strerror}") from None
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        raise not_ours from None  # binary, or not YAML at all
+    if not isinstance(config, dict):
+        raise not_ours
     found = kubeconfig_expiry(config)
     data = next(
         (
@@ -418,10 +428,7 @@ def join_class(kubeconfig: Path, store: StateStore | None = None) -> LessonRecor
         {},
     )
     if found is None or not data.get("lesson") or not data.get("namespace"):
-        raise UsageError(
-            f"{kubeconfig} is not a kubelab class kubeconfig",
-            hint="Use the <id>.kubeconfig file your instructor made with `kubelab class create`.",
-        )
+        raise not_ours
     lesson_id = str(data["lesson"])
     find_lesson(lesson_id)  # this kubelab knows the lesson (else: upgrade it)
     with store.transaction() as state:

@@ -71,6 +71,10 @@ def _note(provider: str) -> str | None:
     return None
 
 
+# More nodes than a course needs is a typo (and a bill): `--nodes 10000` was priced.
+MAX_NODES = 50
+
+
 def _defaults(provider: str) -> dict[str, Any]:
     if provider == "hetzner":
         from kubelab.providers import hetzner
@@ -96,7 +100,9 @@ def create(
     ctx: typer.Context,
     provider: ProviderOption,
     name: Annotated[str | None, typer.Option("--name", help="Cluster name.")] = None,
-    nodes: Annotated[int | None, typer.Option("--nodes", help="Worker nodes.")] = None,
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", help="Worker nodes (Hetzner 0-50, GKE 1-50).")
+    ] = None,
     size: Annotated[str | None, typer.Option("--size", help="Server/machine type.")] = None,
     location: Annotated[str | None, typer.Option("--location", help="Location/region.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -118,6 +124,13 @@ def create(
     defaults = _defaults(provider)
     name = name or defaults["name"]
     nodes = defaults["nodes"] if nodes is None else nodes
+    fewest = 0 if provider == "hetzner" else 1  # k3s's server runs pods too; GKE needs one
+    if not fewest <= nodes <= MAX_NODES:
+        what = "worker nodes" if provider == "hetzner" else "nodes"
+        raise UsageError(
+            f"--nodes {nodes}: a {provider} cluster has {fewest} to {MAX_NODES} {what}",
+            hint=f"Give --nodes between {fewest} and {MAX_NODES} (one or two serve a class).",
+        )
     size = size or defaults["size"]
     location = location or defaults["location"]
     cloud = _cloud(provider)

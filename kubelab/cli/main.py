@@ -210,6 +210,30 @@ def report_error(err: KubelabError, verbose: bool) -> None:
         out.print_exception()
 
 
+def _environment_error(exc: OSError) -> KubelabError:
+    """An OSError no command turned into an answer, said as what the machine refused."""
+    import errno
+
+    from kubelab import paths
+    from kubelab.errors import SetupError
+
+    if exc.filename is None:  # a connection, not a file
+        return SetupError(
+            _("cannot reach the network service: {problem}").format(problem=exc),
+            hint=_("Check the network and the service's address, then run the same command again."),
+        )
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    problem = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        hint = _("Free some disk space, then run the same command again.")
+    else:
+        hint = _(
+            "kubelab keeps its files in {home} (set KUBELAB_HOME to change it): it must be a "
+            "folder you can write to. Check the path above, then run the same command again."
+        ).format(home=paths.home_path())
+    return SetupError(f"{problem}: {where}", hint=hint)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, report errors; returns (and exits with) the exit code."""
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
@@ -228,6 +252,9 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console(stderr=True).print("interrupted; run the same command again to resume")
         code = 130
+    except OSError as exc:  # the machine said no: a full disk, a read-only home, a folder...
+        report_error(_environment_error(exc), verbose)
+        code = ExitCode.SETUP
     except Exception as exc:  # a bug: one line unless --verbose
         if verbose:
             console(stderr=True).print_exception()

@@ -134,6 +134,7 @@ _FastLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 _PARSE_FAILED = object()
+TOO_DEEP = "the YAML is nested too deeply to be a lesson"
 
 
 def _read_text(path: Path, shown: str) -> str:
@@ -155,6 +156,10 @@ def _read_precise(text: str, shown: str) -> Any:
 
     try:
         doc = _yaml().load(text)
+    except RecursionError:
+        raise ValidationFailed(
+            f"{shown} is not a lesson", details=[f"{shown}:1: {TOO_DEEP}"]
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -291,6 +296,10 @@ def load_lesson(path: Path) -> LoadedLesson:
         data = yaml.load(text, Loader=_FastLoader)
     except yaml.YAMLError:
         data = _PARSE_FAILED
+    except RecursionError:
+        raise ValidationFailed(
+            f"{shown} is not a lesson", details=[f"{shown}:1: {TOO_DEEP}"]
+        ) from None
     if data is _PARSE_FAILED or not isinstance(data, dict):
         data = _plain(_read_precise(text, shown))
     try:

@@ -89,6 +89,22 @@ TOKEN_HINT = (
     "Create one in the Hetzner Console (your project > Security > API tokens > Generate, "
     "permission Read & Write) and export HCLOUD_TOKEN=<token>."
 )
+
+
+def check_token(token: str) -> None:
+    """A token is printable ASCII without spaces: anything else is a copy-and-paste slip
+    (a line break, a quote, a non-Latin letter), which the API would only answer with
+    refusals, or the HTTP library with an encoding error. Its value is never shown."""
+    for position, char in enumerate(token, 1):
+        if not (char.isascii() and char.isprintable()) or char.isspace():
+            kind = "a space or line break" if char.isspace() else "a character that is not ASCII"
+            raise SetupError(
+                f"HCLOUD_TOKEN has {kind} at position {position} of {len(token)}",
+                hint="Copy the token again from the Hetzner Console and export "
+                "HCLOUD_TOKEN='<token>' (quotes included).",
+            )
+
+
 # API error codes worth another try (hcloud itself retries rate_limit_exceeded, conflict,
 # bad_gateway and timeout, and HTTP 502/504, but not 500/503).
 RETRY_CODES = frozenset(
@@ -409,6 +425,7 @@ class HetznerCluster:
         token = token if token is not None else os.environ.get("HCLOUD_TOKEN", "")
         if not token.strip():
             raise SetupError("HCLOUD_TOKEN is not set", hint=TOKEN_HINT)
+        check_token(token.strip())
         self.endpoint = endpoint or os.environ.get("HCLOUD_ENDPOINT") or DEFAULT_ENDPOINT
         self.poll_interval = poll_interval
         self.action_timeout = action_timeout

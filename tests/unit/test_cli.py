@@ -164,3 +164,25 @@ def test_help_lists_the_commands():
     assert proc.returncode == 0
     for command in ("lessons", "show", "validate", "doctor", "up"):
         assert command in proc.stdout
+
+
+def test_an_oserror_no_command_answered_is_said_as_what_the_machine_refused(monkeypatch, capsys):
+    import errno
+
+    from kubelab.cli import main as cli_main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/home/t/.kl/state.json")
+
+    monkeypatch.setattr(cli_main, "app", full)
+    assert cli_main.run(["lessons"]) == 4
+    err = capsys.readouterr().err
+    assert "error: No space left on device: /home/t/.kl/state.json" in err
+    assert "Free some disk space" in err and "Traceback" not in err
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+    monkeypatch.setattr(cli_main, "app", refused)
+    assert cli_main.run(["lessons"]) == 4
+    assert "cannot reach the network service" in capsys.readouterr().err

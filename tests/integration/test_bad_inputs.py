@@ -1,0 +1,173 @@
+"""Bad input, one table: each case through the real CLI answers with one clear line, the
+right exit code (2 input, 4 environment), no traceback, and the state file untouched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import ROOT
+
+from kubelab.state import ExerciseProgress, StateStore
+
+FIXTURES = ROOT / "tests" / "fixtures" / "lessons"
+LESSON = "istio-traffic-splitting"
+
+
+def _files(tmp: Path) -> dict[str, str]:
+    (tmp / "deep.yaml").write_text("[" * 20000 + "]" * 20000)
+    (tmp / "loop").mkdir()
+    (tmp / "loop" / "self").symlink_to("../loop")
+    (tmp / "binary").write_bytes(b"\x00\x01\x02\xffnot yaml")
+    (tmp / "folder").mkdir()
+    (tmp / "typo.yaml").write_text("provder: kind\n")
+    (tmp / "a-file").write_text("not a folder\n")
+    return {name: str(tmp / name) for name in ("loop", "binary", "folder")} | {
+        "deep": str(tmp / "deep.yaml"),
+        "typo": str(tmp / "typo.yaml"),
+        "a-file": str(tmp / "a-file"),
+    }
+
+
+# (id, args, extra environment, exit code, text of the first line of stderr)
+CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
+    ("unknown lesson", ["up", "nope"], {}, 2, "no lesson 'nope'"),
+    ("unknown provider", ["up", LESSON, "-p", "nope"], {}, 2, "unknown provider 'nope'"),
+    ("out without dry-run", ["up", LESSON, "--out", "x"], {}, 2, "--out is only used with"),
+    ("tls without domain", ["up", LESSON, "--tls"], {}, 2, "--tls needs --domain and --email"),
+    ("charts on the sandbox", ["up", LESSON, "--charts", "."], {}, 2, "--charts is for"),
+    ("config typo", ["up", LESSON, "--dry-run"], {"KUBELAB_CONFIG": "{typo}"}, 2, "unknown key"),
+    ("config binary", ["up", LESSON, "--dry-run"], {"KUBELAB_CONFIG": "{binary}"}, 2, "config"),
+    ("20,000-deep YAML", ["validate", "{deep}"], {}, 2, "nested too deeply"),
+    ("symlink loop", ["validate", "{loop}"], {}, 2, "no lesson.yaml found"),
+    ("binary lesson", ["validate", "{binary}"], {}, 2, "cannot read file"),
+    ("missing path", ["validate", "nothing-here"], {}, 2, "no such file or folder"),
+    ("files outside", ["validate", str(FIXTURES / "files-outside")], {}, 2, "is outside"),
+    ("join a binary", ["class", "join", "{binary}"], {}, 2, "is not a kubelab class"),
+    ("join a folder", ["class", "join", "{folder}"], {}, 2, "Is a directory"),
+    ("join nothing", ["class", "join", "none.kubeconfig"], {}, 2, "No such file"),
+    (
+        "join a lesson file",
+        ["class", "join", str(FIXTURES / "bad-yaml" / "lesson.yaml")],
+        {},
+        2,
+        "is not a kubelab class",
+    ),
+    (
+        "nodes -1",
+        ["cluster", "create", "-p", "hetzner", "--nodes", "-1", "-y"],
+        {},
+        2,
+        "--nodes -1: a hetzner cluster has 0 to 50",
+    ),
+    (
+        "nodes 10000",
+        ["cluster", "create", "-p", "gke", "--nodes", "10000", "-y"],
+        {},
+        2,
+        "--nodes 10000: a gke cluster has 1 to 50",
+    ),
+    (
+        "no token",
+        ["cluster", "create", "-p", "hetzner", "-y"],
+        {"HCLOUD_TOKEN": ""},
+        4,
+        "HCLOUD_TOKEN is not set",
+    ),
+    (
+        "token with a space",
+        ["cluster", "create", "-p", "hetzner", "-y"],
+        {"HCLOUD_TOKEN": "abc def"},
+        4,
+        "HCLOUD_TOKEN has a space or line break at position 4",
+    ),
+    (
+        "token with a line break inside",
+        ["cluster", "leftovers", "-p", "hetzner"],
+        {"HCLOUD_TOKEN": "abc\ndef"},
+        4,
+        "HCLOUD_TOKEN has a space or line break",
+    ),
+    (
+        "non-Latin token",
+        ["cluster", "create", "-p", "hetzner", "-y"],
+        {"HCLOUD_TOKEN": "tok\u0435n"},
+        4,
+        "HCLOUD_TOKEN has a character that is not ASCII",
+    ),
+    ("home is a file", ["hint"], {"KUBELAB_HOME": "{a-file}"}, 4, "File exists"),
+    ("check a lesson not up", ["check"], {}, 2, "is not running, so there is nothing to check"),
+    ("solve an unknown exercise", ["solve", "x"], {}, 2, "has no exercise 'x'"),
+    ("check an unknown exercise", ["check", "x"], {}, 2, "has no exercise 'x'"),
+    ("hint of an unknown exercise", ["hint", "x"], {}, 2, "has no exercise 'x'"),
+    (
+        "exercise out of range",
+        ["exercise", "99", "--lesson", LESSON],
+        {},
+        2,
+        "has exercises 1 to 6, not 99",
+    ),
+    ("hint of unknown lesson", ["hint", "--lesson", "nope"], {}, 2, "no lesson 'nope'"),
+    ("show unknown lesson", ["show", "nope"], {}, 2, "no lesson 'nope'"),
+    ("progress of unknown lesson", ["progress", "--lesson", "nope"], {}, 2, "no lesson 'nope'"),
+    ("grade a lesson not up", ["grade", LESSON], {}, 4, "is not up"),
+    (
+        "class of a lesson not up",
+        ["class", "create", LESSON, "--roster", "{folder}"],
+        {},
+        4,
+        "is not up",
+    ),
+    ("typo of a command", ["chek"], {}, 2, "Usage:"),
+    ("unknown language", ["--lang", "xx", "lessons"], {}, 2, "Usage:"),
+]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad-inputs")
+    home = tmp / "home"
+    store = StateStore(home / "state.json")
+    with store.transaction() as state:
+        state.progress[LESSON] = {"split-50-50": ExerciseProgress(status="failed", attempts=2)}
+    return tmp, home, _files(tmp)
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "extra", "code", "first"), CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_input(lab, case, args, extra, code, first):
+    tmp, home, files = lab
+    before = (home / "state.json").read_bytes()
+    listing = sorted(p.name for p in home.iterdir())
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "HCLOUD_TOKEN"},
+        "KUBELAB_HOME": str(home),
+        "HCLOUD_ENDPOINT": "http://127.0.0.1:9",  # never the real API
+        "COLUMNS": "200",
+        **{k: v.format(**files) for k, v in extra.items()},
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubelab", *[a.format(**files) for a in args]],
+        cwd=tmp,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "internal error" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and first in "\n".join(lines[:2]), proc.stderr
+    assert (home / "state.json").read_bytes() == before  # untouched
+    assert sorted(p.name for p in home.iterdir()) == listing  # nothing half-written
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 35
