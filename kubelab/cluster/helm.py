@@ -114,15 +114,27 @@ def template(
 # -- secrets ---------------------------------------------------------------------------------
 
 MASK = "***"
+# Keys whose whole value is secret, however deep (a password, a token, a Secret's data).
 _SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|credential|api[-_]?key|private[-_]?key|auth|htpasswd|"
-    r"(^|[-_.])key$",
+    r"pass(word|wd)?|secret|token|credential|api[-_]?key|private[-_]?key|htpasswd",
     re.IGNORECASE,
 )
+# Keys that name a secret only when they hold a value themselves: `auth: user:pass` or
+# `tls.key: ...` are secrets, but `auth: {strategy: token}` is settings (Kiali's), shown in
+# the plan as they are.
+_SECRET_LEAF_KEY = re.compile(r"auth|(^|[-_.])key$", re.IGNORECASE)
 
 
 def _is_secret_key(key: Any) -> bool:
     return isinstance(key, str) and _SECRET_KEY.search(key) is not None
+
+
+def _is_secret(key: Any, value: Any) -> bool:
+    """Whether ``value`` under ``key`` is a secret as a whole."""
+    if _is_secret_key(key):
+        return True
+    leaf = not isinstance(value, Mapping | list)
+    return leaf and isinstance(key, str) and _SECRET_LEAF_KEY.search(key) is not None
 
 
 def secret_strings(values: Any, extra: Iterable[str] = ()) -> set[str]:
@@ -133,7 +145,7 @@ def secret_strings(values: Any, extra: Iterable[str] = ()) -> set[str]:
     def walk(node: Any, secret: bool) -> None:
         if isinstance(node, Mapping):
             for key, value in node.items():
-                walk(value, secret or _is_secret_key(key))
+                walk(value, secret or _is_secret(key, value))
         elif isinstance(node, list):
             for item in node:
                 walk(item, secret)
@@ -157,7 +169,7 @@ def mask(text: str, secrets: Iterable[str]) -> str:
 def mask_values(values: Any) -> Any:
     """A copy of ``values`` fit for logs: everything under a secret-looking key is ``***``."""
     if isinstance(values, Mapping):
-        return {k: _mask_all(v) if _is_secret_key(k) else mask_values(v) for k, v in values.items()}
+        return {k: _mask_all(v) if _is_secret(k, v) else mask_values(v) for k, v in values.items()}
     if isinstance(values, list):
         return [mask_values(v) for v in values]
     return values

@@ -406,9 +406,18 @@ def test_fingerprint_and_masking_helpers(tmp_path: Path) -> None:
         "registry": {"token": "***"},
     }
     assert helm.mask_values({"auth": {"user": "u", "pass": "p"}, "keys": [1]}) == {
-        "auth": {"user": "***", "pass": "***"},
+        "auth": {"user": "u", "pass": "***"},
         "keys": [1],
     }
+    # Settings under a secret-sounding key are shown (the plan must show that Kiali is
+    # anonymous); a value held by such a key itself is masked.
+    kiali = {"auth": {"strategy": "anonymous"}, "deployment": {"view_only_mode": False}}
+    assert helm.mask_values(kiali) == kiali
+    assert helm.mask_values({"auth": "user:pw", "tls": {"key": "PEM"}}) == {
+        "auth": "***",
+        "tls": {"key": "***"},
+    }
+    assert helm.secret_strings(kiali) == set()
     assert helm.secret_strings({"apiKey": "ab", "privateKey": "-----BEGIN", "key": 12345}) == {
         "-----BEGIN",
         "12345",
