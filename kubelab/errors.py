@@ -72,3 +72,8 @@ class SetupError(KubelabError):
 
 class StateError(SetupError):
     """The state file cannot be read or written."""
+
+
+class KubelabWarning(UserWarning):
+    """Something worth a line on stderr that does not stop the command (the CLI prints it
+    as ``warning: ...``); lower layers raise it with :func:`warnings.warn`."""

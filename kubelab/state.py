@@ -13,7 +13,9 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
@@ -22,7 +24,7 @@ from typing import Any
 import msgspec
 
 from kubelab import paths
-from kubelab.errors import StateError
+from kubelab.errors import KubelabWarning, StateError
 
 SCHEMA_VERSION = 2
 STATE_FILENAME = "state.json"
@@ -179,6 +181,7 @@ class StateStore:
                 f"cannot read state file {self.path}: {exc.strerror}",
                 hint="Check the file's owner and permissions.",
             ) from exc
+        self._check_owner_and_mode()
         try:
             raw = json.loads(text)
             if not isinstance(raw, dict):
@@ -190,6 +193,30 @@ class StateStore:
                 hint=f"Move it away (mv {self.path} {self.path}.bak); kubelab then starts "
                 "from an empty state and `kubelab status` shows what it still finds.",
             ) from exc
+
+    def _check_owner_and_mode(self) -> None:
+        """The file names kubeconfigs and cloud resources: it must be the user's own and
+        readable by nobody else. Another owner is said; a looser mode is said and fixed."""
+        try:
+            info = self.path.stat()
+        except OSError:
+            return
+        if info.st_uid != os.geteuid():
+            warnings.warn(
+                f"state file {self.path} belongs to another user (uid {info.st_uid}); "
+                "check KUBELAB_HOME, or move the file away if it is not yours",
+                KubelabWarning,
+                stacklevel=3,
+            )
+        elif info.st_mode & 0o077:
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
+                warnings.warn(
+                    f"state file {self.path} was readable by others "
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}); it is 0600 now",
+                    KubelabWarning,
+                    stacklevel=3,
+                )
 
     def save(self, state: State) -> None:
         """Write ``state`` atomically with mode 0600 (temp file, fsync, rename)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any, NamedTuple
 
@@ -234,8 +235,24 @@ def _environment_error(exc: OSError) -> KubelabError:
     return SetupError(f"{problem}: {where}", hint=hint)
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    """kubelab's own warnings as one ``warning:`` line; others as Python shows them."""
+    from kubelab.errors import KubelabWarning
+
+    if issubclass(category, KubelabWarning):
+        from rich.markup import escape
+
+        console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}")
+    else:
+        _python_showwarning(message, category, *args, **kw)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, report errors; returns (and exits with) the exit code."""
+    warnings.showwarning = _show_warning
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     verbose = any(a in _GLOBAL_FLAGS for a in args)
     code: int

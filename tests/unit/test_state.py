@@ -160,3 +160,38 @@ def test_paths_in_details_are_written_as_text(tmp_path):
     with store.transaction() as state:
         state.lesson("l").details["kubeconfig"] = Path("/home/x/kubeconfig")
     assert store.load().lessons["l"].details["kubeconfig"] == "/home/x/kubeconfig"
+
+
+def test_a_state_file_readable_by_others_is_said_and_made_private(tmp_path):
+    import subprocess
+    import sys
+
+    store = StateStore(tmp_path / "state.json")
+    with store.transaction() as state:
+        state.lesson("l")
+    os.chmod(store.path, 0o644)
+    with pytest.warns(UserWarning, match=r"was readable by others \(mode 0644\); it is 0600"):
+        store.load()
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+    # Through the CLI: one warning line, and the command goes on.
+    os.chmod(store.path, 0o640)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubelab", "status"],
+        env={**os.environ, "KUBELAB_HOME": str(tmp_path), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("warning: state file ") and "mode 0640" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_state_file_of_another_user_is_said(tmp_path, monkeypatch):
+    store = StateStore(tmp_path / "state.json")
+    with store.transaction() as state:
+        state.lesson("l")
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(store.path).st_uid + 1)
+    with pytest.warns(UserWarning, match="belongs to another user"):
+        store.load()
