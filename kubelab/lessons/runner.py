@@ -20,6 +20,7 @@ from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.drift import Drift
 from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
+from kubelab.cluster.retry import RetryPolicy
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import NodeResult, ProgressSink, run_dag
 from kubelab.components.values import InstallSettings
@@ -64,11 +65,22 @@ def find_lesson_components(lesson_id: str) -> list[str]:
         return []
 
 
+# About 6 s of retries (0.2 + 0.4 + 0.8 + 1.6 + 3.2) before a check says "cannot reach".
+CHECK_RETRY = RetryPolicy(deadline=8.0, max_attempts=6)
+
+
 def check_context(provider: Provider, record: LessonRecord) -> CheckContext:
     """How checks reach the lesson's cluster, from what ``up`` recorded."""
     from kubelab.components.catalog import CATALOG
 
-    kube = Kube(Path(record.details["kubeconfig"]))
+    # A check answers within seconds even when the API is dead or refuses connections:
+    # short retries, and once unreachable, the run's other checks say so at once.
+    kube = Kube(
+        Path(record.details["kubeconfig"]),
+        timeout=5.0,
+        retry=CHECK_RETRY,
+        give_up_once_unreachable=True,
+    )
     details = dict(record.details)
     available = provider.available_components(find_lesson_components(record.lesson))
     # Metrics and trace checks query these APIs through the API server's service proxy.

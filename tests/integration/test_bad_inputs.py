@@ -171,3 +171,46 @@ def test_bad_input(lab, case, args, extra, code, first):
 
 def test_the_table_is_large():
     assert len(CASES) >= 35
+
+
+def test_check_against_a_dead_api_errors_within_10_seconds(tmp_path):
+    import json
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    home = tmp_path / "home"
+    with StateStore(home / "state.json").transaction() as state:
+        record = state.lesson(LESSON)
+        record.provider, record.steps_done = "existing", ["deploy"]
+        record.details = {"kubeconfig": str(kubeconfig), "namespace": "istio"}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubelab", "check", "split-50-50", "-o", "json"],
+        env={**os.environ, "KUBELAB_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    checks = json.loads(proc.stdout)["checks"]
+    assert len(checks) == 2 and {c["status"] for c in checks} == {"error"}
+    assert all("cannot reach the Kubernetes API" in c["message"] for c in checks)
+    assert took < 10, took  # was 87 s: each check waited out its own retries
