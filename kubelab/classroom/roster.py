@@ -21,6 +21,9 @@ from kubelab.errors import ValidationFailed
 
 REQUIRED = ("id", "name", "email")
 MAX_ID = 20
+# Every student gets a namespace with the lesson's app (two pods or more): past a few hundred a
+# roster is a mistake (a whole school's list), and the class would not fit a course cluster.
+MAX_STUDENTS = 200
 ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 # Enough to catch typos and swapped columns; the address is only shown in reports.
 EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
@@ -101,6 +104,11 @@ def parse_roster(text: str, source: str = "roster.csv") -> list[Student]:
         )
     if not students:
         raise ValidationFailed(f"{source} lists no students (only the header line)")
+    if len(students) > MAX_STUDENTS:
+        raise ValidationFailed(
+            f"{source} lists {len(students)} students; a class has at most {MAX_STUDENTS}",
+            hint="Split it into several classes (rosters), each on a cluster sized for it.",
+        )
     return students
 
 
@@ -109,6 +117,10 @@ def load_roster(path: Path) -> list[Student]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValidationFailed(f"roster {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValidationFailed(
+            f"roster {path} is a folder", hint="Give the CSV file: --roster roster.csv."
+        ) from None
     except UnicodeDecodeError:
         raise ValidationFailed(
             f"roster {path} is not UTF-8 text",

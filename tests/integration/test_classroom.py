@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -163,3 +164,17 @@ def test_student_kubeconfig_inlines_a_ca_file(tmp_path: Path) -> None:
     assert base64.b64decode(cluster["certificate-authority-data"]).startswith(b"-----BEGIN")
     assert "SECRET" not in json.dumps(config)
     assert config["users"][0]["user"] == {"token": "tok"}
+
+
+def test_a_roster_is_bounded_and_must_be_a_file(tmp_path):
+    from kubelab.classroom.roster import MAX_STUDENTS, load_roster, parse_roster
+    from kubelab.errors import ValidationFailed
+
+    rows = "\n".join(f"s{i},Student {i},s{i}@example.org" for i in range(MAX_STUDENTS + 1))
+    started = time.monotonic()
+    with pytest.raises(ValidationFailed, match=f"lists {MAX_STUDENTS + 1} students; a class"):
+        parse_roster("id,name,email\n" + rows)
+    assert time.monotonic() - started < 2  # said at once, before anything is created
+    assert len(parse_roster("id,name,email\n" + rows.rsplit("\n", 1)[0])) == MAX_STUDENTS
+    with pytest.raises(ValidationFailed, match="is a folder"):
+        load_roster(tmp_path)
