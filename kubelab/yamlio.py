@@ -1,7 +1,7 @@
 """Bulk YAML in and out with PyYAML's C loader and dumper (helm output, manifests, values).
 
-Lesson files are the exception: they are read by ``kubelab.lessons.loader``, which needs
-ruamel.yaml's line numbers when it reports a problem.
+Lesson files are read by ``kubelab.lessons.loader`` with the same C loader set to the YAML
+1.2 core schema, and composed into nodes for the line of a problem.
 """
 
 from __future__ import annotations

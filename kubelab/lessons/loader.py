@@ -1,10 +1,13 @@
 """Load ``lesson.yaml`` files and report every problem as ``file:line: field: message``.
 
-YAML is read with ruamel.yaml's round-trip loader because it keeps the line of every key
-and list item; msgspec validates the shape (``kubelab.lessons.model``, every problem of it
-found by ``kubelab.base.problems``); then the rules
-that need the whole lesson or the file system run here. All problems are collected and
-raised together as one :class:`~kubelab.errors.ValidationFailed`, one line each.
+YAML is read by one parser, PyYAML's C loader with the YAML 1.2 core schema (``010`` is
+10, ``1:30`` and ``2026-12-01`` are text, only true/false are booleans, a repeated key is
+an error). When something is wrong, the same loader composes the file again into nodes,
+which know their lines, to point every problem at its line. msgspec validates the shape
+(``kubelab.lessons.model``, every problem of it found by ``kubelab.base.problems``); then
+the rules that need the whole lesson or the file system run here. All problems are
+collected and raised together as one :class:`~kubelab.errors.ValidationFailed`, one line
+each.
 """
 
 from __future__ import annotations
@@ -64,36 +67,27 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip containers and scalars as plain Python values."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    for plain in (int, float, str):
-        if isinstance(node, plain):
-            return plain(node)
-    return node
-
-
 def _locate(doc: Any, loc: Loc) -> int:
-    """The line of the deepest part of ``loc`` present in ``doc``."""
+    """The line of the deepest part of ``loc`` present in ``doc`` (a composed node)."""
     line, node = 1, doc
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            line = node.lc.key(part)[0] + 1 if hasattr(node, "lc") else line
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            line = node.lc.item(part)[0] + 1 if hasattr(node, "lc") else line
-            node = node[part]
+        if isinstance(node, yaml.MappingNode):
+            value = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, _ in node.value if k.value == part), None)
+            line = key.start_mark.line + 1 if key is not None else line
+            node = value
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            node = node.value[part]
+            line = node.start_mark.line + 1
         else:
             node = None
-    lc = getattr(node, "lc", None)
-    if isinstance(node, dict) and node and lc is not None:
+    if isinstance(node, yaml.MappingNode) and node.value:
         # An error about a whole mapping points at its first key rather than its parent.
-        line = max(line, lc.line + 1)
+        line = max(line, node.value[0][0].start_mark.line + 1)
     return line
 
 
@@ -104,36 +98,55 @@ def _dotted(loc: Sequence[str | int]) -> str:
     return out
 
 
-def _yaml() -> Any:
-    from ruamel.yaml import YAML  # only needed to locate problems
-
-    rt = YAML(typ="rt")
-    rt.allow_duplicate_keys = False
-    return rt
-
-
-class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """PyYAML's C loader made to agree with ruamel.yaml (YAML 1.2) on what a lesson means:
-    only true/false are booleans and a repeated key is an error."""
+class _LessonLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's C loader with the YAML 1.2 core schema's scalars, and repeated keys as
+    errors. PyYAML alone is YAML 1.1, where ``yes`` is true, ``010`` is 8 and ``1:30`` is
+    90: a lesson must mean what an author who reads YAML 1.2 documentation wrote."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        keys = [self.construct_object(k, deep=True) for k, _ in node.value]
-        for i, key in enumerate(keys):
-            if key in keys[:i]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"found duplicate key {key!r}", node.start_mark
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first on line {seen[key].line + 1})",
+                    key_node.start_mark,
                 )
+            seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: Any) -> int:
+        text = str(self.construct_scalar(node))
+        sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+        if digits.startswith("0o"):
+            return sign * int(digits[2:], 8)
+        if digits.startswith("0x"):
+            return sign * int(digits[2:], 16)
+        return sign * int(digits, 10)
 
-_FastLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in _FastLoader.yaml_implicit_resolvers.items()
+
+_CORE = {  # YAML 1.2 core schema: tag -> (pattern, first characters)
+    "tag:yaml.org,2002:bool": (r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    "tag:yaml.org,2002:int": (r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    "tag:yaml.org,2002:float": (
+        r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(inf|Inf|INF)|\.nan|\.NaN|\.NAN",
+        "-+.0123456789",
+    ),
 }
-_FastLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_PARSE_FAILED = object()
+_LessonLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in _CORE and tag != "tag:yaml.org,2002:timestamp"
+    ]
+    for first, resolvers in _LessonLoader.yaml_implicit_resolvers.items()
+}
+for _tag, (_pattern, _first) in _CORE.items():
+    _LessonLoader.add_implicit_resolver(_tag, re.compile(rf"^(?:{_pattern})$"), list(_first))
+_LessonLoader.add_constructor("tag:yaml.org,2002:int", _LessonLoader.construct_yaml_int)
 TOO_DEEP = "the YAML is nested too deeply to be a lesson"
 
 
@@ -150,31 +163,19 @@ def _read_text(path: Path, shown: str) -> str:
         ) from None
 
 
-def _read_precise(text: str, shown: str) -> Any:
-    """The document through ruamel.yaml, which knows the line of every node."""
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
-    try:
-        doc = _yaml().load(text)
-    except RecursionError:
-        raise ValidationFailed(
-            f"{shown} is not a lesson", details=[f"{shown}:1: {TOO_DEEP}"]
-        ) from None
-    except MarkedYAMLError as exc:
+def _yaml_problem(exc: yaml.YAMLError, shown: str) -> ValidationFailed:
+    """A YAML error as one problem at its line."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         if exc.context and exc.problem:
             problem = f"{' '.join(str(exc.context).split())}: {problem}"
-        raise ValidationFailed(
-            f"{shown} is not valid YAML", details=[f"{shown}:{line}: invalid YAML: {problem}"]
-        ) from None
-    except YAMLError as exc:
-        raise ValidationFailed(
-            f"{shown} is not valid YAML", details=[f"{shown}:1: invalid YAML: {exc}"]
-        ) from None
-    _check_document(doc, shown)
-    return doc
+    else:
+        line, problem = 1, " ".join(str(exc).split())
+    return ValidationFailed(
+        f"{shown} is not valid YAML", details=[f"{shown}:{line}: invalid YAML: {problem}"]
+    )
 
 
 def _check_document(doc: Any, shown: str) -> None:
@@ -286,22 +287,21 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
 def load_lesson(path: Path) -> LoadedLesson:
     """Load and validate one lesson (its folder or its ``lesson.yaml``).
 
-    The fast path parses with PyYAML's C loader; only when something is wrong is the file
-    parsed again with ruamel.yaml to point every problem at its line.
+    The file is parsed once into plain values; only when something is wrong is it composed
+    again into nodes, which know their lines, to point every problem at its line.
     """
     file = path / LESSON_FILE if path.is_dir() else path
     shown = display_path(file)
     text = _read_text(file, shown)
     try:
-        data = yaml.load(text, Loader=_FastLoader)
-    except yaml.YAMLError:
-        data = _PARSE_FAILED
+        data = yaml.load(text, Loader=_LessonLoader)
+    except yaml.YAMLError as exc:
+        raise _yaml_problem(exc, shown) from None
     except RecursionError:
         raise ValidationFailed(
             f"{shown} is not a lesson", details=[f"{shown}:1: {TOO_DEEP}"]
         ) from None
-    if data is _PARSE_FAILED or not isinstance(data, dict):
-        data = _plain(_read_precise(text, shown))
+    _check_document(data, shown)
     try:
         lesson = msgspec.convert(data, Lesson)
     except msgspec.ValidationError:
@@ -310,7 +310,7 @@ def load_lesson(path: Path) -> LoadedLesson:
         found = list(_semantic_problems(lesson, file.parent))
     if not found:
         return LoadedLesson(lesson, file)
-    doc = _read_precise(text, shown)
+    doc = yaml.compose(text, Loader=_LessonLoader)  # parsed once already: it cannot fail
     located = [Problem(shown, _locate(doc, loc), _dotted(loc), message) for loc, message in found]
     count = f"{len(located)} problem{'s' if len(located) > 1 else ''}"
     raise ValidationFailed(

@@ -45,7 +45,7 @@ EXPECTED: dict[str, list[tuple[int, str, str]]] = {
         (1, "summary", "required field is missing"),
         (5, "exercises[0].instructions", "required field is missing"),
     ],
-    "duplicate-yaml-key": [(5, "", 'found duplicate key "components"')],
+    "duplicate-yaml-key": [(5, "", "found duplicate key 'components' (first on line 4)")],
     "bad-selector": [(14, "exercises[0].checks[0].selector", "invalid label selector")],
     "unknown-component": [(4, "components[1]", "unknown component 'istoi'; did you mean 'istio'?")],
     "id-mismatch": [(1, "id", "must match the lesson folder name 'id-mismatch'")],
@@ -167,3 +167,22 @@ def test_course_patch_commands_are_in_the_solve_scripts():
     text = (folder / "solve" / "03-split-50-50.sh").read_text()
     assert '"path":"/spec/http/0/route/0/weight","value":50' in text
     assert Path(folder / "solve" / "05-rollout-v2.sh").read_text().count('"value":') == 2
+
+
+def test_lessons_are_read_as_yaml_1_2_by_one_parser():
+    import yaml
+
+    from kubelab.lessons.loader import _LessonLoader
+
+    text = "a: 010\nb: 1:30\nc: yes\nd: 2026-12-01\ne: 0x10\nf: 1e3\ng: 0o17\nh: -7\ni: .5\n"
+    assert yaml.load(text, Loader=_LessonLoader) == {
+        "a": 10,  # PyYAML's YAML 1.1 says 8
+        "b": "1:30",  # and 90
+        "c": "yes",  # and True
+        "d": "2026-12-01",  # and a date
+        "e": 16,
+        "f": 1000.0,  # and the text "1e3"
+        "g": 15,
+        "h": -7,
+        "i": 0.5,
+    }
