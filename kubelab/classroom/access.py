@@ -2,7 +2,8 @@
 
 Per student, in ``<lesson namespace>-<student id>``: the Namespace (labelled with the class
 and the student, sidecar injection on when the lesson wants it), a ServiceAccount
-``student``, a Role ``student`` and a RoleBinding binding the two. The Role is namespaced,
+``student``, a Role ``student`` and a RoleBinding binding the two, and a ResourceQuota
+and LimitRange bounding what the namespace holds (``QUOTA_HARD``). The Role is namespaced,
 so it grants nothing outside the student's namespace; it never names Secrets, and it
 allows writes only on what the lesson's exercises change (:func:`student_rules`).
 
@@ -66,6 +67,25 @@ COMPONENT_WRITE: dict[str, dict[str, list[str]]] = {
 }
 # Never granted, whatever a lesson renders.
 FORBIDDEN = {("", "secrets"), ("", "serviceaccounts/token")}
+
+# What one student's namespace may hold: room for the lessons' apps (two or three
+# Deployments, their canaries or rollout copies, the tester, each with the mesh's
+# sidecar), not for `replicas: 1000`. Requests only, not limits: Istio's sidecar alone
+# asks for a 2-CPU limit, which a limits quota would have to allow many times over.
+QUOTA_HARD = {
+    "pods": "30",
+    "requests.cpu": "4",
+    "requests.memory": "8Gi",
+    "services": "10",
+    "persistentvolumeclaims": "0",
+    "services.loadbalancers": "0",
+    "services.nodeports": "0",
+}
+# Containers that say nothing get these requests (a requests quota refuses pods without
+# them); no container may ask for more than the max.
+CONTAINER_DEFAULT_REQUEST = {"cpu": "50m", "memory": "64Mi"}
+CONTAINER_DEFAULT_LIMIT = {"cpu": "1", "memory": "512Mi"}
+CONTAINER_MAX = {"cpu": "2", "memory": "2Gi"}
 
 
 def plural(kind: str) -> str:
@@ -138,7 +158,8 @@ def access_objects(
     *,
     istio_injection: bool = True,
 ) -> list[dict[str, Any]]:
-    """Namespace, ServiceAccount, Role and RoleBinding of one student."""
+    """Namespace, ServiceAccount, Role, RoleBinding, ResourceQuota and LimitRange of one
+    student."""
     labels = class_labels(lesson_id, student)
     ns_labels = dict(labels)
     if istio_injection:
@@ -170,6 +191,27 @@ def access_objects(
                 "name": IDENTITY,
             },
             "subjects": [{"kind": "ServiceAccount", "name": IDENTITY, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": meta(IDENTITY),
+            "spec": {"hard": dict(QUOTA_HARD)},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": meta(IDENTITY),
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "defaultRequest": dict(CONTAINER_DEFAULT_REQUEST),
+                        "default": dict(CONTAINER_DEFAULT_LIMIT),
+                        "max": dict(CONTAINER_MAX),
+                    }
+                ]
+            },
         },
     ]
 

@@ -193,6 +193,18 @@ def _registry() -> tuple[ResourceType, ...]:
             subresources=("token",),
         ),
         rt("", "v1", "Event", "events", short_names=("ev",)),
+        # Stored and served, not enforced: the sandbox has one user and runs one copy of
+        # the app, so a class's quota and limit ranges (kubelab.classroom.access) have
+        # nothing to bound there. A real API server enforces them.
+        rt(
+            "",
+            "v1",
+            "ResourceQuota",
+            "resourcequotas",
+            short_names=("quota",),
+            subresources=("status",),
+        ),
+        rt("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
         # apps/v1, batch/v1
         rt(
             "apps",

@@ -20,6 +20,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,7 +34,7 @@ from kubelab.checks.mesh import ISTIO_API, route_weights
 from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import Status
 from kubelab.checks.sampling import Destination, Sample
-from kubelab.classroom import report
+from kubelab.classroom import access, report
 from kubelab.classroom.grade import GradeOptions
 from kubelab.classroom.model import ClassGrade
 from kubelab.classroom.service import ClassService, ClassTools, expiry_lines
@@ -306,6 +307,11 @@ MATRIX: list[tuple[str, str, str, Any, int]] = [
      None, 200),
     ("list own services", "GET", "/api/v1/namespaces/{ns}/services", None, 200),
     ("read own deployments", "GET", "/apis/apps/v1/namespaces/{ns}/deployments", None, 200),
+    ("lift own quota", "PATCH", "/api/v1/namespaces/{ns}/resourcequotas/student",
+     {"spec": {"hard": {"pods": "1000"}}}, 403),
+    ("delete own quota", "DELETE", "/api/v1/namespaces/{ns}/resourcequotas/student", None, 403),
+    ("delete own limit range", "DELETE", "/api/v1/namespaces/{ns}/limitranges/student", None,
+     403),
     ("restart own deployment", "PATCH", "/apis/apps/v1/namespaces/{ns}/deployments/app-backend-v2",
      {"spec": {"template": {"metadata": {"annotations": {"restarted": "now"}}}}}, 200),
     ("read own events", "GET", "/api/v1/namespaces/{ns}/events", None, 200),
@@ -445,6 +451,31 @@ def test_student_rbac_matrix_from_the_real_authorizer(  # type: ignore[no-untype
         failed = run_check(spec, as_student)
         assert failed.status is Status.FAILED
         assert "pods without the istio-proxy sidecar: no-sidecar" in failed.message
+
+        # `replicas: 1000` is allowed as a patch, but the namespace's quota holds the pods.
+        hard = int(access.QUOTA_HARD["pods"])
+        answer = session.patch(
+            f"{control_plane.plane.server}/apis/apps/v1/namespaces/{mine}/deployments/"
+            "app-backend-v2",
+            data=json.dumps({"spec": {"replicas": 1000}}),
+            headers={"Content-Type": "application/merge-patch+json"},
+            timeout=15,
+        )
+        assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 60
+        refused: list[str] = []
+        while not refused and time.monotonic() < deadline:
+            time.sleep(1)
+            events = kube.list("v1", "Event", mine)
+            refused = [e["message"] for e in events if "exceeded quota" in e.get("message", "")]
+        assert refused, "the ReplicaSet controller was never refused by the quota"
+        assert len(kube.list("v1", "Pod", mine)) <= hard
+        quota = kube.get("v1", "ResourceQuota", "student", mine) or {}
+        assert int(quota["status"]["used"]["pods"]) <= hard
+        # A pod without resources gets the LimitRange's requests (the quota needs them).
+        pod = kube.get("v1", "Pod", "curl-test", mine) or {}
+        requests_ = pod["spec"]["containers"][0]["resources"]["requests"]
+        assert {"cpu", "memory"} <= set(requests_), requests_
     finally:
         service.delete()
         wait_gone(kube, [mine, other])
