@@ -6,9 +6,9 @@ now hold an advisory ``flock`` on ``$KUBELAB_HOME/lifecycle.lock`` for their who
 second one waits for the first, saying so and naming it, and then carries on from what the
 first left (a second ``up`` resumes; a ``down`` removes what the ``up`` made).
 
-The lock is reentrant within a process (``kubelab test`` brings a lesson up and down under
-one hold). The kernel drops it when its holder dies, so a killed ``up`` never blocks the
-next one.
+The lock is reentrant within a process, per home (``kubelab down`` holds it while each
+lesson's own down takes it again). The kernel drops it when its holder dies, so a killed
+``up`` never blocks the next one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from kubelab.i18n import _
 
 LOCK_NAME = "lifecycle.lock"
-_held = 0  # depth of this process's hold
+_held: dict[Path, int] = {}  # home -> depth of this process's hold
 
 
 @contextlib.contextmanager
@@ -33,13 +33,13 @@ def exclusive(
     """Hold the lifecycle lock of ``home`` (the state file's folder) while the block runs;
     ``notify`` (default: a line on stderr) is told once when another kubelab holds it and
     this one waits."""
-    global _held
-    if _held:
-        _held += 1
+    key = home.resolve()
+    if _held.get(key):
+        _held[key] += 1
         try:
             yield
         finally:
-            _held -= 1
+            _held[key] -= 1
         return
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = home / LOCK_NAME
@@ -57,11 +57,11 @@ def exclusive(
         lock.truncate()
         lock.write(f"kubelab {command} (pid {os.getpid()})\n")
         lock.flush()
-        _held = 1
+        _held[key] = 1
         try:
             yield
         finally:
-            _held = 0
+            _held[key] = 0
             with contextlib.suppress(OSError):
                 lock.seek(0)
                 lock.truncate()

@@ -62,3 +62,18 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
             pass
     # Released: another process gets it at once.
     _hold(tmp_path, 0).wait(timeout=10)
+
+
+def test_holding_one_home_does_not_hold_another(tmp_path):
+    other = tmp_path / "other"
+    holder = _hold(other, 1.0)
+    told: list[str] = []
+    try:
+        with (
+            homelock.exclusive(tmp_path / "mine", "up", told.append),
+            homelock.exclusive(other, "down", told.append),  # waits for the holder
+        ):
+            pass
+    finally:
+        holder.wait(timeout=10)
+    assert len(told) == 1 and f"for {other}" in told[0]
