@@ -173,6 +173,8 @@ def _yaml_problem(exc: yaml.YAMLError, shown: str) -> ValidationFailed:
             problem = f"{' '.join(str(exc.context).split())}: {problem}"
     else:
         line, problem = 1, " ".join(str(exc).split())
+    if "nesting depth" in problem:  # libyaml's own limit (newer builds) says it so
+        return ValidationFailed(f"{shown} is not a lesson", details=[f"{shown}:1: {TOO_DEEP}"])
     return ValidationFailed(
         f"{shown} is not valid YAML", details=[f"{shown}:{line}: invalid YAML: {problem}"]
     )

@@ -98,10 +98,15 @@ progress() {
 # snapshot ROLLOUT: "PHASE STEP PAUSE-TIMES" in one read, what the waits decide on. Each
 # pause is promoted once: until the controller acts on a promotion, the status still shows
 # the pause just promoted, and promoting "again" would clear the next pause as soon as the
-# controller reaches it (skipping a step). A pause's start time tells two pauses apart.
+# controller reaches it (skipping a step). A pause's start time tells two pauses apart, and
+# a Paused phase with no pause condition (the controller is acting on a promotion) is no
+# pause to promote.
 snapshot() {
   field "$1" '{.status.phase} {.status.currentStepIndex} {.status.pauseConditions[*].startTime}'
 }
+
+# pausing SNAPSHOT: whether the snapshot shows a pause condition (a start time).
+pausing() { [ -n "$(printf '%s\n' "$1" | cut -d' ' -f3-)" ]; }
 
 # pause_reasons ROLLOUT: why the Rollout is paused (BlueGreenPause, CanaryPauseStep,
 # InconclusiveAnalysis, ...), space separated; empty when it is not.
@@ -146,7 +151,7 @@ promote_until_healthy() {
     case "$seen" in
       "Healthy "*) return ;;
       "Degraded "*) die "rollout/$rollout is Degraded: $now" ;;
-      "Paused "*) if [ "$seen" != "$promoted" ]; then promote "$rollout"; promoted=$seen; fi ;;
+      "Paused "*) if pausing "$seen" && [ "$seen" != "$promoted" ]; then promote "$rollout"; promoted=$seen; fi ;;
     esac
     [ "$SECONDS" -lt "$deadline" ] || die "rollout/$rollout is not Healthy after ${WAIT_SECONDS}s: $now"
     sleep "$POLL_SECONDS"
@@ -169,7 +174,7 @@ wait_paused_at() {
       "Paused "*)
         if [ "${step:-0}" -eq "$target" ]; then return; fi
         if [ "${step:-0}" -gt "$target" ]; then die "rollout/$rollout is already past step $target"; fi
-        if [ "$seen" != "$promoted" ]; then promote "$rollout"; promoted=$seen; fi
+        if pausing "$seen" && [ "$seen" != "$promoted" ]; then promote "$rollout"; promoted=$seen; fi
         ;;
       "Degraded "*) die "rollout/$rollout is Degraded: $now" ;;
       "Healthy "*) die "rollout/$rollout finished its steps before step $target" ;;
