@@ -462,13 +462,31 @@ def test_student_rbac_matrix_from_the_real_authorizer(  # type: ignore[no-untype
             timeout=15,
         )
         assert answer.status_code == 200, answer.text
-        deadline = time.monotonic() + 60
+        # The refusal shows in the ReplicaSet's ReplicaFailure condition (kept in its
+        # status) and in a FailedCreate event (best effort: events may be dropped).
+        deadline = time.monotonic() + 90
         refused: list[str] = []
+        seen: list[str] = []
         while not refused and time.monotonic() < deadline:
             time.sleep(1)
-            events = kube.list("v1", "Event", mine)
-            refused = [e["message"] for e in events if "exceeded quota" in e.get("message", "")]
-        assert refused, "the ReplicaSet controller was never refused by the quota"
+            seen = [
+                f"{c.get('type')}: {c.get('message')}"
+                for rs in kube.list("apps/v1", "ReplicaSet", mine)
+                for c in (rs.get("status") or {}).get("conditions") or []
+            ]
+            seen += [
+                f"event {e.get('reason')}: {e.get('message')}"
+                for e in kube.list("v1", "Event", mine)
+                if e.get("type") == "Warning"
+            ]
+            refused = [line for line in seen if "exceeded quota" in line]
+        quota = kube.get("v1", "ResourceQuota", "student", mine) or {}
+        assert refused, (
+            "the ReplicaSet controller was never refused by the quota",
+            seen[-10:],
+            quota.get("status"),
+            len(kube.list("v1", "Pod", mine)),
+        )
         assert len(kube.list("v1", "Pod", mine)) <= hard
         quota = kube.get("v1", "ResourceQuota", "student", mine) or {}
         assert int(quota["status"]["used"]["pods"]) <= hard
