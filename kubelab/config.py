@@ -6,6 +6,7 @@ Flags win over the file; the file wins over kubelab's defaults. Example::
     domain: lab.example.org
     tls: true
     email: teacher@example.org
+    expose_dashboards: true   # Kiali at kiali.DOMAIN, token login (needs tls)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class UserConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     domain: str | None = None
     tls: bool = False
     email: str | None = None
+    expose_dashboards: bool = False
 
 
 def config_path() -> Path:
@@ -50,5 +52,5 @@ def load_config() -> UserConfig:
         )
     raise UsageError(
         f"{path} is not a valid kubelab config: {detail}",
-        hint="Allowed keys: provider, domain, tls, email.",
+        hint="Allowed keys: provider, domain, tls, email, expose_dashboards.",
     )

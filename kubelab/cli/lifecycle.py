@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -125,14 +127,23 @@ def open_component(
     ],
     lesson: Annotated[str | None, typer.Option("--lesson", "-l", help="Lesson id.")] = None,
     browser: Annotated[bool, typer.Option(help="Open a browser window.")] = True,
+    token_only: Annotated[
+        bool,
+        typer.Option(
+            "--token-only",
+            help="Kiali: only write a fresh login token (for its --expose-dashboards URL).",
+        ),
+    ] = False,
 ) -> None:
-    """Port-forward to a dashboard and open it; Ctrl-C stops the forwarding."""
+    """Port-forward to a dashboard and open it; Ctrl-C stops the forwarding.
+
+    Kiali asks for a login: a view-only token is written to a private file first."""
     import time
     import webbrowser
-    from pathlib import Path
 
     from kubelab.cluster.kube import Kube
     from kubelab.components.catalog import CATALOG
+    from kubelab.components.values import LOGIN_DASHBOARDS
     from kubelab.errors import UsageError
     from kubelab.lessons.session import open_session
     from kubelab.state import StateStore
@@ -155,12 +166,29 @@ def open_component(
         raise UsageError(f"{component} has no web interface")
     namespace, service, port = endpoint
     kube = Kube(Path(session.record.details["kubeconfig"]))
+    login = dashboard_login(kube, component) if component in LOGIN_DASHBOARDS else None
+    if token_only:
+        if login is None:
+            raise UsageError(f"{component} has no login", hint=f"Run `kubelab open {component}`.")
+        if opts.json:
+            print_json({"component": component, "token_file": str(login[0])})
+        else:
+            console().print(_login_line(entry.title, login))
+        return
     with kube.port_forward(namespace, f"svc/{service}", port) as local:
         url = f"http://127.0.0.1:{local}{entry.ui_path if entry.ui else '/'}"
         if opts.json:
-            print_json({"component": component, "url": url})
+            print_json(
+                {
+                    "component": component,
+                    "url": url,
+                    "token_file": str(login[0]) if login else None,
+                }
+            )
         else:
             console().print(f"{entry.title}: {url}  (Ctrl-C to stop)")
+            if login is not None:
+                console().print(_login_line(entry.title, login))
         if browser:
             webbrowser.open(url)
         try:
@@ -168,3 +196,31 @@ def open_component(
                 time.sleep(1)
         except KeyboardInterrupt:
             return
+
+
+#: How long a dashboard login token lasts (a class evening).
+LOGIN_SECONDS = 8 * 3600
+
+
+def dashboard_login(kube: Any, component: str) -> tuple[Path, dt.datetime]:
+    """A fresh view-only token of the dashboard viewer ServiceAccount, written to a private
+    file of kubelab's home (never printed): ``(file, expiry)``."""
+    from kubelab import paths
+    from kubelab.components.catalog import ISTIO_NAMESPACE
+    from kubelab.components.values import DASHBOARD_VIEWER
+
+    token, expires = kube.create_token(ISTIO_NAMESPACE, DASHBOARD_VIEWER, LOGIN_SECONDS)
+    path = paths.home_dir() / "tokens" / f"{component}-login"
+    paths.write_private(path, token + "\n")
+    return path, expires
+
+
+def _login_line(title: str, login: tuple[Path, dt.datetime]) -> str:
+    from rich.markup import escape
+
+    path, expires = login
+    until = expires.astimezone().strftime("%H:%M")
+    return (
+        f"{title} asks for a token: paste the one in {escape(str(path))} "
+        f"(view only, valid until {until})."
+    )

@@ -14,6 +14,7 @@ import typer
 from kubelab.cli.common import Options, complete_lesson, console, options, print_json
 
 if TYPE_CHECKING:
+    from kubelab.components.values import InstallSettings
     from kubelab.lessons.loader import LoadedLesson
 
 
@@ -39,13 +40,21 @@ def up(
     ] = None,
     domain: Annotated[
         str | None,
-        typer.Option("--domain", help="Serve Kiali, Jaeger, Gitea and the app at *.DOMAIN."),
+        typer.Option("--domain", help="Serve Gitea and the lesson's app at *.DOMAIN."),
     ] = None,
     tls: Annotated[
         bool | None, typer.Option("--tls/--no-tls", help="Let's Encrypt certificates.")
     ] = None,
     email: Annotated[
         str | None, typer.Option("--email", help="With --tls: the ACME account email.")
+    ] = None,
+    expose_dashboards: Annotated[
+        bool | None,
+        typer.Option(
+            "--expose-dashboards/--no-expose-dashboards",
+            help="With --domain and --tls: serve Kiali at kiali.DOMAIN too (token login, "
+            "view only). Dashboards without a login (Jaeger) are never exposed.",
+        ),
     ] = None,
     charts: Annotated[
         Path | None,
@@ -80,6 +89,7 @@ def up(
     domain = domain or config.domain
     tls = config.tls if tls is None else tls
     email = email or config.email
+    expose = config.expose_dashboards if expose_dashboards is None else expose_dashboards
     if tls and sys.stdin.isatty() and not options(ctx).json:
         # Interactive: ask for what TLS needs instead of failing.
         domain = domain or typer.prompt("Domain whose subdomains point at the cluster")
@@ -94,13 +104,23 @@ def up(
     loaded = find_lesson(lesson)
     if tls and not (domain and email):
         raise UsageError("--tls needs --domain and --email", hint="Add both, or drop --tls.")
+    from kubelab.components.values import check_exposure
+
+    check_exposure(domain, tls, expose)
     if charts is not None and not PROVIDERS[provider].installs_components:
         raise UsageError(
             f"--charts is for providers that install components; {provider} installs none",
             hint="Drop --charts, or use --provider existing or kind.",
         )
     folder = charts.expanduser().resolve() if charts is not None else None
-    choices = {"domain": domain, "tls": tls, "email": email, "charts": folder, "reset": reset}
+    choices = {
+        "domain": domain,
+        "tls": tls,
+        "email": email,
+        "expose_dashboards": expose,
+        "charts": folder,
+        "reset": reset,
+    }
     if reset and not dry_run and sys.stdin.isatty() and not opts.json:
         typer.confirm(
             f"--reset puts every object of {loaded.lesson.id} back as the lesson deploys it, "
@@ -116,13 +136,16 @@ def up(
     # The provider's own facts (registry address, kind's NodePort gateway and Gitea,
     # Hetzner's load balancer location): the plan shows what `up` on it installs.
     facts = get_provider(provider).facts()
-    settings = InstallSettings.for_cluster(facts, domain=domain, tls=bool(tls), email=email)
+    settings = InstallSettings.for_cluster(
+        facts, domain=domain, tls=bool(tls), email=email, expose_dashboards=expose
+    )
     installs = PROVIDERS[provider].installs_components
     rendered = render_for_cluster(loaded, facts, settings if installs else None)
     plan = build_plan(loaded, provider, rendered, charts=folder)
     components = []
+    extras: list[dict[str, Any]] = []
     if installs:
-        from kubelab.components.deploy import component_plan, components_for
+        from kubelab.components.deploy import component_objects, component_plan, components_for
 
         archives = None
         if folder is not None:
@@ -132,9 +155,10 @@ def up(
             chosen = components_for(loaded.lesson.components, settings)
             archives = lesson_archives(folder, loaded.lesson.id, chosen, bool(tls))
         components = component_plan(loaded.lesson.components, settings, archives)
+        extras = component_objects(loaded.lesson.components, settings)
     with tempfile.TemporaryDirectory(prefix="kubelab-dry-run-") as tmp:
         target = out if out is not None else Path(tmp)
-        write_rendered(rendered, target, plan, loaded.lesson.id, components)
+        write_rendered(rendered, target, plan, loaded.lesson.id, components, extras)
         objects = [
             {
                 "kind": o.kind,
@@ -144,6 +168,7 @@ def up(
             }
             for o in rendered.objects
         ]
+        exposure = [_extra_json(entry) for entry in extras]
         if opts.json:
             print_json(
                 {
@@ -156,6 +181,7 @@ def up(
                     ],
                     "components": components,
                     "objects": objects,
+                    "component_objects": exposure,
                     "valid": True,
                     "out": str(out) if out is not None else None,
                 }
@@ -170,6 +196,14 @@ def up(
             for item in step.items:
                 con.print(f"     - {escape(item)}")
         con.print(f"{len(objects)} objects rendered and valid.")
+        if exposure:
+            con.print("Applied beside the components, once they are ready:")
+            for extra in exposure:
+                where = f"{extra['namespace']}/" if extra["namespace"] else ""
+                hosts = f" (hosts: {', '.join(extra['hosts'])})" if extra["hosts"] else ""
+                con.print(f"     - {extra['kind']} {where}{extra['name']}{escape(hosts)}")
+        for line in dashboard_lines(loaded, settings) if installs else []:
+            con.print(f"  {line}")
         if out is not None:
             con.print(f"Written to {escape(display_path(out))}/ (manifests/, values/, plan.json).")
         else:
@@ -181,6 +215,7 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[s
 
     from kubelab.lessons.runner import LessonRunner
     from kubelab.providers import get_provider
+    from kubelab.providers.requirements import PROVIDERS
     from kubelab.state import StateStore
 
     provider = get_provider(provider_name)
@@ -225,6 +260,9 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[s
     out.print(f"  export KUBECONFIG={details.get('kubeconfig')}")
     if details.get("ingress"):
         out.print(f"  ingress: {details.get('ingress')}")
+    if PROVIDERS[provider_name].installs_components:
+        for line in dashboard_lines(loaded, runner.settings()):
+            out.print(f"  {line}")
     if first is not None:
         out.print(f"  first exercise ({first.exercise}): checks {first.status}")
         out.print("Start with: [bold]kubelab exercise[/]")
@@ -243,3 +281,58 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[s
         f"Read them with [bold]kubelab show {lesson_id}[/]; do them on a real cluster: "
         f"[bold]kubelab up {lesson_id} --provider kind[/] (or --provider existing)."
     )
+
+
+def dashboard_lines(loaded: LoadedLesson, settings: InstallSettings) -> list[str]:
+    """Where the lesson's dashboards are, who can reach them and how to log in."""
+    from rich.markup import escape
+
+    from kubelab.components.deploy import components_for
+    from kubelab.components.values import LOGIN_DASHBOARDS, public_url
+
+    names = [c.name for c in components_for(loaded.lesson.components, settings) if c.ui]
+    if not names:
+        return []
+    lines = [f"dashboards: kubelab open {' | '.join(names)}  (port-forward, on this machine)"]
+    public = [url for name in names if (url := public_url(name, settings))]
+    if public:
+        lines.append(f"public:     {escape(', '.join(public))}")
+    if any(name in LOGIN_DASHBOARDS for name in names):
+        token = "kubelab open kiali --token-only" if public_url("kiali", settings) else ""
+        lines.append(
+            "Kiali asks for a token (view only): `kubelab open kiali` writes one"
+            + (f", `{token}` for its public URL." if token else ".")
+        )
+    if settings.domain:
+        hidden = [n for n in names if public_url(n, settings) is None]
+        if hidden:
+            lines.append(
+                f"not exposed at *.{settings.domain}: {', '.join(hidden)}"
+                + (
+                    " (no login of their own)"
+                    if settings.expose_dashboards
+                    else " (--expose-dashboards serves Kiali, with a token login)"
+                )
+            )
+    return lines
+
+
+def _extra_json(entry: dict[str, Any]) -> dict[str, Any]:
+    """One component object of the dry-run: what it is, and the hostnames it serves."""
+    obj = entry["object"]
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    hosts = [h for server in spec.get("servers") or [] for h in server.get("hosts") or []]
+    if obj.get("kind") == "VirtualService":
+        hosts = list(spec.get("hosts") or [])
+    from kubelab.lessons.plan import RenderedObject
+
+    path = RenderedObject(entry["component"], obj).filename()
+    return {
+        "component": entry["component"],
+        "kind": obj.get("kind"),
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "hosts": hosts,
+        "file": f"manifests/_components/{path}",
+    }

@@ -76,6 +76,16 @@ def component_plan(
     return plan
 
 
+def component_objects(names: list[str], settings: InstallSettings) -> list[dict[str, Any]]:
+    """The objects applied beside the components' releases (the exposure Gateway and
+    routes, the dashboard viewer, TLS), each with the component it belongs to."""
+    return [
+        {"component": component.name, "object": obj}
+        for component in components_for(names, settings)
+        for obj in extra_manifests(component, settings)
+    ]
+
+
 def ensure_gitea_admin(kube: Kube, settings: InstallSettings, namespace: str) -> str:
     """The Secret Gitea's admin password comes from: random, made once, never replaced."""
     name = settings.gitea_admin_secret

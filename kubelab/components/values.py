@@ -18,9 +18,16 @@ How the pieces fit together:
   ``prometheus.io/*`` annotations keep pointing at the app and no series is scraped twice.
 - Kiali reads VictoriaMetrics and Jaeger at their in-cluster URLs; Flagger reads
   VictoriaMetrics too.
-- With a ``domain``, Gitea, Kiali and Jaeger get hostnames ``<name>.<domain>`` on the Istio
-  ingress gateway; with ``tls`` cert-manager gets them a Let's Encrypt certificate (HTTP-01
-  through that gateway).
+- Kiali asks for a login (its ``token`` strategy) and is view-only, whoever reaches it: a
+  pod of the cluster as well as a visitor. ``kubelab open kiali`` writes a token of the
+  ``kubelab-dashboard-viewer`` ServiceAccount, bound to the chart's ``kiali-viewer``
+  ClusterRole, for the instructor to log in with.
+- With a ``domain``, Gitea (which has its own accounts, and no sign-up) and the lesson's app
+  get hostnames ``<name>.<domain>`` on the Istio ingress gateway; Kiali too with
+  ``expose_dashboards``, which needs ``tls`` (a token is never sent over plain HTTP). Jaeger,
+  VictoriaMetrics and the Argo Rollouts dashboard have no login of their own and are never
+  exposed: ``kubelab open`` reaches them through a port-forward. With ``tls`` cert-manager
+  gets the hostnames a Let's Encrypt certificate (HTTP-01 through that gateway).
 
 Where each key was read and rendered is in ``docs/components.md``.
 """
@@ -28,7 +35,7 @@ Where each key was read and rendered is in ``docs/components.md``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kubelab.cluster.facts import ClusterFacts
@@ -51,8 +58,16 @@ DASHBOARD_GATEWAY = "kubelab-dashboards"
 DASHBOARD_TLS_SECRET = "kubelab-dashboards-tls"
 #: The ClusterIssuer created with ``tls``.
 CLUSTER_ISSUER = "letsencrypt"
-#: Components whose UI gets a hostname under ``domain`` unless told otherwise.
-DEFAULT_EXPOSED = frozenset({"gitea", "kiali", "jaeger"})
+#: UIs with accounts of their own, served under ``domain`` (Gitea: no sign-up, admin only).
+PUBLIC_WITH_LOGIN = frozenset({"gitea"})
+#: Dashboards with a login (Kiali's token strategy), served under ``domain`` only with
+#: ``expose_dashboards`` (and TLS). Every other UI (Jaeger, Argo Rollouts, VictoriaMetrics)
+#: has no authentication of its own and is reached with ``kubelab open`` only.
+LOGIN_DASHBOARDS = frozenset({"kiali"})
+#: The ServiceAccount (istio-system) whose token logs in to Kiali, view-only.
+DASHBOARD_VIEWER = "kubelab-dashboard-viewer"
+#: The chart's read-only ClusterRole (kiali-server templates/role-viewer.yaml).
+KIALI_VIEWER_ROLE = "kiali-viewer"
 
 _SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
@@ -91,8 +106,8 @@ class InstallSettings:
     # The components being installed (their names); None means every component. Kiali and
     # Istio only point at Jaeger when it is installed, and only installed UIs get hostnames.
     components: frozenset[str] | None = None
-    # Which installed UIs get a hostname under domain.
-    exposed: frozenset[str] = field(default=DEFAULT_EXPOSED)
+    # Serve the dashboards that have a login (Kiali) under domain too; needs tls.
+    expose_dashboards: bool = False
     # Percentage of requests traced.
     trace_sampling: float = 100.0
 
@@ -112,6 +127,7 @@ class InstallSettings:
                 "TLS needs a domain and an email address",
                 hint="Pass --domain and --email with --tls (Let's Encrypt needs both).",
             )
+        check_exposure(self.domain, self.tls, self.expose_dashboards)
         if self.registry_host is not None and not _HOST_PORT.match(self.registry_host):
             raise UsageError(f"registry host {self.registry_host!r} is not host[:port]")
         for port in (
@@ -132,6 +148,7 @@ class InstallSettings:
         domain: str | None = None,
         tls: bool = False,
         email: str | None = None,
+        expose_dashboards: bool = False,
     ) -> InstallSettings:
         """The settings of a cluster with ``facts`` and the instructor's choices: what
         ``up`` installs and ``up --dry-run`` shows, from one place."""
@@ -140,6 +157,7 @@ class InstallSettings:
             domain=domain,
             tls=tls,
             email=email,
+            expose_dashboards=expose_dashboards,
             gateway_service_type=facts.gateway_service_type,
             gateway_http_node_port=facts.gateway_http_node_port,
             gateway_https_node_port=facts.gateway_https_node_port,
@@ -151,6 +169,16 @@ class InstallSettings:
     def installs(self, component: str) -> bool:
         """Whether ``component`` is part of this installation."""
         return self.components is None or component in self.components
+
+
+def check_exposure(domain: str | None, tls: bool | None, expose_dashboards: bool) -> None:
+    """Dashboards are exposed only over TLS: their login tokens never cross plain HTTP."""
+    if expose_dashboards and not (domain and tls):
+        raise UsageError(
+            "--expose-dashboards needs --domain and --tls",
+            hint="A dashboard login over plain HTTP would send its token in clear: add "
+            "--domain, --tls and --email, or reach the dashboards with `kubelab open`.",
+        )
 
 
 # ----------------------------------------------------------------------------- addresses
@@ -180,7 +208,11 @@ def tracing_query_url() -> str:
 
 def public_host(component: str, settings: InstallSettings) -> str | None:
     """The hostname ``component``'s UI gets on the ingress gateway, if any."""
-    if settings.domain is None or component not in settings.exposed:
+    if settings.domain is None:
+        return None
+    if component not in PUBLIC_WITH_LOGIN and not (
+        settings.expose_dashboards and component in LOGIN_DASHBOARDS
+    ):
         return None
     if not settings.installs(component) or catalog.CATALOG[component].ui is None:
         return None
@@ -417,11 +449,14 @@ def _kiali(settings: InstallSettings) -> dict[str, Any]:
             "provider": "jaeger",
             "internal_url": tracing_query_url(),
             "use_grpc": False,
-            "external_url": public_url("jaeger", settings) or "",
+            # Jaeger is never exposed (no login of its own): no link to a public URL.
+            "external_url": "",
         }
     return {
-        "auth": {"strategy": "anonymous"},
-        "deployment": {"view_only_mode": False, "ingress": {"enabled": False}},
+        # A login whoever reaches it (a pod of the cluster too), and nothing to change with:
+        # view-only mode also binds Kiali to the chart's kiali-viewer ClusterRole.
+        "auth": {"strategy": "token"},
+        "deployment": {"view_only_mode": True, "ingress": {"enabled": False}},
         "external_services": external,
         "server": {"port": catalog.KIALI_PORT, "web_root": "/kiali"},
     }
@@ -612,6 +647,35 @@ def dashboard_route(component: Component, settings: InstallSettings) -> dict[str
     }
 
 
+def dashboard_viewer_manifests() -> list[dict[str, Any]]:
+    """The ServiceAccount whose short-lived tokens log in to Kiali, bound to the chart's
+    read-only ClusterRole (``kubelab open kiali`` requests them)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(DASHBOARD_VIEWER, catalog.ISTIO_NAMESPACE),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": _meta(DASHBOARD_VIEWER),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": KIALI_VIEWER_ROLE,
+            },
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": DASHBOARD_VIEWER,
+                    "namespace": catalog.ISTIO_NAMESPACE,
+                }
+            ],
+        },
+    ]
+
+
 def app_host(domain: str) -> str:
     """Where the lesson's app is served through the ingress gateway."""
     return f"app.{domain}"
@@ -691,6 +755,8 @@ def extra_manifests(component: Component, settings: InstallSettings) -> list[dic
             objects.append(gateway)
     elif component.name == "cert-manager":
         objects.extend(tls_manifests(settings))
+    elif component.name == "kiali":
+        objects.extend(dashboard_viewer_manifests())
     route = dashboard_route(component, settings)
     if route is not None:
         objects.append(route)

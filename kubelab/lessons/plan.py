@@ -269,8 +269,11 @@ def write_rendered(
     plan: list[Step],
     lesson_id: str,
     components: list[dict[str, Any]] | None = None,
+    component_objects: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write objects (one file each), values files (secrets masked) and the plan."""
+    """Write objects (one file each), values files (secrets masked) and the plan;
+    ``component_objects`` (:func:`kubelab.components.deploy.component_objects`) go to
+    ``manifests/_components/``."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for sub in ("manifests", "values"):
@@ -280,6 +283,12 @@ def write_rendered(
         path = out / "manifests" / obj.filename()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dump_yaml(obj.obj), encoding="utf-8")
+        written.append(path)
+    for entry in component_objects or []:
+        extra = RenderedObject(entry["component"], entry["object"])
+        path = out / "manifests" / "_components" / extra.filename()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dump_yaml(extra.obj), encoding="utf-8")
         written.append(path)
     for release, values in rendered.values.items():
         path = out / "values" / f"{release}.yaml"

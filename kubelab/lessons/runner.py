@@ -276,6 +276,7 @@ class LessonRunner:
             domain=self.options.get("domain") or details.get("domain"),
             tls=bool(self.options.get("tls")),
             email=self.options.get("email"),
+            expose_dashboards=bool(self.options.get("expose_dashboards")),
         )
 
     def helm(self) -> HelmClient:
@@ -323,7 +324,7 @@ class LessonRunner:
         results = run_dag(nodes, progress=self.progress)
         passes = [results]
         if settings.domain is None and self._wildcard_domain():
-            # The gateway got a public IP: the dashboards move to <name>.<ip>.sslip.io, so
+            # The gateway got a public IP: Gitea moves to gitea.<ip>.sslip.io, so
             # the releases whose values name the domain are upgraded (only those).
             settings = self.settings()
             components = components_for(self.lesson.components, settings)
@@ -353,10 +354,11 @@ class LessonRunner:
         return merge_outcomes(*passes)
 
     def _wildcard_domain(self, timeout: float = 180.0) -> bool:
-        """Without --domain: name the dashboards after the gateway's public IP (sslip.io).
+        """Without --domain: name Gitea and the app after the gateway's public IP (sslip.io).
 
         Returns True when a domain was derived and recorded. Where the gateway has no
-        LoadBalancer (kind, NodePort), the dashboards are reached with `kubelab open`.
+        LoadBalancer (kind, NodePort), they are reached with `kubelab open`. Dashboards are
+        never served under such a name: it has no TLS, and their logins would cross it.
         """
         from kubelab.components.catalog import GATEWAY_RELEASE, ISTIO_NAMESPACE
 
@@ -372,7 +374,11 @@ class LessonRunner:
                 domain = f"{ip.replace('.', '-')}.sslip.io"
                 found = {"domain": domain, "gateway_url": f"http://{ip}"}
                 self._update(functools.partial(_merge_details, found))
-                self.report("components", f"dashboards at kiali.{domain}, jaeger.{domain}")
+                self.report(
+                    "components",
+                    f"Gitea at gitea.{domain}, the app at app.{domain} (dashboards: "
+                    "`kubelab open`, or --domain --tls --expose-dashboards)",
+                )
                 return True
             if address.get("hostname") or time.monotonic() > deadline:
                 self.report(

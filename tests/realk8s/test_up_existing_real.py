@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from faultproxy import FaultProxy
 from registry_checks import assert_one_registry_address
 from standin_charts import standin_folder
@@ -116,6 +117,69 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         assert deployment is not None
         assert deployment["metadata"]["labels"]["kubelab.dev/lesson"] == LESSON
 
+        # Kiali asks for a token: `open --token-only` writes one to a private file (never
+        # to the terminal), a real ServiceAccount token that can change nothing.
+        proc = run_cli("open", "kiali", "--token-only", "-o", "json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        token_file = Path(json.loads(proc.stdout)["token_file"])
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert token and token not in proc.stdout + proc.stderr
+        viewer = tmp_path / "viewer.kubeconfig"  # the token only: no client certificate
+        viewer.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "c",
+                            "cluster": {
+                                "server": control_plane.plane.server,
+                                "certificate-authority": str(control_plane.plane.ca_file),
+                            },
+                        }
+                    ],
+                    "users": [{"name": "u", "user": {"token": token}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        # The stand-in chart has no kiali-viewer ClusterRole: the real chart's (its
+        # role-viewer.yaml with view_only_mode), reduced to a few of its read-only rules.
+        kube.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "kiali-viewer"},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["pods", "services", "namespaces"],
+                        "verbs": ["get", "list", "watch"],
+                    },
+                    {
+                        "apiGroups": ["networking.istio.io"],
+                        "resources": ["*"],
+                        "verbs": ["get", "list", "watch"],
+                    },
+                ],
+            }
+        )
+        for verb, resource, want in [
+            ("list", "pods", "yes"),
+            ("get", "virtualservices.networking.istio.io", "yes"),
+            ("patch", "virtualservices.networking.istio.io", "no"),
+            ("delete", "deployments.apps", "no"),
+            ("get", "secrets", "no"),
+        ]:
+            can = control_plane.kubectl(
+                "auth", "can-i", verb, resource, "-A", kubeconfig=viewer, check=False
+            )
+            # "no" (not "Unauthorized"): the API server took the token as the viewer's.
+            assert can.stdout.strip() == want, (verb, resource, can.stdout, can.stderr)
+
         writes_before = gitea.writes()
         second = up_json(env)  # no --charts: the recorded folder is used
         changes = second["changes"]
@@ -144,6 +208,7 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
     finally:
         run_cli("down", LESSON, env=env, timeout=600)
         control_plane.delete_namespaces({"istio", "gitea", *(r.namespace for r in releases)})
+        kube.delete("rbac.authorization.k8s.io/v1", "ClusterRole", "kiali-viewer")
 
 
 # -- faults and interruptions, with the lifecycle in-process ---------------------------------------

@@ -26,6 +26,7 @@ from kubelab.components.catalog import (
     CATALOG,
     RELEASE_COMPONENT,
     RELEASES,
+    Component,
     install_order,
     release_order,
 )
@@ -51,6 +52,9 @@ SETTINGS = {
     ),
     "domain": InstallSettings(domain="lab.example.org"),
     "tls": InstallSettings(domain="lab.example.org", tls=True, email="teacher@example.org"),
+    "exposed": InstallSettings(
+        domain="lab.example.org", tls=True, email="teacher@example.org", expose_dashboards=True
+    ),
     "no-jaeger": InstallSettings(components=frozenset({"istio", "victoria-metrics", "kiali"})),
 }
 ALL_SETTINGS = list(SETTINGS.values())
@@ -69,6 +73,10 @@ def _walk(value: Any, path: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, list):
         return [leaf for i, v in enumerate(value) for leaf in _walk(v, f"{path}[{i}]")]
     return [(path, value)]
+
+
+def _objects(component: Component, settings: InstallSettings, *kinds: str) -> list[Any]:
+    return [o for o in extra_manifests(component, settings) if o["kind"] in kinds]
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:
@@ -316,10 +324,27 @@ def test_kiali_and_flagger_read_the_metrics_service_the_checks_query():
     assert vm["retentionPeriod"] == values.RETENTION
 
 
-def test_kiali_is_anonymous_and_writable_and_reads_jaeger_at_its_query_service():
+@pytest.mark.parametrize("settings", ALL_SETTINGS, ids=SETTING_IDS)
+def test_kiali_asks_for_a_token_and_is_view_only_whoever_reaches_it(settings):
+    # A pod of the cluster reaches Kiali's Service as well as a visitor of its hostname:
+    # neither gets in without a token, and nothing can be changed through it.
+    kiali = values_for(RELEASES["kiali"], settings)
+    assert kiali["auth"] == {"strategy": "token"}
+    assert kiali["deployment"]["view_only_mode"] is True
+    # Jaeger has no login: Kiali never links to a public Jaeger.
+    assert kiali["external_services"].get("tracing", {}).get("external_url", "") == ""
+    sa, binding = values.dashboard_viewer_manifests()
+    assert [
+        o for o in extra_manifests(CATALOG["kiali"], settings) if o["kind"] != "VirtualService"
+    ] == [sa, binding]
+    assert binding["roleRef"]["name"] == values.KIALI_VIEWER_ROLE
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "istio-system"}
+    ]
+
+
+def test_kiali_reads_jaeger_at_its_query_service():
     kiali = values_for(RELEASES["kiali"], InstallSettings())
-    assert kiali["auth"] == {"strategy": "anonymous"}
-    assert kiali["deployment"]["view_only_mode"] is False
     assert kiali["server"]["port"] == CATALOG["kiali"].api[2]
     tracing = kiali["external_services"]["tracing"]
     namespace, service, port = CATALOG["jaeger"].api  # type: ignore[misc]
@@ -451,19 +476,33 @@ def test_extra_manifests_are_deterministic():
             assert extra_manifests(component, settings) == extra_manifests(component, settings)
 
 
-def test_a_domain_routes_the_exposed_uis_through_the_ingress_gateway():
+def test_a_domain_serves_only_what_has_a_login_and_dashboards_only_over_tls():
     settings = SETTINGS["domain"]
     (gateway,) = [o for o in extra_manifests(CATALOG["istio"], settings) if o["kind"] == "Gateway"]
     assert gateway["spec"]["selector"] == {"istio": "ingressgateway"}
     (server,) = gateway["spec"]["servers"]
     assert server["port"]["number"] == 80
-    assert sorted(server["hosts"]) == [
-        "*/gitea.lab.example.org",
-        "*/jaeger.lab.example.org",
-        "*/kiali.lab.example.org",
+    # Gitea has accounts of its own; no dashboard is served over plain HTTP.
+    assert server["hosts"] == ["*/gitea.lab.example.org"]
+    for name in ("kiali", "jaeger", "victoria-metrics", "argo-rollouts"):
+        assert values.public_host(name, settings) is None, name
+        assert [
+            o for o in extra_manifests(CATALOG[name], settings) if o["kind"] == "VirtualService"
+        ] == []
+    with pytest.raises(UsageError, match="--expose-dashboards needs --domain and --tls"):
+        InstallSettings(domain="lab.example.org", expose_dashboards=True)
+
+    settings = SETTINGS["exposed"]
+    (gateway,) = [o for o in extra_manifests(CATALOG["istio"], settings) if o["kind"] == "Gateway"]
+    (server,) = gateway["spec"]["servers"]
+    assert server["port"]["number"] == 443
+    assert sorted(server["hosts"]) == ["*/gitea.lab.example.org", "*/kiali.lab.example.org"]
+    (route,) = [
+        o for o in extra_manifests(CATALOG["kiali"], settings) if o["kind"] == "VirtualService"
     ]
-    (route,) = extra_manifests(CATALOG["kiali"], settings)
     assert route["spec"]["hosts"] == ["kiali.lab.example.org"]
+    # Jaeger has no login of its own: never exposed, even when asked to expose dashboards.
+    assert values.public_host("jaeger", settings) is None
     destination = route["spec"]["http"][0]["route"][0]["destination"]
     assert destination == {
         "host": "kiali.istio-system.svc.cluster.local",
@@ -488,8 +527,6 @@ def test_tls_gets_a_lets_encrypt_certificate_through_the_gateway():
     assert sorted(certificate["spec"]["dnsNames"]) == [
         "app.lab.example.org",  # the lesson's app shares the certificate
         "gitea.lab.example.org",
-        "jaeger.lab.example.org",
-        "kiali.lab.example.org",
     ]
     (gateway,) = [o for o in extra_manifests(CATALOG["istio"], settings) if o["kind"] == "Gateway"]
     (server,) = gateway["spec"]["servers"]

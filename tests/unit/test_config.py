@@ -17,7 +17,8 @@ def test_config_gives_defaults_and_flags_win(_isolated_home, capsys):
     assert run(["up", "istio-traffic-splitting", "--dry-run", "-o", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["provider"] == "existing"
-    assert "jaeger.lab.example.org" in json.dumps(plan["components"])  # its hostname
+    hosts = [h for o in plan["component_objects"] for h in o["hosts"]]
+    assert hosts == ["*/gitea.lab.example.org", "gitea.lab.example.org"], hosts
     # Gitea is named by the registry address the nodes pull from, domain or not.
     gitea = next(c for c in plan["components"] if c["release"] == "gitea")
     assert gitea["values"]["gitea"]["config"]["server"]["ROOT_URL"] == "http://localhost:30300/"
