@@ -1,11 +1,16 @@
 """What each student of a class gets: a namespace, an identity limited to it, a kubeconfig.
 
 Per student, in ``<lesson namespace>-<student id>``: the Namespace (labelled with the class
-and the student, sidecar injection on when the lesson wants it), a ServiceAccount
-``student``, a Role ``student`` and a RoleBinding binding the two, and a ResourceQuota
-and LimitRange bounding what the namespace holds (``QUOTA_HARD``). The Role is namespaced,
-so it grants nothing outside the student's namespace; it never names Secrets, and it
-allows writes only on what the lesson's exercises change (:func:`student_rules`).
+and the student, sidecar injection on when the lesson wants it, Pod Security ``baseline``
+in warn and audit mode), a ServiceAccount ``student``, a Role ``student`` and a RoleBinding
+binding the two, a ResourceQuota and LimitRange bounding what the namespace holds
+(``QUOTA_HARD``), and an Istio AuthorizationPolicy and a NetworkPolicy that let in only
+the namespace itself and the mesh's own namespaces (ingress gateway, Flagger's load tester,
+the metrics scraper): one student's pods cannot call another student's services. The Role
+is namespaced, so it grants nothing outside the student's namespace; it never names
+Secrets, and it allows writes only on what the lesson's exercises change
+(:func:`student_rules`). Where that includes Deployments or Rollouts,
+:mod:`kubelab.classroom.policy` bounds what may change in them.
 
 The kubeconfig carries a short-lived token from the TokenRequest API (no Secret-based
 token that lives forever); ``kubelab class kubeconfigs`` issues fresh ones.
@@ -61,7 +66,8 @@ COMPONENT_READ: dict[str, dict[str, list[str]]] = {
 }
 COMPONENT_WRITE: dict[str, dict[str, list[str]]] = {
     "istio": {"networking.istio.io": ["virtualservices", "destinationrules"]},
-    "flagger": {"flagger.app": ["canaries"]},
+    # A canary starts with `kubectl set image deployment/...` (the policy bounds it).
+    "flagger": {"flagger.app": ["canaries"], "apps": ["deployments"]},
     # The plugin's promote/abort/retry patch the status subresource.
     "argo-rollouts": {"argoproj.io": ["rollouts", "rollouts/status"]},
 }
@@ -109,10 +115,11 @@ def student_rules(
 ) -> list[dict[str, Any]]:
     """The Role rules: read what the lesson shows, write only what its exercises change.
 
-    Deployments may be patched (``kubectl set image``, ``rollout restart``), pods deleted and
-    exec'ed into (the exercises send traffic from the in-mesh tester pod)."""
+    Deployments are written only in lessons whose exercises change them (Flagger's: ``kubectl
+    set image``, ``rollout restart``); pods may be deleted and exec'ed into (the exercises
+    send traffic from the in-mesh tester pod)."""
     read: dict[str, set[str]] = {g: set(r) for g, r in BASE_READ.items()}
-    write: dict[str, set[str]] = {"apps": {"deployments"}}
+    write: dict[str, set[str]] = {}
     components = set(components)
     for component, groups in COMPONENT_READ.items():
         if component in components:
@@ -143,6 +150,83 @@ def student_rules(
     return rules
 
 
+#: Namespaces whose pods may call a student's services: the ingress gateway, istiod,
+#: Flagger and its load tester live in istio-system; VictoriaMetrics scrapes from monitoring.
+TRUSTED_NAMESPACES = ("istio-system", "monitoring")
+#: Pod Security level reported (warn, audit) on student namespaces. Not enforced: Istio's
+#: istio-init container needs NET_ADMIN and NET_RAW, which baseline forbids, and kubelab
+#: does not install Istio CNI. Students cannot create pods themselves; the pods they shape
+#: (Deployments, Rollouts) are bounded by kubelab.classroom.policy.
+POD_SECURITY = {
+    "pod-security.kubernetes.io/warn": "baseline",
+    "pod-security.kubernetes.io/audit": "baseline",
+}
+
+
+def writes(rules: Iterable[Mapping[str, Any]], group: str, resource: str) -> bool:
+    """Whether ``rules`` let the student patch or update ``resource`` of ``group``."""
+    return any(
+        group in rule.get("apiGroups", ())
+        and resource in rule.get("resources", ())
+        and {"patch", "update"} & set(rule.get("verbs", ()))
+        for rule in rules
+    )
+
+
+def isolation_objects(
+    namespace: str, labels: Mapping[str, str], *, mesh: bool
+) -> list[dict[str, Any]]:
+    """Only the namespace itself and ``TRUSTED_NAMESPACES`` reach its pods: an Istio
+    AuthorizationPolicy (by the caller's mTLS identity; a pod without a sidecar has none and
+    is refused) when the namespace is in the mesh, and a NetworkPolicy (enforced where the
+    cluster's CNI supports it) in every case."""
+    allowed = [namespace, *TRUSTED_NAMESPACES]
+    meta = {"name": IDENTITY, "namespace": namespace, "labels": dict(labels)}
+    objects: list[dict[str, Any]] = []
+    if mesh:
+        objects.append(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": dict(meta, labels=dict(labels)),
+                "spec": {
+                    "action": "ALLOW",
+                    "rules": [{"from": [{"source": {"namespaces": allowed}}]}],
+                },
+            }
+        )
+    objects.append(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": dict(meta, labels=dict(labels)),
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchExpressions": [
+                                        {
+                                            # Set by the API server on every namespace (1.21+).
+                                            "key": "kubernetes.io/metadata.name",
+                                            "operator": "In",
+                                            "values": allowed,
+                                        }
+                                    ]
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+        }
+    )
+    return objects
+
+
 def class_labels(lesson_id: str, student: Student | None = None) -> dict[str, str]:
     labels = {MANAGED_BY_LABEL: "kubelab", LESSON_LABEL: lesson_id, CLASS_LABEL: lesson_id}
     if student is not None:
@@ -158,10 +242,10 @@ def access_objects(
     *,
     istio_injection: bool = True,
 ) -> list[dict[str, Any]]:
-    """Namespace, ServiceAccount, Role, RoleBinding, ResourceQuota and LimitRange of one
-    student."""
+    """Namespace, ServiceAccount, Role, RoleBinding, ResourceQuota, LimitRange,
+    AuthorizationPolicy (in the mesh) and NetworkPolicy of one student."""
     labels = class_labels(lesson_id, student)
-    ns_labels = dict(labels)
+    ns_labels = {**labels, **POD_SECURITY}
     if istio_injection:
         ns_labels["istio-injection"] = "enabled"
 
@@ -213,6 +297,7 @@ def access_objects(
                 ]
             },
         },
+        *isolation_objects(namespace, labels, mesh=istio_injection),
     ]
 
 

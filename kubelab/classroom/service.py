@@ -9,6 +9,7 @@ an interruption finishes the job instead of failing on what exists.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -30,6 +31,7 @@ from kubelab.cluster.kube import (
     CLASS_LABEL,
     KUBECONFIG_EXTENSION,
     STUDENT_LABEL,
+    KindNotServed,
     Kube,
     apply_order,
     kubeconfig_expiry,
@@ -174,6 +176,49 @@ class ClassService:
         )
         return identity, app
 
+    def workload_policy(self, students: Sequence[Student]) -> list[dict[str, Any]]:
+        """The admission policy bounding what students change in the Deployments and
+        Rollouts their Role lets them write (none when it lets them write neither)."""
+        from kubelab.classroom import policy
+        from kubelab.images.build import image_ref
+        from kubelab.images.pipeline import ORG
+        from kubelab.lessons.plan import PLACEHOLDER_REGISTRY
+
+        if not students:
+            return []
+        identity, app = self.student_parts(students[0])
+        rules = next(o for o in identity if o["kind"] == "Role")["rules"]
+        if not any(access.writes(rules, g, r) for g, r in policy.GUARDED):
+            return []
+        registry = self.tools.registry or PLACEHOLDER_REGISTRY
+        return policy.workload_policy(
+            self.lesson.id,
+            class_label=CLASS_LABEL,
+            labels=access.class_labels(self.lesson.id),
+            image_prefixes=[image_ref(registry, ORG, i.name, "") for i in self.lesson.images],
+            containers=policy.app_containers(app, registry),
+            identity=access.IDENTITY,
+        )
+
+    def _apply_workload_policy(self, objects: list[dict[str, Any]]) -> None:
+        from kubelab.classroom import policy
+
+        if not objects:
+            return
+        version = self.kube.version()
+        try:
+            if policy.supported(version):
+                for obj in objects:
+                    self.kube.apply(obj)
+                return
+        except KindNotServed:
+            pass  # a server that says 1.30+ without the API (the sandbox's)
+        self.progress(
+            f"warning: this cluster (Kubernetes {version}) has no ValidatingAdmissionPolicy "
+            f"(1.{policy.MIN_MINOR}+): students may change anything in the Deployments "
+            "and Rollouts they patch, within their namespace's quota"
+        )
+
     def _pull_secret(self, namespace: str, student: Student) -> None:
         """A registry pull Secret in the student's namespace with a read-only token: never
         the build token of the lesson's namespace, which a student's pod could read."""
@@ -233,6 +278,7 @@ class ClassService:
                 )
         out_dir = out_dir.resolve()
         plans = [(s, self.student_parts(s)) for s in students]  # validate everything first
+        guard = self.workload_policy(students)
         self._check_namespaces(roster, students)
         out_dir.mkdir(parents=True, exist_ok=True)
         with self.store.transaction() as state:
@@ -241,6 +287,7 @@ class ClassService:
             )
             record.roster, record.out_dir = str(roster.resolve()), str(out_dir.resolve())
             state.classes[self.lesson.id] = record
+        self._apply_workload_policy(guard)
         for index, (student, (identity, app)) in enumerate(plans, start=1):
             namespace = student.namespace(self.namespace)
             self.progress(f"[{index}/{len(plans)}] {student.id}: namespace {namespace}")
@@ -343,6 +390,14 @@ class ClassService:
                 continue  # only namespaces made for a student of this class
             if self.kube.delete("v1", "Namespace", name):
                 done.append(f"deleted namespace {name}")
+        from kubelab.classroom import policy
+
+        name = policy.policy_name(self.lesson.id)
+        kinds = ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy")
+        for kind in kinds if policy.supported(self.kube.version()) else ():
+            with contextlib.suppress(KindNotServed):  # nothing of it to delete
+                if self.kube.delete("admissionregistration.k8s.io/v1", kind, name):
+                    done.append(f"deleted {kind} {name}")
         if record is not None:
             for s in record.students:
                 if s.kubeconfig and Path(s.kubeconfig).exists():

@@ -205,6 +205,15 @@ def _registry() -> tuple[ResourceType, ...]:
             subresources=("status",),
         ),
         rt("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
+        # A class's NetworkPolicy (kubelab.classroom.access), stored and served too: the
+        # sandbox's pods share one loopback network, where nothing could enforce it.
+        rt(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            short_names=("netpol",),
+        ),
         # apps/v1, batch/v1
         rt(
             "apps",

@@ -312,8 +312,26 @@ MATRIX: list[tuple[str, str, str, Any, int]] = [
     ("delete own quota", "DELETE", "/api/v1/namespaces/{ns}/resourcequotas/student", None, 403),
     ("delete own limit range", "DELETE", "/api/v1/namespaces/{ns}/limitranges/student", None,
      403),
+    # No exercise of this lesson changes a Deployment: the Role does not let students.
     ("restart own deployment", "PATCH", "/apis/apps/v1/namespaces/{ns}/deployments/app-backend-v2",
-     {"spec": {"template": {"metadata": {"annotations": {"restarted": "now"}}}}}, 200),
+     {"spec": {"template": {"metadata": {"annotations": {"restarted": "now"}}}}}, 403),
+    ("make own deployment privileged", "PATCH",
+     "/apis/apps/v1/namespaces/{ns}/deployments/app-backend-v1",
+     {"spec": {"template": {"spec": {"containers": [
+         {"name": "app-backend", "securityContext": {"privileged": True}}]}}}}, 403),
+    ("scale own deployment", "PATCH",
+     "/apis/apps/v1/namespaces/{ns}/deployments/app-backend-v1/scale",
+     {"spec": {"replicas": 1000}}, 403),
+    ("mount the node's disk in a pod", "POST", "/api/v1/namespaces/{ns}/pods",
+     {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "h"},
+      "spec": {"containers": [{"name": "h", "image": "busybox"}],
+               "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}, 403),
+    ("open own namespace to everyone", "DELETE",
+     "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/student", None, 403),
+    ("drop own mesh isolation", "DELETE",
+     "/apis/security.istio.io/v1/namespaces/{ns}/authorizationpolicies/student", None, 403),
+    ("lift own Pod Security labels", "PATCH", "/api/v1/namespaces/{ns}",
+     {"metadata": {"labels": {"pod-security.kubernetes.io/warn": "privileged"}}}, 403),
     ("read own events", "GET", "/api/v1/namespaces/{ns}/events", None, 200),
     ("read another student's VirtualService", "GET",
      "/apis/networking.istio.io/v1beta1/namespaces/{other}/virtualservices/app-backend", None, 403),
@@ -452,16 +470,10 @@ def test_student_rbac_matrix_from_the_real_authorizer(  # type: ignore[no-untype
         assert failed.status is Status.FAILED
         assert "pods without the istio-proxy sidecar: no-sidecar" in failed.message
 
-        # `replicas: 1000` is allowed as a patch, but the namespace's quota holds the pods.
+        # `replicas: 1000` (what a student of a lesson that patches Deployments could ask,
+        # made here as the instructor): the namespace's quota holds the pods.
         hard = int(access.QUOTA_HARD["pods"])
-        answer = session.patch(
-            f"{control_plane.plane.server}/apis/apps/v1/namespaces/{mine}/deployments/"
-            "app-backend-v2",
-            data=json.dumps({"spec": {"replicas": 1000}}),
-            headers={"Content-Type": "application/merge-patch+json"},
-            timeout=15,
-        )
-        assert answer.status_code == 200, answer.text
+        control_plane.kubectl("scale", "deploy/app-backend-v2", "-n", mine, "--replicas=1000")
         # The refusal shows in the ReplicaSet's ReplicaFailure condition (kept in its
         # status) and in a FailedCreate event (best effort: events may be dropped).
         deadline = time.monotonic() + 90
