@@ -7,7 +7,7 @@ object or cluster was involved. The ``kubernetes`` package is imported on first 
 
 Three rules hold for every request:
 
-* **Retries.** Each request goes through :func:`~kubelab.cluster.retry.call_with_retry`
+* **Retries.** Each request goes through :func:`~kubelab.retry.call_with_retry`
   (429 honouring Retry-After, 5xx, dropped connections and read timeouts, with backoff
   under the per-Kube deadline). urllib3's own retries are switched off so there is one
   policy, not two stacked ones.
@@ -38,8 +38,15 @@ from typing import Any, TypeVar
 
 from kubelab.cluster import portforward as pf
 from kubelab.cluster.drift import Drift, contains, differences, owners
-from kubelab.cluster.retry import RetryPolicy, call_with_retry, classify_kube_error
 from kubelab.errors import KubelabError, KubelabTimeout, SetupError
+from kubelab.retry import (
+    NO_RETRY,
+    RETRYABLE_STATUSES,
+    RetryPolicy,
+    Verdict,
+    call_with_retry,
+    parse_retry_after,
+)
 
 FIELD_MANAGER = "kubelab"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -1156,3 +1163,55 @@ class Kube:
         connect = functools.partial(self._open_forward_stream, namespace, pod, port)
         with pf.forward(connect, local_port) as local:
             yield local
+
+
+# -- what is transient for the Kubernetes client -----------------------------------------
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if headers is None:
+        return None
+    if isinstance(headers, Mapping) or hasattr(headers, "get"):
+        value = headers.get(name)
+        if value is None:
+            value = headers.get(name.lower())
+        return None if value is None else str(value)
+    return None
+
+
+def classify_kube_error(exc: BaseException, *, idempotent: bool = True) -> Verdict:
+    """The retry verdict for an exception raised by the ``kubernetes`` client (or urllib3
+    under it). Imports are local: this module is imported by the CLI's fast paths."""
+    import urllib3.exceptions as u3
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        if getattr(exc, "never_ran", False):
+            idempotent = True  # a refused exec upgrade: nothing was run
+        if status == 429:
+            # Too Many Requests is refused before any work is done: safe for any request.
+            after = parse_retry_after(_header(exc.headers, "Retry-After"))
+            return Verdict(True, after, "429 Too Many Requests")
+        if status == 500 and "failed to create typed patch object" in str(exc.body or ""):
+            # A server-side apply the server cannot merge (a schema it does not know):
+            # the same body fails the same way every time.
+            return NO_RETRY
+        if status in RETRYABLE_STATUSES and idempotent:
+            after = parse_retry_after(_header(exc.headers, "Retry-After"))
+            return Verdict(True, after, str(status))
+        return NO_RETRY
+    if isinstance(exc, u3.MaxRetryError) and exc.reason is not None:
+        return classify_kube_error(exc.reason, idempotent=idempotent)
+    if isinstance(exc, u3.SSLError):
+        return NO_RETRY  # a certificate problem does not go away by asking again
+    # Never connected: the request cannot have reached the server.
+    if isinstance(exc, u3.NewConnectionError | u3.ConnectTimeoutError | ConnectionRefusedError):
+        return Verdict(True, None, type(exc).__name__)
+    # Sent, then lost (reset, timed out, half an answer): the server may have acted on it.
+    if isinstance(
+        exc,
+        u3.ReadTimeoutError | u3.ProtocolError | ConnectionError | TimeoutError,
+    ):
+        return Verdict(idempotent, None, type(exc).__name__)
+    return NO_RETRY

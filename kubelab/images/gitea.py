@@ -47,6 +47,14 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from kubelab.errors import SetupError
+from kubelab.retry import (
+    NO_RETRY,
+    RETRYABLE_STATUSES,
+    RetryPolicy,
+    Verdict,
+    call_with_retry,
+    parse_retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +76,7 @@ MANIFEST_MEDIA_TYPES: tuple[str, ...] = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES = RETRYABLE_STATUSES
 MAX_BACKOFF = 8.0
 # Gitea's change-files endpoint (one commit for many files) exists since 1.20.0 (PR #24887).
 CHANGE_FILES_SINCE = (1, 20)
@@ -140,6 +148,23 @@ def _challenges(response: requests.Response) -> list[tuple[str, dict[str, str]]]
     return out
 
 
+class _Transient(Exception):
+    """A failure worth another try: no answer, or an answer of ``RETRY_STATUSES``."""
+
+    def __init__(self, response: requests.Response | None, failure: str) -> None:
+        super().__init__(failure)
+        self.response = response
+
+
+def _classify(exc: BaseException) -> Verdict:
+    if not isinstance(exc, _Transient):
+        return NO_RETRY
+    after = None
+    if exc.response is not None and exc.response.status_code == 429:
+        after = parse_retry_after(exc.response.headers.get("Retry-After"))
+    return Verdict(True, after, str(exc))
+
+
 class GiteaClient:
     """A small client for the parts of Gitea's API that kubelab needs.
 
@@ -178,10 +203,15 @@ class GiteaClient:
         self._token = token
         self.verify = verify
         self.timeout = timeout
-        self.retries = retries
-        self.deadline = deadline
-        self.backoff = backoff
-        self._sleep = sleep
+        # No jitter: one client per run, nothing to spread out, and tests see exact waits.
+        self._policy = RetryPolicy(
+            deadline=deadline,
+            max_attempts=retries + 1,
+            initial_delay=backoff,
+            max_delay=MAX_BACKOFF,
+            jitter=0.0,
+            sleep=sleep,
+        )
         self._session = session or requests.Session()
         self._secrets: set[str] = set()
         self._remember_secret(admin_password)
@@ -246,14 +276,15 @@ class GiteaClient:
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
     ) -> requests.Response:
-        """One HTTP call, retried on 429/5xx/connection errors/timeouts until the deadline."""
+        """One HTTP call, retried on 429/5xx/connection errors/timeouts until the deadline
+        (kubelab.retry's policy; a 429's Retry-After is honoured)."""
         display = urlsplit(url).path
         start = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            failure: str
-            response: requests.Response | None
+        tries = 0
+
+        def attempt(_remaining: float) -> requests.Response:
+            nonlocal tries
+            tries += 1
             try:
                 response = self._session.request(
                     method,
@@ -265,36 +296,36 @@ class GiteaClient:
                     timeout=self.timeout,
                     verify=self.verify,
                 )
-            except requests.Timeout:
-                response, failure = None, f"no answer within {self.timeout:g}s"
+            except requests.Timeout as exc:
+                raise _Transient(None, f"no answer within {self.timeout:g}s") from exc
             except requests.ConnectionError as exc:
-                response, failure = None, f"cannot connect ({type(exc).__name__})"
-            else:
-                status = response.status_code
-                log.debug("gitea %s %s -> %s", method, display, status)
-                if status not in RETRY_STATUSES:
-                    return response
-                failure = f"HTTP {status}"
-            delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF)
-            elapsed = time.monotonic() - start
-            if attempt > self.retries or elapsed + delay > self.deadline:
-                if response is not None:
-                    return response  # the caller reports the status with Gitea's message
-                raise SetupError(
-                    f"Gitea at {self.base_url} did not answer {method} {display}: {failure} "
-                    f"(tried {attempt} times in {elapsed:.0f}s)",
-                    hint=f"check that Gitea is running and reachable at {self.base_url} "
-                    "(kubectl -n gitea get pods), then run the command again",
-                )
+                raise _Transient(None, f"cannot connect ({type(exc).__name__})") from exc
+            log.debug("gitea %s %s -> %s", method, display, response.status_code)
+            if response.status_code in RETRY_STATUSES:
+                raise _Transient(response, f"HTTP {response.status_code}")
+            return response
+
+        def note(number: int, exc: BaseException, delay: float) -> None:
             log.info(
                 "gitea %s %s: %s; retrying in %.1fs (attempt %d)",
                 method,
                 display,
-                failure,
+                exc,
                 delay,
-                attempt,
+                number,
             )
-            self._sleep(delay)
+
+        try:
+            return call_with_retry(attempt, self._policy, _classify, on_retry=note)
+        except _Transient as exc:
+            if exc.response is not None:
+                return exc.response  # the caller reports the status with Gitea's message
+            raise SetupError(
+                f"Gitea at {self.base_url} did not answer {method} {display}: {exc} "
+                f"(tried {tries} times in {time.monotonic() - start:.0f}s)",
+                hint=f"check that Gitea is running and reachable at {self.base_url} "
+                "(kubectl -n gitea get pods), then run the command again",
+            ) from None
 
     def _api(
         self,

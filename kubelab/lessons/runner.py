@@ -20,7 +20,6 @@ from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.drift import Drift
 from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
-from kubelab.cluster.retry import RetryPolicy
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import NodeResult, ProgressSink, run_dag
 from kubelab.components.values import InstallSettings
@@ -30,6 +29,7 @@ from kubelab.lessons.model import Exercise, Lesson
 from kubelab.lessons.plan import LESSON_LABEL, STEPS, render_for_cluster
 from kubelab.lessons.progress import record_progress
 from kubelab.providers.base import ClusterFacts, Provider
+from kubelab.retry import RetryPolicy
 from kubelab.state import CreatedResource, LessonRecord, StateStore
 
 Reporter = Callable[[str, str], None]  # (step, message)

@@ -59,6 +59,7 @@ from kubelab.errors import KubelabTimeout, SetupError, UsageError
 from kubelab.paths import write_private
 from kubelab.providers.base import ClusterFacts, ClusterInfo, Provider, RegistryAccess
 from kubelab.providers.existing import real_cluster_sampler
+from kubelab.retry import NO_RETRY, RetryPolicy, Verdict, call_with_retry
 from kubelab.state import ClusterRecord, CreatedResource, StateStore
 
 log = logging.getLogger(__name__)
@@ -105,22 +106,15 @@ def check_token(token: str) -> None:
             )
 
 
-# API error codes worth another try (hcloud itself retries rate_limit_exceeded, conflict,
-# bad_gateway and timeout, and HTTP 502/504, but not 500/503).
-RETRY_CODES = frozenset(
-    {
-        "rate_limit_exceeded",
-        "conflict",
-        "locked",
-        "bad_gateway",
-        "timeout",
-        "server_error",
-        "service_error",
-        "unavailable",
-        "maintenance",
-    }
-)
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# hcloud 2.27 retries some failures itself (Client's "Retry mechanism": 5 retries, a 1-60 s
+# exponential backoff with jitter): these API codes, HTTP 502/504 without a body, and
+# request timeouts. It has no public option to change that, so kubelab leaves those to it
+# and retries, with kubelab.retry's policy, only what hcloud gives up on at once.
+HCLOUD_RETRIES = frozenset({"rate_limit_exceeded", "conflict", "bad_gateway", "timeout", 502, 504})
+RETRY_CODES = frozenset({"locked", "server_error", "service_error", "unavailable", "maintenance"})
+RETRY_STATUS = frozenset({429, 500, 503})
+#: Attempts of one call at most (with a 1 s poll interval: about 2 minutes of backoff).
+MAX_ATTEMPTS = 8
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 T = TypeVar("T")
@@ -388,10 +382,18 @@ def explain(
     return SetupError(f"Hetzner API error while {doing}: {message} ({code})")
 
 
-def _retryable(exc: APIException) -> bool:
-    if isinstance(exc.code, int):
-        return exc.code in RETRY_STATUS
-    return exc.code in RETRY_CODES
+def _classify(exc: BaseException) -> Verdict:
+    """What kubelab retries of an hcloud call (what hcloud did not retry already)."""
+    if isinstance(exc, APIException):
+        code = exc.code
+        if code in HCLOUD_RETRIES:
+            return NO_RETRY  # hcloud retried it already, and gave up
+        if code in RETRY_CODES or (isinstance(code, int) and code in RETRY_STATUS):
+            return Verdict(True, None, str(code))
+        return NO_RETRY
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout):
+        return Verdict(True, None, type(exc).__name__)  # never connected: hcloud does not retry
+    return NO_RETRY
 
 
 def _not_found(exc: APIException) -> bool:
@@ -442,18 +444,19 @@ class HetznerCluster:
             poll_interval=poll_interval,
             timeout=30.0,
         )
-        self._tune_builtin_retry()
         self.poll_count = 0  # action polls made (tests count them)
 
-    def _backoff(self, attempt: int) -> float:
-        return 0.0 if self.poll_interval <= 0 else min(30.0, self.poll_interval * 2**attempt)
-
-    def _tune_builtin_retry(self) -> None:
-        # hcloud 2.27 retries 429/502/504 itself with a 1-60 s backoff and has no public
-        # knob for it; use our backoff so the injected poll interval governs it too.
-        base = getattr(self.client, "_client", None)
-        if base is not None and hasattr(base, "_retry_interval_func"):
-            base._retry_interval_func = self._backoff
+    def _policy(self, deadline: float, attempts: int = MAX_ATTEMPTS) -> RetryPolicy:
+        """kubelab.retry's policy for this client: backoff from the poll interval (no
+        jitter: one client per run), the injected sleep."""
+        return RetryPolicy(
+            deadline=deadline,
+            max_attempts=attempts,
+            initial_delay=self.poll_interval,
+            max_delay=30.0,
+            jitter=0.0,
+            sleep=self.sleep,
+        )
 
     def __repr__(self) -> str:  # never show the token
         return f"HetznerCluster(endpoint={self.endpoint!r})"
@@ -463,29 +466,20 @@ class HetznerCluster:
     def call(
         self, doing: str, fn: Callable[[], T], *, server_type: str = "", location: str = ""
     ) -> T:
-        """Run one API call, retrying 429/5xx under ``retry_deadline``; map errors."""
-        deadline = time.monotonic() + self.retry_deadline
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except APIException as exc:
-                if _retryable(exc) and time.monotonic() < deadline:
-                    log.debug("hetzner: %s: %s, retrying", doing, exc.code)
-                    self.sleep(self._backoff(attempt))
-                    attempt += 1
-                    continue
-                raise explain(exc, doing, server_type=server_type, location=location) from exc
-            except requests.RequestException as exc:
-                if time.monotonic() < deadline:
-                    self.sleep(self._backoff(attempt))
-                    attempt += 1
-                    continue
-                raise SetupError(
-                    f"cannot reach the Hetzner API at {self.endpoint} while {doing} "
-                    f"({type(exc).__name__})",
-                    hint="Check your network; HCLOUD_ENDPOINT overrides the address.",
-                ) from None
+        """Run one API call, retrying transient failures under ``retry_deadline``
+        (kubelab.retry's policy, on top of nothing hcloud retries itself); map errors."""
+        try:
+            return call_with_retry(
+                lambda _remaining: fn(), self._policy(self.retry_deadline), _classify
+            )
+        except APIException as exc:
+            raise explain(exc, doing, server_type=server_type, location=location) from exc
+        except requests.RequestException as exc:
+            raise SetupError(
+                f"cannot reach the Hetzner API at {self.endpoint} while {doing} "
+                f"({type(exc).__name__})",
+                hint="Check your network; HCLOUD_ENDPOINT overrides the address.",
+            ) from None
 
     def wait(self, action: BoundAction | None, doing: str) -> None:
         """Poll ``action`` until it finishes; raise with the API's reason when it fails."""
@@ -1014,24 +1008,21 @@ class HetznerCluster:
         ``resource_in_use`` (a firewall or network still attached to a server that is
         going away) is retried under the action timeout.
         """
-        deadline = time.monotonic() + self.action_timeout
-        attempt = 0
-        while True:
-            try:
-                result = fn()
-                break
-            except APIException as exc:
-                if _not_found(exc):
-                    return False
-                if exc.code == "resource_in_use" and time.monotonic() < deadline:
-                    self.sleep(self._backoff(attempt))
-                    attempt += 1
-                    continue
-                if _retryable(exc) and time.monotonic() < deadline:
-                    self.sleep(self._backoff(attempt))
-                    attempt += 1
-                    continue
-                raise explain(exc, doing) from exc
+
+        def classify(exc: BaseException) -> Verdict:
+            if isinstance(exc, APIException) and exc.code == "resource_in_use":
+                return Verdict(True, None, "resource_in_use")
+            return _classify(exc)
+
+        try:
+            # Up to 20 attempts: a network stays in use until its servers are gone.
+            result = call_with_retry(
+                lambda _remaining: fn(), self._policy(self.action_timeout, 20), classify
+            )
+        except APIException as exc:
+            if _not_found(exc):
+                return False
+            raise explain(exc, doing) from exc
         action = _action_of(result, self.client)
         self.wait(action, doing)
         return True

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp.typedefs import Middleware
 
 from kubelab.cluster.kube import Kube
-from kubelab.cluster.retry import RetryPolicy
+from kubelab.retry import RetryPolicy
 from kubelab.sandbox import resources
 from kubelab.sandbox.api import ApiServer, create_api_app, serve
 from kubelab.sandbox.store import Store

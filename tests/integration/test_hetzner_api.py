@@ -542,6 +542,22 @@ class StubAPI:
         return vol_id
 
 
+#: The waits hcloud's own retry made (it retries rate limits, 502/504 and timeouts itself,
+#: with time.sleep and no public option; kubelab retries only the rest).
+HCLOUD_SLEEPS: list[float] = []
+
+
+@pytest.fixture(autouse=True)
+def _hcloud_waits_for_nothing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import types
+
+    import hcloud._client
+
+    HCLOUD_SLEEPS.clear()
+    monkeypatch.setattr(hcloud._client, "time", types.SimpleNamespace(sleep=HCLOUD_SLEEPS.append))
+    yield
+
+
 @pytest.fixture
 def stub() -> Iterator[StubAPI]:
     api = StubAPI().start()
@@ -692,6 +708,10 @@ def test_429_and_5xx_are_retried(stub: StubAPI, home: Path) -> None:
     assert len(stub.store["servers"]) == 1
     posts = [p for m, p in stub.requests if m == "POST"]
     assert posts.count("/networks") == 3 and posts.count("/servers") == 2
+    assert posts.count("/ssh_keys") == 2
+    # One retry policy per failure, never two stacked: hcloud retried the rate limit and
+    # the 502 (three waits of its own), kubelab the 503 and the 500.
+    assert len(HCLOUD_SLEEPS) == 3, HCLOUD_SLEEPS
 
 
 def test_lost_answers_are_adopted_not_duplicated(stub: StubAPI, home: Path) -> None:
@@ -734,10 +754,12 @@ def test_name_taken_by_someone_else_is_not_adopted(stub: StubAPI, home: Path) ->
 def test_rate_limit_that_does_not_stop_gives_clear_message(stub: StubAPI, home: Path) -> None:
     stub.fail("GET", "/pricing", 429, "rate_limit_exceeded", times=10_000)
     cluster = make(stub, home)
-    cluster.retry_deadline = 0.3
     with pytest.raises(SetupError, match="rate limit") as info:
         cluster.plan("demo")
     assert "wait a few minutes" in (info.value.hint or "")
+    # hcloud's five retries, then the answer: kubelab does not start them over.
+    assert len(HCLOUD_SLEEPS) == 5
+    assert [p for m, p in stub.requests if m == "GET"].count("/pricing") == 6
 
 
 def test_failure_after_servers_exist_then_delete_leaves_nothing(stub: StubAPI, home: Path) -> None:

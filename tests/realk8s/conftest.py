@@ -26,8 +26,8 @@ from mesh import INJECTOR, Injector, Mesh
 from nodeagent import NodeAgent
 
 from kubelab.cluster.kube import Kube
-from kubelab.cluster.retry import RetryPolicy
 from kubelab.components import catalog
+from kubelab.retry import RetryPolicy
 from kubelab.tools import find_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))

@@ -52,8 +52,8 @@ from kubelab.checks.runner import run_check
 from kubelab.checks.types import CHECK_TYPES
 from kubelab.classroom.access import student_rules
 from kubelab.cluster.kube import Kube
-from kubelab.cluster.retry import RetryPolicy
 from kubelab.components.catalog import CATALOG
+from kubelab.retry import RetryPolicy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "delivery"
 RECORDED_NAMESPACES = ("canary-lab", "rollouts-lab")

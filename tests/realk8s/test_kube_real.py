@@ -25,8 +25,8 @@ from kubelab.cluster.kube import (
     kubelab_labels,
     lesson_selector,
 )
-from kubelab.cluster.retry import RetryPolicy
 from kubelab.errors import KubelabError, SetupError
+from kubelab.retry import RetryPolicy
 
 pytestmark = pytest.mark.timeout(120)
 

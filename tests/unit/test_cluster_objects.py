@@ -23,8 +23,8 @@ from kubelab.cluster.kube import (
     stamp_labels,
     with_fingerprint,
 )
-from kubelab.cluster.retry import RetryPolicy
 from kubelab.errors import ExitCode, KubelabError, KubelabTimeout
+from kubelab.retry import RetryPolicy
 
 
 class FakeTime:

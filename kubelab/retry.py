@@ -1,16 +1,21 @@
-"""Retrying Kubernetes API calls: the one policy behind every request ``Kube`` sends.
+"""Retrying calls to a server: the one policy behind kubelab's Kubernetes, Gitea and Hetzner
+requests.
 
-An API server under load answers 429 (with ``Retry-After``), restarts behind a load
-balancer answer 502/503/504, and a flaky network drops connections or stalls reads. Those
-failures are worth another try; a 403, a 404 or a 422 never changes by itself and is
-returned at once. Every retried call runs under one overall deadline (the sum of its
-attempts and its sleeps), so a dead cluster costs at most that long, never "forever".
+A server under load answers 429 (with ``Retry-After``), restarts behind a load balancer
+answer 502/503/504, and a flaky network drops connections or stalls reads. Those failures
+are worth another try; a 403, a 404 or a 422 never changes by itself and is returned at
+once. Every retried call runs under one overall deadline (the sum of its attempts and its
+sleeps), so a dead server costs at most that long, never "forever". Each client says what
+is transient for it with a ``classify`` function: ``kubelab.cluster.kube`` for the
+Kubernetes client, ``kubelab.images.gitea`` for Gitea's HTTP API and
+``kubelab.providers.hetzner`` for hcloud (which retries some failures itself: those are
+left to it).
 
-Idempotence decides what is safe to resend. kubelab writes with server-side apply (PATCH)
-and DELETE, which give the same result however often they arrive, so a read timeout on
-them is retried. For a non-idempotent request (an exec, a POST create) only failures that
-prove the server did not act on it are retried: the connection was never made, or the
-server refused it with 429 before doing anything.
+Idempotence decides what is safe to resend. kubelab writes Kubernetes objects with
+server-side apply (PATCH) and DELETE, which give the same result however often they
+arrive, so a read timeout on them is retried. For a non-idempotent request (an exec, a
+POST create) only failures that prove the server did not act on it are retried: the
+connection was never made, or the server refused it with 429 before doing anything.
 
 Time is injected (``sleep``, ``clock``, ``random``) so tests run the whole policy in
 microseconds and deterministically.
@@ -21,9 +26,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -112,7 +117,7 @@ def call_with_retry(
             policy.sleep(delay)
 
 
-# -- what is transient for the Kubernetes client ---------------------------------------------
+# -- what servers say -------------------------------------------------------------------------
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -132,52 +137,3 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - now(), 0.0)
-
-
-def _header(headers: Any, name: str) -> str | None:
-    if headers is None:
-        return None
-    if isinstance(headers, Mapping) or hasattr(headers, "get"):
-        value = headers.get(name)
-        if value is None:
-            value = headers.get(name.lower())
-        return None if value is None else str(value)
-    return None
-
-
-def classify_kube_error(exc: BaseException, *, idempotent: bool = True) -> Verdict:
-    """The retry verdict for an exception raised by the ``kubernetes`` client (or urllib3
-    under it). Imports are local: this module is imported by the CLI's fast paths."""
-    import urllib3.exceptions as u3
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        status = int(exc.status or 0)
-        if getattr(exc, "never_ran", False):
-            idempotent = True  # a refused exec upgrade: nothing was run
-        if status == 429:
-            # Too Many Requests is refused before any work is done: safe for any request.
-            after = parse_retry_after(_header(exc.headers, "Retry-After"))
-            return Verdict(True, after, "429 Too Many Requests")
-        if status == 500 and "failed to create typed patch object" in str(exc.body or ""):
-            # A server-side apply the server cannot merge (a schema it does not know):
-            # the same body fails the same way every time.
-            return NO_RETRY
-        if status in RETRYABLE_STATUSES and idempotent:
-            after = parse_retry_after(_header(exc.headers, "Retry-After"))
-            return Verdict(True, after, str(status))
-        return NO_RETRY
-    if isinstance(exc, u3.MaxRetryError) and exc.reason is not None:
-        return classify_kube_error(exc.reason, idempotent=idempotent)
-    if isinstance(exc, u3.SSLError):
-        return NO_RETRY  # a certificate problem does not go away by asking again
-    # Never connected: the request cannot have reached the server.
-    if isinstance(exc, u3.NewConnectionError | u3.ConnectTimeoutError | ConnectionRefusedError):
-        return Verdict(True, None, type(exc).__name__)
-    # Sent, then lost (reset, timed out, half an answer): the server may have acted on it.
-    if isinstance(
-        exc,
-        u3.ReadTimeoutError | u3.ProtocolError | ConnectionError | TimeoutError,
-    ):
-        return Verdict(idempotent, None, type(exc).__name__)
-    return NO_RETRY

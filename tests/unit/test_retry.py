@@ -10,13 +10,8 @@ import urllib3.exceptions as u3
 from kubernetes.client.exceptions import ApiException
 from urllib3 import HTTPHeaderDict
 
-from kubelab.cluster.retry import (
-    RetryPolicy,
-    Verdict,
-    call_with_retry,
-    classify_kube_error,
-    parse_retry_after,
-)
+from kubelab.cluster.kube import classify_kube_error
+from kubelab.retry import RetryPolicy, Verdict, call_with_retry, parse_retry_after
 
 
 class FakeTime:
