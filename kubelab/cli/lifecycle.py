@@ -154,6 +154,11 @@ def open_component(
     if component not in names:
         raise UsageError(f"cannot open {component!r}", hint=f"Use one of: {', '.join(names)}.")
     session = open_session(StateStore(), lesson)
+    if not session.deployed or "kubeconfig" not in session.record.details:
+        raise UsageError(
+            f"lesson {session.loaded.lesson.id} is not running, so it has no {component} to open",
+            hint=f"kubelab up {session.loaded.lesson.id} --provider kind (or existing)",
+        )
     if session.available is not None and component not in session.available:
         raise UsageError(
             f"{component} is not installed for {session.loaded.lesson.id} on "

@@ -912,6 +912,21 @@ class Kube:
                 f"the cluster refused to {verb} {what} ({exc.status} {exc.reason})",
                 hint="Your credentials may have expired or lack rights; ask the instructor.",
             )
+        if not exc.status:  # no HTTP answer: the client's own failure, in `reason`
+            reason = str(exc.reason or "")
+            if "CERTIFICATE_VERIFY_FAILED" in reason:
+                why = reason.partition("certificate verify failed:")[2].split("(")[0].strip()
+                return SetupError(
+                    f"the cluster's TLS certificate is not trusted ({why or 'verify failed'}) "
+                    f"while reading {what}",
+                    hint="The kubeconfig's CA or the server's certificate is wrong or has "
+                    "expired: get a fresh kubeconfig from whoever runs the cluster (kubelab "
+                    "cluster kubeconfig, or kubelab class kubeconfigs for a class).",
+                )
+            return SetupError(
+                f"no answer from the cluster for {what}: {reason.split(':')[0] or 'no reason'}",
+                hint="Check that the cluster is running and reachable from here.",
+            )
         detail = ""
         with contextlib.suppress(ValueError, AttributeError):
             body = json.loads(exc.body or "{}")

@@ -179,6 +179,58 @@ def _retryable() -> tuple[type[Exception], ...]:
     )
 
 
+class GkeUnreachable(SetupError):
+    """No answer from Google: the token endpoint or the GKE API could not be reached.
+    ``sent`` is False when the request provably never left (no connection was made)."""
+
+    def __init__(self, message: str, *, sent: bool, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.sent = sent
+
+
+_TRANSPORT_WORDS = {
+    "gaierror": "the name does not resolve",
+    "NameResolutionError": "the name does not resolve",
+    "ConnectionRefusedError": "connection refused",
+    "ConnectTimeoutError": "no connection within the timeout",
+    "ReadTimeoutError": "no answer within the timeout",
+    "SSLError": "TLS failed",
+}
+
+
+def _unreachable(exc: BaseException, action: str, endpoint: str) -> GkeUnreachable | None:
+    """The GkeUnreachable for a transport failure (None for any other exception)."""
+    import requests
+    import urllib3.exceptions as u3
+    from google.auth.exceptions import TransportError
+
+    if not isinstance(exc, requests.RequestException | TransportError):
+        return None
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        reason = getattr(current, "reason", None)
+        nested = next(
+            (a for a in getattr(current, "args", ()) if isinstance(a, BaseException)), None
+        )
+        current = reason if isinstance(reason, BaseException) else nested or current.__cause__
+    names = [type(e).__name__ for e in chain]
+    never = any(isinstance(e, u3.NewConnectionError | u3.ConnectTimeoutError) for e in chain)
+    token = isinstance(exc, TransportError)
+    what = "Google's token endpoint" if token else f"the GKE API at {endpoint}"
+    detail = next(
+        (n for n in reversed(names) if n not in ("MaxRetryError", "ConnectionError")), names[-1]
+    )
+    detail = _TRANSPORT_WORDS.get(detail, detail)
+    return GkeUnreachable(
+        f"cannot reach {what} while trying to {action} ({detail})",
+        sent=not (never or token),
+        hint="Check the network (and a proxy, if you use one), then run the same command "
+        "again; it resumes.",
+    )
+
+
 def default_credentials() -> tuple[Credentials, str | None]:
     """Application Default Credentials and the project they name (if any)."""
     import google.auth
@@ -301,6 +353,11 @@ class GkeCluster:
             ) from None
         except e.GoogleAPICallError as exc:
             raise self._translate(exc, action) from None
+        except Exception as exc:
+            unreachable = _unreachable(exc, action, self.endpoint or "container.googleapis.com")
+            if unreachable is None:
+                raise
+            raise unreachable from None
 
     def _translate(self, exc: gexc.GoogleAPICallError, action: str) -> SetupError:
         from google.api_core import exceptions as e
@@ -516,6 +573,12 @@ class GkeCluster:
                 parent=self._parent(location),
                 cluster=self.cluster_spec(name, nodes, machine_type),
             )
+        except GkeUnreachable as exc:
+            if existing is None and not exc.sent:
+                # The create never left this machine: no cluster to remember.
+                with self.store.transaction() as state:
+                    state.clusters.pop(name, None)
+            raise
         except e.Conflict as exc:
             if "already exists" not in str(exc.message).lower():
                 raise self._translate(exc, f"create cluster {name}") from None

@@ -468,9 +468,21 @@ class HetznerCluster:
     ) -> T:
         """Run one API call, retrying transient failures under ``retry_deadline``
         (kubelab.retry's policy, on top of nothing hcloud retries itself); map errors."""
+        refused = 0
+
+        def classify(exc: BaseException) -> Verdict:
+            # A refused or unresolvable connection is tried three times, not for minutes.
+            nonlocal refused
+            verdict = _classify(exc)
+            if verdict.retry and isinstance(exc, requests.ConnectionError):
+                refused += 1
+                if refused >= 3:
+                    return NO_RETRY
+            return verdict
+
         try:
             return call_with_retry(
-                lambda _remaining: fn(), self._policy(self.retry_deadline), _classify
+                lambda _remaining: fn(), self._policy(self.retry_deadline), classify
             )
         except APIException as exc:
             raise explain(exc, doing, server_type=server_type, location=location) from exc

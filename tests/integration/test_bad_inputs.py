@@ -3,6 +3,7 @@ right exit code (2 input, 4 environment), no traceback, and the state file untou
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,10 +26,33 @@ def _files(tmp: Path) -> dict[str, str]:
     (tmp / "folder").mkdir()
     (tmp / "typo.yaml").write_text("provder: kind\n")
     (tmp / "a-file").write_text("not a folder\n")
+    (tmp / "sa.json").write_text(json.dumps(_service_account()))
     return {name: str(tmp / name) for name in ("loop", "binary", "folder")} | {
+        "sa": str(tmp / "sa.json"),
         "deep": str(tmp / "deep.yaml"),
         "typo": str(tmp / "typo.yaml"),
         "a-file": str(tmp / "a-file"),
+    }
+
+
+def _service_account() -> dict[str, str]:
+    """A Google service account key of the real format (its own RSA key), whose token
+    endpoint is a closed loopback port."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "kubelab-bad-inputs",
+        "private_key_id": "1",
+        "private_key": pem,
+        "client_email": "kubelab@kubelab-bad-inputs.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "http://127.0.0.1:9/token",
     }
 
 
@@ -97,6 +121,43 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
         {"HCLOUD_TOKEN": "tok\u0435n"},
         4,
         "HCLOUD_TOKEN has a character that is not ASCII",
+    ),
+    (
+        "GKE API unreachable",
+        ["cluster", "create", "-p", "gke", "-y"],
+        {"GOOGLE_APPLICATION_CREDENTIALS": "{sa}", "KUBELAB_GKE_ENDPOINT": "127.0.0.1:9"},
+        4,
+        "cannot reach the GKE API at 127.0.0.1:9 while trying to create cluster kubelab",
+    ),
+    (
+        "GKE leftovers, API unreachable",
+        ["cluster", "leftovers", "-p", "gke"],
+        {"GOOGLE_APPLICATION_CREDENTIALS": "{sa}", "KUBELAB_GKE_ENDPOINT": "127.0.0.1:9"},
+        4,
+        "cannot reach the GKE API at 127.0.0.1:9",
+    ),
+    (
+        # The newline is not the problem (it is trimmed); the unreachable API is, at once.
+        "token with a trailing newline, API unreachable",
+        ["cluster", "leftovers", "-p", "hetzner"],
+        {"HCLOUD_TOKEN": "abcdefgh\n"},
+        4,
+        "cannot reach the Hetzner API at http://127.0.0.1:9",
+    ),
+    (
+        "dashboards exposed over plain HTTP",
+        ["up", LESSON, "-p", "existing", "--domain", "lab.example.org", "--expose-dashboards"],
+        {},
+        2,
+        "--expose-dashboards needs --domain and --tls",
+    ),
+    ("open an unknown dashboard", ["open", "grafana"], {}, 2, "cannot open 'grafana'"),
+    (
+        "a Kiali token of a lesson not up",
+        ["open", "kiali", "--token-only"],
+        {},
+        2,
+        "is not running, so it has no kiali to open",
     ),
     ("home is a file", ["hint"], {"KUBELAB_HOME": "{a-file}"}, 4, "File exists"),
     ("check a lesson not up", ["check"], {}, 2, "is not running, so there is nothing to check"),
@@ -170,7 +231,7 @@ def test_bad_input(lab, case, args, extra, code, first):
 
 
 def test_the_table_is_large():
-    assert len(CASES) >= 35
+    assert len(CASES) >= 40
 
 
 def test_check_against_a_dead_api_errors_within_10_seconds(tmp_path):
@@ -214,3 +275,103 @@ def test_check_against_a_dead_api_errors_within_10_seconds(tmp_path):
     assert len(checks) == 2 and {c["status"] for c in checks} == {"error"}
     assert all("cannot reach the Kubernetes API" in c["message"] for c in checks)
     assert took < 10, took  # was 87 s: each check waited out its own retries
+
+
+def _expired_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 that expired yesterday, and its key."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=30))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "expired.crt", folder / "expired.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_an_expired_api_certificate_is_said_so_not_ssl_error_0(tmp_path):
+    import base64
+    import http.server
+    import ssl
+    import threading
+    import time
+
+    cert_file, key_file = _expired_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ca = base64.b64encode(cert_file.read_bytes()).decode()
+        kubeconfig = tmp_path / "kubeconfig"
+        server_url = f"https://127.0.0.1:{server.server_address[1]}"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "c",
+                            "cluster": {"server": server_url, "certificate-authority-data": ca},
+                        }
+                    ],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        home = tmp_path / "home"
+        with StateStore(home / "state.json").transaction() as state:
+            record = state.lesson(LESSON)
+            record.provider, record.steps_done = "existing", ["deploy"]
+            record.details = {"kubeconfig": str(kubeconfig), "namespace": "istio"}
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubelab", "check", "split-50-50", "-o", "json"],
+            env={**os.environ, "KUBELAB_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 1, proc.stderr
+    checks = json.loads(proc.stdout)["checks"]
+    assert {c["status"] for c in checks} == {"error"}
+    for check in checks:
+        assert "TLS certificate is not trusted (certificate has expired)" in check["message"]
+        assert "SSLError" not in check["message"]
+    assert time.monotonic() - started < 10  # a certificate problem is not retried
