@@ -723,7 +723,21 @@ def test_cli_class_lifecycle_and_a_students_own_check(  # type: ignore[no-untype
     """`kubelab class ...`, `grade` and a student's `class join` / `exercise` / `check` in
     subprocesses against the real server. The student's check sends real traffic: exec in
     their tester pod with their own token, through the mesh stand-in."""
-    from support import run_cli
+    from support import run_cli as run
+
+    # Every credential kubelab reads, marked: no output, report or file of the class's
+    # lifecycle and grading may hold one, nor the admin's client key.
+    marks = {
+        "HCLOUD_TOKEN": "mark-hcloud-3e1f07",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/mark-google-8c2d55.json",
+        "CLOUDSDK_CONFIG": "/nonexistent/mark-gcloud-41aa90",
+    }
+    outputs: list[str] = []
+
+    def run_cli(*args: str, env: dict[str, str], **kwargs: Any) -> Any:
+        proc = run(*args, env={**marks, **env}, **kwargs)
+        outputs.append(proc.stdout + proc.stderr)
+        return proc
 
     kube = control_plane.kube()
     lesson_record(control_plane.kubeconfig)
@@ -786,6 +800,15 @@ def test_cli_class_lifecycle_and_a_students_own_check(  # type: ignore[no-untype
         # Real exec with the student's own identity went into their tester pod only.
         calls = [c for c in control_plane.agent.execs if c.namespace == f"{NS}-c02"]
         assert calls and {(c.pod, c.container) for c in calls} == {("curl-test", "curl-test")}
+
+        secrets = [*marks.values(), admin_key["client-key-data"]]
+        for folder in (tmp_path, _isolated_home):
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    text = path.read_bytes().decode(errors="replace")
+                    assert not [m for m in secrets if m in text], path
+        assert len(outputs) >= 8
+        assert not [m for m in secrets for text in outputs if m in text]
 
         proc = run_cli("class", "delete", LESSON, env=env)
         assert proc.returncode == 0, proc.stderr
