@@ -36,6 +36,8 @@ class GradeOptions:
     backoff: float = 0.5  # seconds before the first retry, doubled each time
     student_deadline: float = 300.0  # seconds for all of one student's exercises
     sleep: Callable[[float], None] = time.sleep
+    # Told (students graded so far, students in all) each time a student is done.
+    on_student: Callable[[int, int], None] | None = None
 
 
 def _grade_of(outcome: ExerciseOutcome, attempts: int) -> ExerciseGrade:
@@ -121,6 +123,10 @@ def grade_class(
             record.exercises = [results[(student.id, e.id)] for e in exercises]
             mark_superseded(exercises, record)
             record.seconds = time.monotonic() - first_task[student.id]
+            if opts.on_student is not None:
+                with lock:
+                    finished = sum(1 for left in remaining.values() if left == 0)
+                opts.on_student(finished, len(students))
 
     def check_namespace(student: Student) -> None:
         namespace = grades[student.id].namespace

@@ -3,6 +3,8 @@ cluster, every student in their own namespace, graded all at once."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -269,11 +271,12 @@ def grade(
     students = service.students(roster)
     err = console(stderr=True)
     err.print(f"grading {len(students)} students ...")
-    result = service.grade(
-        students,
-        GradeOptions(concurrency=concurrency, student_deadline=deadline),
-        lang=opts.lang,
-    )
+    with _grading_progress(err, len(students)) as on_student:
+        result = service.grade(
+            students,
+            GradeOptions(concurrency=concurrency, student_deadline=deadline, on_student=on_student),
+            lang=opts.lang,
+        )
     if save and roster is None:  # progress over time compares runs of the whole class
         save_snapshot(result)
     fmt = opts.output.value
@@ -295,3 +298,25 @@ def grade(
         return
     out.write_text(text, encoding="utf-8")
     err.print(f"[green]✓[/] {fmt} report written to {out}")
+
+
+@contextlib.contextmanager
+def _grading_progress(err: Any, total: int) -> Iterator[Callable[[int, int], None]]:
+    """How far grading is: a bar that updates in place in a terminal, else a line at
+    every tenth of the class (a log keeps a few lines, not one per student)."""
+    if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "graded", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        ) as bar:
+            task = bar.add_task("grade", total=total)
+            yield lambda done, _total: bar.update(task, completed=done)
+        return
+    step = max(1, total // 10)
+
+    def line(done: int, all_: int) -> None:
+        if done % step == 0 or done == all_:
+            err.print(f"  graded {done}/{all_}")
+
+    yield line

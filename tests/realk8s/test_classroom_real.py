@@ -209,7 +209,13 @@ def test_thirty_students_graded_in_every_format_then_deleted(  # type: ignore[no
     assert tokens_only == 0
 
     build_states(control_plane, kube, prefix)
-    grade = service.grade(service.students(), GradeOptions(concurrency=16))
+    told: list[tuple[int, int]] = []
+    grade = service.grade(
+        service.students(),
+        GradeOptions(concurrency=16, on_student=lambda done, total: told.append((done, total))),
+    )
+    # Progress: once per student, up to the whole class.
+    assert len(told) == 30 and told[-1] == (30, 30) and {t for _, t in told} == {30}
     assert [e for e, _ in grade.exercises] == GRADED
     assert set(grade.skipped) == {"kiali-graph", "jaeger-traces"}
     by_id = {s.id: s for s in grade.students}
@@ -774,6 +780,7 @@ def test_cli_class_lifecycle_and_a_students_own_check(  # type: ignore[no-untype
         report_file = tmp_path / "grades.xml"
         proc = run_cli("grade", "-o", "junit", "--out", str(report_file), env=env, timeout=300)
         assert proc.returncode in (0, 1), proc.stderr
+        assert "graded 3/3" in proc.stderr  # progress, a line per tenth of the class
         suites = ET.parse(report_file).getroot().findall("testsuite")
         assert [s.get("id") for s in suites] == ["c01", "c02", "c03"]
         page = tmp_path / "g.html"
