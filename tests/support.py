@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -98,3 +99,40 @@ class SandboxHome:
         )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
+
+
+class FakeTime:
+    """A clock that moves only when slept on: retry policies run in microseconds."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+def offline_class_tools(
+    tmp_path: Path, registry: str | None = None, available: set[str] | None = None
+) -> Any:
+    """A class service's tools whose cluster is never reached: rendering a student's
+    objects and the class's policy needs none."""
+    from kubelab.checks.registry import CheckContext
+    from kubelab.classroom.service import ClassTools
+    from kubelab.cluster.kube import Kube
+
+    kube = Kube(tmp_path / "no-cluster.kubeconfig")
+    return ClassTools(
+        kube=kube,
+        admin_kubeconfig={},
+        admin_context=None,
+        admin_folder=None,
+        registry=registry,
+        pull_token=lambda: ("unused", "unused"),
+        context=lambda: CheckContext(kube, sampler=lambda spec: None),  # type: ignore[arg-type,return-value]
+        available=available or {"istio"},
+    )

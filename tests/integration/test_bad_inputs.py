@@ -234,21 +234,16 @@ def test_the_table_is_large():
     assert len(CASES) >= 40
 
 
-def test_check_against_a_dead_api_errors_within_10_seconds(tmp_path):
-    import json
-    import socket
-    import time
-
-    with socket.socket() as sock:  # a port nothing listens on: connections are refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def _check_against(tmp_path: Path, cluster: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`kubelab check split-50-50 -o json` of a lesson up on the cluster ``cluster`` (a
+    kubeconfig's cluster entry), in a home of its own."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         json.dumps(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "clusters": [{"name": "c", "cluster": cluster}],
                 "users": [{"name": "u", "user": {"token": "t"}}],
                 "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "x",
@@ -260,8 +255,7 @@ def test_check_against_a_dead_api_errors_within_10_seconds(tmp_path):
         record = state.lesson(LESSON)
         record.provider, record.steps_done = "existing", ["deploy"]
         record.details = {"kubeconfig": str(kubeconfig), "namespace": "istio"}
-    started = time.monotonic()
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "kubelab", "check", "split-50-50", "-o", "json"],
         env={**os.environ, "KUBELAB_HOME": str(home)},
         capture_output=True,
@@ -269,6 +263,18 @@ def test_check_against_a_dead_api_errors_within_10_seconds(tmp_path):
         timeout=120,
         check=False,
     )
+
+
+def test_check_against_a_dead_api_errors_within_10_seconds(tmp_path):
+    import json
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    proc = _check_against(tmp_path, {"server": f"https://127.0.0.1:{port}"})
     took = time.monotonic() - started
     assert proc.returncode == 1, proc.stderr
     checks = json.loads(proc.stdout)["checks"]
@@ -332,39 +338,9 @@ def test_an_expired_api_certificate_is_said_so_not_ssl_error_0(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         ca = base64.b64encode(cert_file.read_bytes()).decode()
-        kubeconfig = tmp_path / "kubeconfig"
         server_url = f"https://127.0.0.1:{server.server_address[1]}"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "c",
-                            "cluster": {"server": server_url, "certificate-authority-data": ca},
-                        }
-                    ],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                    "current-context": "x",
-                }
-            )
-        )
-        home = tmp_path / "home"
-        with StateStore(home / "state.json").transaction() as state:
-            record = state.lesson(LESSON)
-            record.provider, record.steps_done = "existing", ["deploy"]
-            record.details = {"kubeconfig": str(kubeconfig), "namespace": "istio"}
         started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "kubelab", "check", "split-50-50", "-o", "json"],
-            env={**os.environ, "KUBELAB_HOME": str(home)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        proc = _check_against(tmp_path, {"server": server_url, "certificate-authority-data": ca})
     finally:
         server.shutdown()
         server.server_close()

@@ -17,11 +17,12 @@ from typing import Any
 
 import celpy
 import pytest
+from support import offline_class_tools
 
 from kubelab.classroom import access, policy
 from kubelab.classroom.roster import Student
-from kubelab.classroom.service import ClassService, ClassTools
-from kubelab.cluster.kube import CLASS_LABEL, Kube
+from kubelab.classroom.service import ClassService
+from kubelab.cluster.kube import CLASS_LABEL
 from kubelab.lessons.loader import find_lesson
 from kubelab.state import StateStore
 from kubelab.validation.manifests import validate_object
@@ -30,22 +31,12 @@ REGISTRY = "gitea.lab.example.org"
 ENV = celpy.Environment()
 
 
-def tools(tmp_path: Path) -> ClassTools:
-    kube = Kube(tmp_path / "no-cluster.kubeconfig")
-    return ClassTools(
-        kube=kube,
-        admin_kubeconfig={},
-        admin_context=None,
-        admin_folder=None,
-        registry=REGISTRY,
-        pull_token=lambda: ("unused", "unused"),
-        context=lambda: None,  # type: ignore[arg-type,return-value]
-        available={"istio", "flagger", "argo-rollouts", "victoria-metrics"},
-    )
-
-
 def service(lesson_id: str, tmp_path: Path) -> ClassService:
-    return ClassService(find_lesson(lesson_id), StateStore(), tools(tmp_path))
+    return ClassService(
+        find_lesson(lesson_id),
+        StateStore(),
+        offline_class_tools(tmp_path, REGISTRY, {"istio", "flagger", "argo-rollouts"}),
+    )
 
 
 ANA = Student("ana", "Ana", "ana@escola.example")

@@ -13,34 +13,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from support import offline_class_tools
 
-from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import Status
 from kubelab.classroom import access, report
 from kubelab.classroom.model import ClassGrade
 from kubelab.classroom.roster import Student
-from kubelab.classroom.service import ClassService, ClassTools
-from kubelab.cluster.kube import Kube
+from kubelab.classroom.service import ClassService
 from kubelab.errors import ValidationFailed
 from kubelab.lessons.loader import find_lesson
 from kubelab.state import StateStore
 
 LESSON = "istio-traffic-splitting"
-
-
-def offline_tools(tmp_path: Path) -> ClassTools:
-    """Tools whose cluster is never reached: rendering a student's objects needs none."""
-    kube = Kube(tmp_path / "no-cluster.kubeconfig")
-    return ClassTools(
-        kube=kube,
-        admin_kubeconfig={},
-        admin_context=None,
-        admin_folder=None,
-        registry=None,
-        pull_token=lambda: ("unused", "unused"),
-        context=lambda: CheckContext(kube, sampler=lambda spec: None),  # type: ignore[arg-type,return-value]
-        available={"istio"},
-    )
 
 
 def test_roles_grant_nothing_outside_the_namespace_and_no_secrets(
@@ -51,7 +35,7 @@ def test_roles_grant_nothing_outside_the_namespace_and_no_secrets(
             loaded = find_lesson(lesson_id)
         except Exception:  # a lesson not on disk yet
             continue
-        service = ClassService(loaded, StateStore(), offline_tools(tmp_path))
+        service = ClassService(loaded, StateStore(), offline_class_tools(tmp_path))
         student = Student("ana", "Ana", "ana@escola.example")
         identity, app = service.student_parts(student)
         objects = identity + app

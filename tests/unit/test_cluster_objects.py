@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import FakeTime
 
 from kubelab.cluster import kube as kube_mod
 from kubelab.cluster.kube import (
@@ -25,19 +26,6 @@ from kubelab.cluster.kube import (
 )
 from kubelab.errors import ExitCode, KubelabError, KubelabTimeout
 from kubelab.retry import RetryPolicy
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 def fake_kube(t: FakeTime, poll: float = 0.0) -> Kube:

@@ -8,23 +8,11 @@ from typing import Any
 import pytest
 import urllib3.exceptions as u3
 from kubernetes.client.exceptions import ApiException
+from support import FakeTime
 from urllib3 import HTTPHeaderDict
 
 from kubelab.cluster.kube import classify_kube_error
 from kubelab.retry import RetryPolicy, Verdict, call_with_retry, parse_retry_after
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 def policy(t: FakeTime, **kwargs: Any) -> RetryPolicy:
@@ -69,7 +57,7 @@ def test_backoff_grows_exponentially_up_to_the_cap_with_jitter_below() -> None:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_server_errors_are_retried_with_backoff(status: int) -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     fn = Flaky(api_error(status), api_error(status))
     assert call_with_retry(fn, policy(t, initial_delay=0.1), kube_classify) == "ok"
     assert t.sleeps == [0.1, 0.2]
@@ -77,7 +65,7 @@ def test_server_errors_are_retried_with_backoff(status: int) -> None:
 
 
 def test_429_honours_retry_after_instead_of_the_backoff() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     fn = Flaky(api_error(429, "3"), api_error(429, "0"), api_error(429))
     assert call_with_retry(fn, policy(t, initial_delay=0.1), kube_classify) == "ok"
     assert t.sleeps == [3.0, 0.0, 0.4]  # the third had no header: our own backoff (3rd)
@@ -85,7 +73,7 @@ def test_429_honours_retry_after_instead_of_the_backoff() -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 422])
 def test_other_client_errors_are_never_retried(status: int) -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     fn = Flaky(api_error(status))
     with pytest.raises(ApiException):
         call_with_retry(fn, policy(t), kube_classify)
@@ -93,7 +81,7 @@ def test_other_client_errors_are_never_retried(status: int) -> None:
 
 
 def test_gives_up_before_a_sleep_that_would_end_past_the_deadline() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     fn = Flaky(*[api_error(503)] * 10, cost=1.0, t=t)
     with pytest.raises(ApiException) as info:
         call_with_retry(fn, policy(t, deadline=10, initial_delay=1, max_delay=4), kube_classify)
@@ -105,7 +93,7 @@ def test_gives_up_before_a_sleep_that_would_end_past_the_deadline() -> None:
 
 
 def test_retry_after_longer_than_the_deadline_gives_up_at_once() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     fn = Flaky(api_error(429, "120"))
     with pytest.raises(ApiException):
         call_with_retry(fn, policy(t, deadline=60), kube_classify)
@@ -113,7 +101,7 @@ def test_retry_after_longer_than_the_deadline_gives_up_at_once() -> None:
 
 
 def test_max_attempts_bounds_a_server_that_keeps_saying_retry_after_0() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     fn = Flaky(*[api_error(429, "0")] * 50)
     with pytest.raises(ApiException):
         call_with_retry(fn, policy(t, max_attempts=5), kube_classify)
@@ -121,7 +109,7 @@ def test_max_attempts_bounds_a_server_that_keeps_saying_retry_after_0() -> None:
 
 
 def test_on_retry_is_told_each_attempt() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     seen: list[tuple[int, int, float]] = []
     fn = Flaky(api_error(500), api_error(502))
     call_with_retry(
@@ -165,7 +153,7 @@ def test_classification(exc: BaseException, idempotent: bool, retry: bool) -> No
 
 
 def test_non_idempotent_read_timeout_is_not_resent() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     fn = Flaky(READ_TIMEOUT)
     with pytest.raises(u3.ReadTimeoutError):
         call_with_retry(fn, policy(t), lambda e: classify_kube_error(e, idempotent=False))
