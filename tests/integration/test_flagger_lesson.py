@@ -62,8 +62,11 @@ def _helm_template(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _objects(out: Path) -> dict[tuple[str, str], Obj]:
+    """The lesson's objects a dry-run wrote (the components' own are in _components/)."""
     found = {}
     for path in sorted((out / "manifests").rglob("*.yaml")):
+        if "_components" in path.parts:
+            continue
         obj = yaml.safe_load(path.read_text())
         found[(obj["kind"], obj["metadata"]["name"])] = obj
     return found

@@ -198,7 +198,8 @@ def test_up_with_local_charts_twice_then_down(  # type: ignore[no-untyped-def]
         assert {n: outcomes[n] for n in selected} == {n: "installed" for n in selected}
         assert reports[-1] == (
             "components",
-            f"5 components ready (1 applied, 1 created, 7 installed) from the local charts "
+            # applied: Istio's settings and Kiali's (its dashboard viewer ServiceAccount).
+            f"5 components ready (2 applied, 1 created, 7 installed) from the local charts "
             f"in {charts}",
         )
 
@@ -279,7 +280,7 @@ def test_up_with_local_charts_twice_then_down(  # type: ignore[no-untyped-def]
         assert {n: outcomes[n] for n in selected} == {n: "unchanged" for n in selected}
         assert reports[-1] == (
             "components",
-            f"5 components ready (9 unchanged) from the local charts in {charts}",
+            f"5 components ready (10 unchanged) from the local charts in {charts}",
         )
         assert helm_env.verbs() == ["status"] * 7  # no show, no upgrade
         assert proxy.requests and proxy.mutating() == []
