@@ -261,6 +261,23 @@ def workload_policy(
     ]
 
 
+def remove(kube: Any, lesson_id: str) -> list[str]:
+    """Delete ``lesson_id``'s class policy and binding, where the server has the API."""
+    import contextlib
+
+    from kubelab.cluster.kube import KindNotServed
+
+    done: list[str] = []
+    if not supported(kube.version()):
+        return done
+    name = policy_name(lesson_id)
+    for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"):
+        with contextlib.suppress(KindNotServed):  # a server without the API: nothing to delete
+            if kube.delete("admissionregistration.k8s.io/v1", kind, name):
+                done.append(f"deleted {kind} {name}")
+    return done
+
+
 def supported(git_version: str) -> bool:
     """Whether a server of ``git_version`` (``v1.30.2``, ``v1.31.1-gke.100``) has the v1 API."""
     parts = git_version.lstrip("v").split(".")

@@ -9,7 +9,6 @@ an interruption finishes the job instead of failing on what exists.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as dt
 import json
@@ -392,12 +391,7 @@ class ClassService:
                 done.append(f"deleted namespace {name}")
         from kubelab.classroom import policy
 
-        name = policy.policy_name(self.lesson.id)
-        kinds = ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy")
-        for kind in kinds if policy.supported(self.kube.version()) else ():
-            with contextlib.suppress(KindNotServed):  # nothing of it to delete
-                if self.kube.delete("admissionregistration.k8s.io/v1", kind, name):
-                    done.append(f"deleted {kind} {name}")
+        done += policy.remove(self.kube, self.lesson.id)
         if record is not None:
             for s in record.students:
                 if s.kubeconfig and Path(s.kubeconfig).exists():

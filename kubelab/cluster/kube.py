@@ -798,6 +798,25 @@ class Kube:
         resource = self._resource(api_version, kind)
         return self._delete(resource, name, namespace if resource.namespaced else None)
 
+    def delete_objects(self, objects: Iterable[Mapping[str, Any]]) -> builtins.list[str]:
+        """Delete each of ``objects`` (by apiVersion, kind, name, namespace); a kind the
+        cluster no longer serves has nothing left to delete. Returns ``kind/name`` of each
+        object that was there."""
+        removed = []
+        for obj in objects:
+            meta = obj.get("metadata") or {}
+            try:
+                if self.delete(
+                    str(obj.get("apiVersion")),
+                    str(obj.get("kind")),
+                    str(meta.get("name")),
+                    meta.get("namespace"),
+                ):
+                    removed.append(f"{obj.get('kind')}/{meta.get('name')}")
+            except KindNotServed:
+                continue
+        return removed
+
     def _delete(self, resource: Any, name: str, namespace: str | None) -> bool:
         from kubernetes.client.exceptions import ApiException
 

@@ -22,7 +22,7 @@ from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import NodeResult, ProgressSink, run_dag
-from kubelab.components.values import InstallSettings
+from kubelab.components.values import InstallSettings, extra_manifests
 from kubelab.errors import KubelabError
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise, Lesson
@@ -518,6 +518,11 @@ class LessonRunner:
 
                 mine = catalog.install_order(catalog.CATALOG)
             drop = [c for c in mine if c.name not in keep]
+            # What kubelab applied beside the releases (the dashboards' Gateway and routes,
+            # the viewer's ClusterRoleBinding, TLS objects), while their CRDs still exist.
+            removed += self.kube.delete_objects(
+                [obj for c in drop for obj in extra_manifests(c, settings)]
+            )
             if drop:
                 run_dag(removal_nodes(drop, self.helm()), progress=self.progress)
                 removed += [f"helm release {r.name}" for c in drop for r in c.releases]
@@ -535,6 +540,9 @@ class LessonRunner:
         if self.provider.installs_components and details.get("kubeconfig"):
             selector = f"{CLASS_LABEL}={self.lesson.id}"
             self.kube.delete_by_label(selector, [("v1", "Namespace")])
+            from kubelab.classroom import policy
+
+            policy.remove(self.kube, self.lesson.id)
         for student in klass.students:
             if student.kubeconfig:
                 Path(student.kubeconfig).unlink(missing_ok=True)

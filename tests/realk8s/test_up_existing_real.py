@@ -195,9 +195,18 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         assert proc.returncode == 0, proc.stderr
         assert LESSON in proc.stdout
 
+        viewer = "kubelab-dashboard-viewer"
+        assert kube.get("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", viewer)
+        assert kube.get("telemetry.istio.io/v1", "Telemetry", "mesh-default", "istio-system")
         proc = run_cli("down", LESSON, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert kube.get("v1", "Namespace", "istio") is None  # finalized before down returned
+        # What kubelab applied beside the releases goes too (cluster-scoped included).
+        assert kube.get("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", viewer) is None
+        assert kube.get("v1", "ServiceAccount", viewer, "istio-system") is None
+        assert (
+            kube.get("telemetry.istio.io/v1", "Telemetry", "mesh-default", "istio-system") is None
+        )
         assert kube.list("apps/v1", "Deployment", "istio") == []
         left = [
             r.name
