@@ -181,14 +181,17 @@ def isolation_objects(
     is refused) when the namespace is in the mesh, and a NetworkPolicy (enforced where the
     cluster's CNI supports it) in every case."""
     allowed = [namespace, *TRUSTED_NAMESPACES]
-    meta = {"name": IDENTITY, "namespace": namespace, "labels": dict(labels)}
+
+    def meta() -> dict[str, Any]:
+        return {"name": IDENTITY, "namespace": namespace, "labels": dict(labels)}
+
     objects: list[dict[str, Any]] = []
     if mesh:
         objects.append(
             {
                 "apiVersion": "security.istio.io/v1",
                 "kind": "AuthorizationPolicy",
-                "metadata": dict(meta, labels=dict(labels)),
+                "metadata": meta(),
                 "spec": {
                     "action": "ALLOW",
                     "rules": [{"from": [{"source": {"namespaces": allowed}}]}],
@@ -199,7 +202,7 @@ def isolation_objects(
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": dict(meta, labels=dict(labels)),
+            "metadata": meta(),
             "spec": {
                 "podSelector": {},
                 "policyTypes": ["Ingress"],

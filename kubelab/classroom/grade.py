@@ -111,22 +111,24 @@ def grade_class(
     first_task: dict[str, float] = {}
     results: dict[tuple[str, str], ExerciseGrade] = {}
     remaining = {s.id: len(exercises) for s in students}
+    finished = 0  # students whose every exercise is graded
     lock = threading.Lock()
 
     def finish(student: Student, exercise: Exercise, grade: ExerciseGrade) -> None:
+        nonlocal finished
         with lock:
             results[(student.id, exercise.id)] = grade
             remaining[student.id] -= 1
             done = remaining[student.id] == 0
+            finished += done
+            count = finished
         if done:
             record = grades[student.id]
             record.exercises = [results[(student.id, e.id)] for e in exercises]
             mark_superseded(exercises, record)
             record.seconds = time.monotonic() - first_task[student.id]
             if opts.on_student is not None:
-                with lock:
-                    finished = sum(1 for left in remaining.values() if left == 0)
-                opts.on_student(finished, len(students))
+                opts.on_student(count, len(students))
 
     def check_namespace(student: Student) -> None:
         namespace = grades[student.id].namespace

@@ -175,17 +175,17 @@ class ClassService:
         )
         return identity, app
 
-    def workload_policy(self, students: Sequence[Student]) -> list[dict[str, Any]]:
+    def workload_policy(
+        self, identity: list[dict[str, Any]], app: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """The admission policy bounding what students change in the Deployments and
-        Rollouts their Role lets them write (none when it lets them write neither)."""
+        Rollouts their Role lets them write (none when it lets them write neither), from
+        one student's :meth:`student_parts` (every student's Role and app are alike)."""
         from kubelab.classroom import policy
         from kubelab.images.build import image_ref
         from kubelab.images.pipeline import ORG
         from kubelab.lessons.plan import PLACEHOLDER_REGISTRY
 
-        if not students:
-            return []
-        identity, app = self.student_parts(students[0])
         rules = next(o for o in identity if o["kind"] == "Role")["rules"]
         if not any(access.writes(rules, g, r) for g, r in policy.GUARDED):
             return []
@@ -277,7 +277,7 @@ class ClassService:
                 )
         out_dir = out_dir.resolve()
         plans = [(s, self.student_parts(s)) for s in students]  # validate everything first
-        guard = self.workload_policy(students)
+        guard = self.workload_policy(*plans[0][1]) if plans else []
         self._check_namespaces(roster, students)
         out_dir.mkdir(parents=True, exist_ok=True)
         with self.store.transaction() as state:

@@ -180,7 +180,7 @@ def test_the_policy_lets_a_student_change_only_the_app_image_and_replicas(
     tmp_path: Path, lesson_id: str, kind: str, what: str, change: Any, refused: str | None
 ) -> None:
     svc = service(lesson_id, tmp_path)
-    objects = svc.workload_policy([ANA])
+    objects = svc.workload_policy(*svc.student_parts(ANA))
     assert [o["kind"] for o in objects] == [
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
@@ -207,7 +207,7 @@ def test_the_policy_lets_a_student_change_only_the_app_image_and_replicas(
 
 def test_policy_and_isolation_objects_are_valid_and_bound_to_the_class(tmp_path: Path) -> None:
     svc = service("flagger-canary", tmp_path)
-    vap, binding = svc.workload_policy([ANA])
+    vap, binding = svc.workload_policy(*svc.student_parts(ANA))
     for obj in (vap, binding):
         assert validate_object(obj, "policy") == [], obj["kind"]
     assert (
@@ -256,7 +256,7 @@ def test_deployments_are_written_only_where_an_exercise_changes_them(tmp_path: P
         identity, _ = svc.student_parts(ANA)
         rules = next(o for o in identity if o["kind"] == "Role")["rules"]
         assert access.writes(rules, "apps", "deployments") is deployments, lesson_id
-        assert bool(svc.workload_policy([ANA])) is guarded, lesson_id
+        assert bool(svc.workload_policy(*svc.student_parts(ANA))) is guarded, lesson_id
 
 
 @pytest.mark.parametrize(

@@ -55,13 +55,16 @@ def test_a_killed_holder_frees_the_lock(tmp_path):
 
 
 def test_the_lock_is_reentrant_in_one_process(tmp_path):
-    with homelock.exclusive(tmp_path, "test", print):
-        with homelock.exclusive(tmp_path, "up", print):
+    told: list[str] = []
+    started = time.monotonic()
+    with homelock.exclusive(tmp_path, "test", told.append):
+        with homelock.exclusive(tmp_path, "up", told.append):
             pass
-        with homelock.exclusive(tmp_path, "down", print):
+        with homelock.exclusive(tmp_path, "down", told.append):
             pass
+    assert told == [] and time.monotonic() - started < 2  # never waited for itself
     # Released: another process gets it at once.
-    _hold(tmp_path, 0).wait(timeout=10)
+    assert _hold(tmp_path, 0).wait(timeout=10) == 0
 
 
 def test_holding_one_home_does_not_hold_another(tmp_path):
