@@ -1,6 +1,7 @@
-"""What a provider's clusters offer kubelab, typed: the registry address and how the
-ingress gateway is exposed. Providers return it (``Provider.facts``); ``up`` records it
-in the lesson's state; the install settings and the rendered manifests are made from it.
+"""What a provider's clusters offer kubelab, typed: the registry address, how the
+ingress gateway is exposed and which platform Istio's CNI node agent is set up for.
+Providers return it (``Provider.facts``); ``up`` records it in the lesson's state; the
+install settings and the rendered manifests are made from it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,22 @@ from typing import Any, Literal
 
 #: The node port of Gitea's http Service, where every node reaches the registry.
 REGISTRY_NODE_PORT = 30300
+
+#: The platforms of Istio's Helm profiles (manifests/charts/istio-cni/files/
+#: profile-platform-*.yaml, Istio 1.30.3) kubelab can name: where each puts the CNI plugin
+#: binaries and configuration on the nodes. "" is a cluster with the usual /opt/cni/bin and
+#: /etc/cni/net.d (kind, kubeadm).
+MESH_PLATFORMS = ("", "gke", "k3d", "k3s", "microk8s", "minikube", "openshift")
+
+
+def platform_of(git_version: str) -> str:
+    """The mesh platform an API server's ``gitVersion`` reveals: ``v1.35.5+k3s1`` is k3s,
+    ``v1.33.5-gke.1080000`` GKE; anything else is treated as the usual layout ("")."""
+    if "+k3s" in git_version:
+        return "k3s"
+    if "-gke." in git_version:
+        return "gke"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,10 @@ class ClusterFacts:
     gateway_https_node_port: int | None = None
     # Annotations of the gateway Service (a cloud's load balancer settings).
     gateway_annotations: Mapping[str, str] = field(default_factory=dict)
+    # Istio's platform profile (one of MESH_PLATFORMS) for its CNI node agent; None: not
+    # known before the cluster answers (a kubeconfig given by the instructor), read from
+    # the API server's version by ``up`` (:func:`platform_of`).
+    mesh_platform: str | None = ""
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -65,6 +86,7 @@ class ClusterFacts:
             "gateway_http_node_port": self.gateway_http_node_port,
             "gateway_https_node_port": self.gateway_https_node_port,
             "gateway_annotations": dict(self.gateway_annotations),
+            "mesh_platform": self.mesh_platform,
         }
 
     @classmethod
@@ -81,4 +103,5 @@ class ClusterFacts:
             gateway_http_node_port=data.get("gateway_http_node_port"),
             gateway_https_node_port=data.get("gateway_https_node_port"),
             gateway_annotations=dict(data.get("gateway_annotations") or {}),
+            mesh_platform=data.get("mesh_platform", ""),
         )

@@ -127,12 +127,15 @@ CATALOG: dict[str, Component] = {
             "istio",
             "Istio service mesh",
             ISTIO_NAMESPACE,
-            "istio base CRDs, istiod control plane and the ingress gateway",
+            "istio base CRDs, CNI node agent, istiod control plane and ingress gateway",
             releases=(
                 # values: manifests/charts/base/values.yaml
                 _istio("istio-base", "base", timeout=300),
+                # values: manifests/charts/istio-cni/values.yaml. The node agent must run
+                # before istiod injects pods that rely on it (the ingress gateway's do not).
+                _istio("istio-cni", "cni", timeout=300),
                 # values: manifests/charts/istio-control/istio-discovery/values.yaml
-                _istio("istiod", "istiod", "istio-base"),
+                _istio("istiod", "istiod", "istio-base", "istio-cni"),
                 # values: manifests/charts/gateway/values.yaml (+ values.schema.json). The
                 # gateway pods are injected by istiod, so istiod must be up first.
                 _istio(GATEWAY_RELEASE, "gateway", "istiod"),

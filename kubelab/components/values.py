@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kubelab.cluster.facts import ClusterFacts
+from kubelab.cluster.facts import MESH_PLATFORMS, ClusterFacts
 from kubelab.components import catalog
 from kubelab.components.catalog import Component, Release
 from kubelab.errors import UsageError
@@ -110,6 +110,9 @@ class InstallSettings:
     expose_dashboards: bool = False
     # Percentage of requests traced.
     trace_sampling: float = 100.0
+    # Istio's platform profile for its CNI node agent (kubelab.cluster.facts.MESH_PLATFORMS);
+    # None: read from the cluster's version at `up`, the usual layout until then.
+    mesh_platform: str | None = ""
 
     def __post_init__(self) -> None:
         if self.gateway_service_type not in _SERVICE_TYPES:
@@ -128,6 +131,11 @@ class InstallSettings:
                 hint="Pass --domain and --email with --tls (Let's Encrypt needs both).",
             )
         check_exposure(self.domain, self.tls, self.expose_dashboards)
+        if self.mesh_platform is not None and self.mesh_platform not in MESH_PLATFORMS:
+            raise UsageError(
+                f"mesh platform {self.mesh_platform!r} is not one of "
+                f"{', '.join(p or '(usual)' for p in MESH_PLATFORMS)}"
+            )
         if self.registry_host is not None and not _HOST_PORT.match(self.registry_host):
             raise UsageError(f"registry host {self.registry_host!r} is not host[:port]")
         for port in (
@@ -164,6 +172,7 @@ class InstallSettings:
             gateway_annotations=tuple(sorted(facts.gateway_annotations.items())),
             gitea_node_port=registry.node_port if registry else None,
             registry_host=registry.host if registry else None,
+            mesh_platform=facts.mesh_platform,
         )
 
     def installs(self, component: str) -> bool:
@@ -242,6 +251,24 @@ def _istio_base(settings: InstallSettings) -> dict[str, Any]:
     return {"defaultRevision": "default"}
 
 
+def _platform(settings: InstallSettings) -> dict[str, Any]:
+    """``global.platform``: the chart's own profile for the cluster's platform
+    (files/profile-platform-<name>.yaml), merged under kubelab's values."""
+    return {"global": {"platform": settings.mesh_platform}} if settings.mesh_platform else {}
+
+
+def _istio_cni(settings: InstallSettings) -> dict[str, Any]:
+    # istio-cni/values.yaml (chart "cni"): a node agent (DaemonSet) that sets up each injected
+    # pod's traffic redirection from the node, so sidecars need no istio-init container with
+    # NET_ADMIN and NET_RAW, and student namespaces can enforce Pod Security baseline.
+    if settings.mesh_platform == "gke":
+        # The gke profile leaves cniBinDir empty for templates/daemonset.yaml to detect
+        # /home/kubernetes/bin from a "-gke" server version, and a profile's keys win over
+        # these values; so its two settings are given here instead, visible in the plan.
+        return {"cniBinDir": "/home/kubernetes/bin", "resourceQuotas": {"enabled": True}}
+    return _platform(settings)
+
+
 def _istiod(settings: InstallSettings) -> dict[str, Any]:
     # istio-control/istio-discovery/values.yaml: meshConfig is merged over the chart's mesh
     # (templates/configmap.yaml, mergeOverwrite) into the `istio` ConfigMap.
@@ -275,6 +302,12 @@ def _istiod(settings: InstallSettings) -> dict[str, Any]:
         "traceSampling": settings.trace_sampling,
         # The chart asks for 500m/2Gi; a class cluster's istiod needs far less.
         "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
+        # Sidecars rely on the istio-cni node agent: the injected init container is
+        # istio-validation (no capabilities, user 1337) instead of istio-init
+        # (files/injection-template.yaml reads pilot.cni.enabled, which
+        # templates/istiod-injector-configmap.yaml picks from this top-level `cni`).
+        "cni": {"enabled": True},
+        **_platform(settings),
     }
 
 
@@ -540,6 +573,7 @@ def _argo_rollouts(settings: InstallSettings) -> dict[str, Any]:
 
 _VALUES = {
     "istio-base": _istio_base,
+    "istio-cni": _istio_cni,
     "istiod": _istiod,
     catalog.GATEWAY_RELEASE: _gateway,
     "victoria-metrics": _victoria_metrics,

@@ -18,6 +18,7 @@ from typing import Any
 from kubelab.checks.registry import CheckContext
 from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.drift import Drift
+from kubelab.cluster.facts import platform_of
 from kubelab.cluster.helm import HelmClient
 from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
@@ -242,6 +243,11 @@ class LessonRunner:
     def step_cluster(self) -> None:
         info = self.provider.ensure_cluster(self.namespace)
         facts = self.provider.facts()
+        if facts.mesh_platform is None:
+            # A cluster kubelab did not make: its version says where the nodes keep their
+            # CNI plugins (k3s, GKE), which Istio's CNI node agent must know.
+            version = Kube(info.kubeconfig).version()
+            facts = dataclasses.replace(facts, mesh_platform=platform_of(version))
 
         def record(r: LessonRecord) -> None:
             r.cluster = self.provider.name

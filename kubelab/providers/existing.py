@@ -78,8 +78,9 @@ class ExistingProvider(Provider):
 
     def facts(self) -> ClusterFacts:
         # Gitea's NodePort on every node's loopback (see RegistryAccess), a LoadBalancer
-        # gateway (its address, when the cluster gives one, names the dashboards).
-        return ClusterFacts(registry=RegistryAccess())
+        # gateway (its address, when the cluster gives one, names the dashboards). Which
+        # platform Istio's CNI is set up for is read from the API server's version by `up`.
+        return ClusterFacts(registry=RegistryAccess(), mesh_platform=None)
 
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         return []

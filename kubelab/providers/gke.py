@@ -821,8 +821,9 @@ class GkeProvider(Provider):
         # The nodes pull from Gitea's NodePort on their loopback: kube-proxy's iptables mode
         # serves it, and the clusters kubelab creates ask for it (legacy datapath, not
         # Dataplane V2). The images never leave the cluster; the cost is one fixed NodePort
-        # (30300) on every node, closed to the internet by GKE's default firewall.
-        return ClusterFacts(registry=RegistryAccess())
+        # (30300) on every node, closed to the internet by GKE's default firewall. GKE keeps
+        # CNI plugins in /home/kubernetes/bin (Istio's gke platform profile).
+        return ClusterFacts(registry=RegistryAccess(), mesh_platform="gke")
 
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         if not everything:

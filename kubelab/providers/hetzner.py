@@ -1166,7 +1166,9 @@ class HetznerProvider(Provider):
         record = self.state.load().clusters.get(self.cluster_name)
         location = str((record.details if record else {}).get("location") or self.location)
         return ClusterFacts(
-            registry=REGISTRY, gateway_annotations={LB_LOCATION_ANNOTATION: location}
+            registry=REGISTRY,
+            gateway_annotations={LB_LOCATION_ANNOTATION: location},
+            mesh_platform="k3s",  # k3s keeps its CNI files under /var/lib/rancher/k3s
         )
 
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:

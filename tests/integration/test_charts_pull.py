@@ -144,7 +144,7 @@ def test_pull_then_rerun_downloads_nothing(
     assert run(["charts", "pull", str(folder), LESSON]) == 0
     captured = capsys.readouterr()
     releases = lesson_releases(COMPONENTS)
-    assert f"7 charts in {folder}: 7 downloaded, 0 already there" in captured.out
+    assert f"8 charts in {folder}: 8 downloaded, 0 already there" in captured.out
     for release in releases:
         assert f"✓ {release.name}: pulled {release.chart}-{release.version}.tgz" in captured.err
 
@@ -179,7 +179,7 @@ def test_pull_then_rerun_downloads_nothing(
     assert run(["-o", "json", "charts", "pull", str(folder), LESSON]) == 0
     data = json.loads(capsys.readouterr().out)
     assert repos.requests == []
-    assert (data["pulled"], data["present"]) == (0, 7)
+    assert (data["pulled"], data["present"]) == (0, 8)
     assert {c["action"] for c in data["charts"]} == {"present"}
 
 
@@ -201,7 +201,7 @@ def test_a_chart_the_repository_lacks_names_chart_repo_and_fix(
     assert f"hint: {bumped.repo} has no chart jaeger at version 9.9.9" in err
     # The six others were kept: a re-run fetches only jaeger (and fails the same way).
     index = json.loads((folder / INDEX_FILE).read_text())
-    assert len(index["charts"]) == 6 and "jaeger" not in {c["release"] for c in index["charts"]}
+    assert len(index["charts"]) == 7 and "jaeger" not in {c["release"] for c in index["charts"]}
 
 
 def test_an_unreachable_repository_is_named_with_what_to_do(
@@ -211,7 +211,7 @@ def test_an_unreachable_repository_is_named_with_what_to_do(
     folder = tmp_path / "charts"
     assert run(["charts", "pull", str(folder), LESSON]) == 4
     err = capsys.readouterr().err
-    assert f"error: could not download 7 of 7 charts into {folder}" in err
+    assert f"error: could not download 8 of 8 charts into {folder}" in err
     gitea = catalog.CATALOG["gitea"].releases[0]
     assert f"  gitea: could not download chart gitea 12.7.0 from {gitea.repo}: " in err
     assert "connection refused" in err

@@ -118,7 +118,11 @@ def test_dry_run_lists_components_with_exact_versions_and_masked_values():
     for release in components:
         assert {"chart", "version", "repo", "namespace", "depends_on", "values"} <= set(release)
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", release["version"]), release
-    assert releases["istiod"]["depends_on"] == ["istio-base"]
+    assert releases["istiod"]["depends_on"] == ["istio-base", "istio-cni"]
+    # The plan shows that sidecars rely on Istio CNI, and that the existing provider's
+    # platform is not known before the cluster answers (up reads it from its version).
+    assert releases["istiod"]["values"]["cni"] == {"enabled": True}
+    assert releases["istio-cni"]["values"] == {}
     # Gitea's admin password is never in the values: it comes from a Secret (masked name).
     assert "password" not in json.dumps(releases["gitea"]["values"]).lower().replace(
         "passwordmode", ""

@@ -29,7 +29,7 @@ from kubelab.components.localcharts import PullResult, pull_charts
 
 @dataclass(frozen=True)
 class Workload:
-    """A Deployment (and a Service in front of it when ``ports`` are given)."""
+    """A Deployment or DaemonSet (and a Service in front of it when ``ports`` are given)."""
 
     name: str  # a Go template expression giving the object name
     ports: tuple[tuple[str, int], ...] = ()
@@ -40,6 +40,7 @@ class Workload:
     env: tuple[tuple[str, str, str], ...] = ()  # (variable, secret name expr, key)
     service: str = ""  # the Service's name expression when it differs from the Deployment's
     node_port: str = ""  # expression of the first port's nodePort (rendered when set)
+    kind: str = "Deployment"  # or DaemonSet (no replicas)
 
 
 def _dig(path: str, default: str) -> str:
@@ -79,6 +80,14 @@ STANDINS: dict[str, StandIn] = {
                     ("http-monitoring", 15014),
                 ),
                 labels='(dict "app" "istiod" "istio" "pilot")',
+            ),
+        )
+    ),
+    # istio/cni: the node agent, one pod per node (helm --wait waits for it to be Ready).
+    "cni": StandIn(
+        (
+            Workload(
+                '"istio-cni-node"', kind="DaemonSet", labels='(dict "k8s-app" "istio-cni-node")'
             ),
         )
     ),
@@ -166,19 +175,22 @@ def _workload(chart: str, w: Workload) -> str:
         f"{{{{- $name := {w.name} }}}}",
         f"{{{{- $labels := {labels} }}}}",
         "apiVersion: apps/v1",
-        "kind: Deployment",
+        f"kind: {w.kind}",
         "metadata:",
         "  name: {{ $name }}",
         "  namespace: {{ .Release.Namespace }}",
         "  labels: {{- toYaml $labels | nindent 4 }}",
         "spec:",
-        "  replicas: 1",
+        *(["  replicas: 1"] if w.kind == "Deployment" else []),
         "  selector:",
         "    matchLabels: {{- toYaml $labels | nindent 6 }}",
         "  template:",
         "    metadata:",
         "      labels: {{- toYaml $labels | nindent 8 }}",
         "    spec:",
+        # The real istio-cni DaemonSet tolerates every taint (values.yaml `tolerations`),
+        # so its pod lands on the node despite the not-ready taint no controller lifts here.
+        *(["      tolerations:", "        - operator: Exists"] if w.kind == "DaemonSet" else []),
         "      containers:",
         "        - name: main",
         '          image: "standin.kubelab.invalid/{{ .Chart.Name }}:{{ .Chart.Version }}"',

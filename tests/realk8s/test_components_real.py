@@ -172,7 +172,7 @@ def test_up_with_local_charts_twice_then_down(  # type: ignore[no-untyped-def]
     assert HELM is not None
     charts = tmp_path / "class-charts"
     pulled = standin_folder(HELM, _releases(), charts, tmp_path / "standin-src")
-    assert [p.action for p in pulled] == ["pulled"] * 7 and (charts / INDEX_FILE).is_file()
+    assert [p.action for p in pulled] == ["pulled"] * 8 and (charts / INDEX_FILE).is_file()
     kube = control_plane.kube()
     store = StateStore()
     lesson = find_lesson(LESSON)
@@ -199,7 +199,7 @@ def test_up_with_local_charts_twice_then_down(  # type: ignore[no-untyped-def]
         assert reports[-1] == (
             "components",
             # applied: Istio's settings and Kiali's (its dashboard viewer ServiceAccount).
-            f"5 components ready (2 applied, 1 created, 7 installed) from the local charts "
+            f"5 components ready (2 applied, 1 created, 8 installed) from the local charts "
             f"in {charts}",
         )
 
@@ -245,6 +245,9 @@ def test_up_with_local_charts_twice_then_down(  # type: ignore[no-untyped-def]
                 f"app.kubernetes.io/instance={release.name}",
             ):
                 assert dep["status"].get("availableReplicas") == 1, dep["metadata"]["name"]
+        # The CNI node agent: one pod per node, Ready (helm --wait waited for it).
+        cni = kube.get("apps/v1", "DaemonSet", "istio-cni-node", catalog.ISTIO_NAMESPACE)
+        assert cni is not None and cni["status"].get("numberReady") == 1, cni
         gitea = kube.get("v1", "Service", catalog.GITEA_SERVICE, catalog.GITEA_NAMESPACE)
         assert gitea is not None
         assert [p["port"] for p in gitea["spec"]["ports"]] == [catalog.GITEA_PORT]
@@ -280,9 +283,9 @@ def test_up_with_local_charts_twice_then_down(  # type: ignore[no-untyped-def]
         assert {n: outcomes[n] for n in selected} == {n: "unchanged" for n in selected}
         assert reports[-1] == (
             "components",
-            f"5 components ready (10 unchanged) from the local charts in {charts}",
+            f"5 components ready (11 unchanged) from the local charts in {charts}",
         )
-        assert helm_env.verbs() == ["status"] * 7  # no show, no upgrade
+        assert helm_env.verbs() == ["status"] * 8  # no show, no upgrade
         assert proxy.requests and proxy.mutating() == []
         assert {r.name: r.revision for r in listed.values()} == {
             r.name: r.revision

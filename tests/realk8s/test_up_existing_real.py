@@ -89,6 +89,12 @@ def test_up_twice_then_down_on_the_real_server(  # type: ignore[no-untyped-def]
         changes = first["changes"]
         outcomes = {c["name"]: c["outcome"] for c in changes["components"]}
         assert {outcomes[r.name] for r in releases} == {"installed"}
+        # The CNI node agent is part of Istio, and up read the cluster's platform from
+        # its version (a plain v1.20.2: the usual /opt/cni/bin layout).
+        assert "istio-cni" in outcomes
+        facts = StateStore().load().lesson(LESSON).details["cluster_facts"]
+        assert facts["mesh_platform"] == ""
+        assert kube.get("apps/v1", "DaemonSet", "istio-cni-node", "istio-system") is not None
         assert changes["deploy"]["changed"] == changes["deploy"]["objects"] > 0
         assert any("kaniko" in line for line in changes["images"]), changes["images"]
         assert first["first_exercise"]["status"] == "passed", first["first_exercise"]

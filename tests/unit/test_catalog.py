@@ -307,6 +307,52 @@ def test_istio_does_not_merge_app_metrics_and_keeps_prometheus_metrics():
     assert mesh["defaultProviders"]["metrics"] == ["prometheus"]
 
 
+def test_sidecars_rely_on_istio_cni_installed_before_istiod():
+    """With the CNI node agent, istiod injects istio-validation (no capabilities) instead of
+    istio-init (NET_ADMIN, NET_RAW): what lets student namespaces enforce baseline."""
+    assert values_for(RELEASES["istiod"], InstallSettings())["cni"] == {"enabled": True}
+    assert "istio-cni" in RELEASES["istiod"].depends_on
+    assert RELEASES["istio-cni"].chart == "cni"
+    assert RELEASES["istio-cni"].namespace == "istio-system"
+    names = [r.name for r in release_order(install_order(["istio"]))]
+    assert names.index("istio-cni") < names.index("istiod") < names.index("istio-ingressgateway")
+
+
+@pytest.mark.parametrize(
+    ("platform", "cni_values"),
+    [
+        ("", {}),  # kind, kubeadm: /opt/cni/bin and /etc/cni/net.d, the chart's defaults
+        ("k3s", {"global": {"platform": "k3s"}}),  # the chart's profile-platform-k3s.yaml
+        # The gke profile relies on detecting "-gke" in the server version; the same two
+        # settings are explicit instead (a profile would override them).
+        ("gke", {"cniBinDir": "/home/kubernetes/bin", "resourceQuotas": {"enabled": True}}),
+        (None, {}),  # not known yet (a dry-run of the existing provider)
+    ],
+)
+def test_the_cni_node_agent_is_set_up_for_the_platform(platform, cni_values):
+    settings = InstallSettings(mesh_platform=platform)
+    assert values_for(RELEASES["istio-cni"], settings) == cni_values
+    istiod = values_for(RELEASES["istiod"], settings)
+    assert istiod.get("global") == ({"platform": platform} if platform else None)
+
+
+def test_each_provider_names_its_mesh_platform(tmp_path, monkeypatch):
+    from kubelab.cluster.facts import ClusterFacts, platform_of
+    from kubelab.providers import get_provider
+
+    monkeypatch.setenv("KUBELAB_HOME", str(tmp_path))
+    expected = {"kind": "", "hetzner": "k3s", "gke": "gke", "existing": None, "sandbox": ""}
+    for name, platform in expected.items():
+        facts = get_provider(name).facts()
+        assert facts.mesh_platform == platform, name
+        assert ClusterFacts.from_state(facts.to_state()) == facts
+    # A record from before the field existed reads as the usual layout.
+    assert ClusterFacts.from_state({"registry": None}).mesh_platform == ""
+    assert platform_of("v1.35.5+k3s1") == "k3s"
+    assert platform_of("v1.33.5-gke.1080000") == "gke"
+    assert platform_of("v1.31.4") == platform_of("v1.34.1-eks-113cf36") == ""
+
+
 def test_kiali_and_flagger_read_the_metrics_service_the_checks_query():
     namespace, service, port = CATALOG["victoria-metrics"].api  # type: ignore[misc]
     url = f"http://{service}.{namespace}.svc.cluster.local:{port}"
@@ -413,6 +459,7 @@ def test_other_charts_get_what_the_lessons_need():
         {"gateway_http_node_port": 80},
         {"registry_host": "http://gitea"},
         {"trace_sampling": 101.0},
+        {"mesh_platform": "eks"},
     ],
 )
 def test_bad_settings_are_usage_errors(kwargs):

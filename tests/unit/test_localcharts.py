@@ -474,6 +474,7 @@ def test_lesson_releases_and_the_pull_command() -> None:
     ]
     assert names == [
         "istio-base",
+        "istio-cni",
         "istiod",
         catalog.GATEWAY_RELEASE,
         "victoria-metrics",
@@ -481,7 +482,7 @@ def test_lesson_releases_and_the_pull_command() -> None:
         "jaeger",
         "gitea",
     ]
-    assert [r.name for r in lesson_releases(["kiali"])][:2] == ["istio-base", "istiod"]
+    assert [r.name for r in lesson_releases(["kiali"])][:3] == ["istio-base", "istio-cni", "istiod"]
     assert lesson_releases(["gitea", "gitea"], tls=True)[-1].name == "cert-manager"
     assert localcharts.pull_command(Path("/d"), ["a", "b"], tls=True) == (
         "kubelab charts pull /d a b --tls"
@@ -520,7 +521,7 @@ def test_component_nodes_install_each_release_from_its_archive() -> None:
     )
     plan = component_plan(["istio"], settings, archives)
     assert [p["source"] for p in plan] == [str(archives[p["release"]]) for p in plan]
-    assert [p["source"] for p in component_plan(["istio"], settings)] == [catalog.ISTIO_REPO] * 3
+    assert [p["source"] for p in component_plan(["istio"], settings)] == [catalog.ISTIO_REPO] * 4
 
 
 # -- kubelab charts pull -------------------------------------------------------------------------
@@ -552,13 +553,13 @@ def test_charts_pull_command(
     captured = capsys.readouterr()
     assert "istiod: pulling istiod 1.30.3 from https://istio-release.storage" in captured.err
     assert "✓ gitea: pulled gitea-12.7.0.tgz" in captured.err
-    assert f"7 charts in {folder}: 7 downloaded, 0 already there" in captured.out
+    assert f"8 charts in {folder}: 8 downloaded, 0 already there" in captured.out
     assert f"kubelab up LESSON --charts {folder}" in captured.out
 
     assert run(["charts", "pull", str(folder), "istio-traffic-splitting"]) == 0
     captured = capsys.readouterr()
-    assert len(cli_pull) == 7  # nothing downloaded again
-    assert f"All 7 charts are already in {folder}: nothing downloaded." in captured.out
+    assert len(cli_pull) == 8  # nothing downloaded again
+    assert f"All 8 charts are already in {folder}: nothing downloaded." in captured.out
     assert "✓ kiali: kiali-server-2.29.0.tgz already here" in captured.err
 
     # Every lesson by default, in JSON: the flagger and argo charts are added to the folder.
@@ -574,7 +575,7 @@ def test_charts_pull_command(
         "flagger",
         catalog.LOADTESTER_RELEASE,
     }
-    assert data["pulled"] == 3 and data["present"] == 7
+    assert data["pulled"] == 3 and data["present"] == 8
     assert by_release["gitea"]["sha256"] == localcharts.sha256_file(folder / "gitea-12.7.0.tgz")
 
 
@@ -589,7 +590,7 @@ def test_charts_pull_failure_is_exit_4_with_the_fix(
     assert run(["charts", "pull", str(tmp_path), "argo-rollouts", "--tls"]) == 4
     err = capsys.readouterr().err
     assert "✗ argo-rollouts: could not download argo-rollouts 2.41.0" in err
-    assert f"error: could not download 8 of 8 charts into {tmp_path}" in err
+    assert f"error: could not download 9 of 9 charts into {tmp_path}" in err
     assert (
         "  cert-manager: could not download chart cert-manager v1.21.1 from "
         f"{catalog.CERT_MANAGER_REPO}" in err
@@ -736,7 +737,10 @@ def test_dry_run_with_charts_names_each_archive(
     assert run([*args, "--charts", str(folder), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert f"components: install with Helm from the chart archives in {folder}" in out
-    assert "- istio (istio-system): base-1.30.3.tgz, istiod-1.30.3.tgz, gateway-1.30.3.tgz" in out
+    assert (
+        "- istio (istio-system): base-1.30.3.tgz, cni-1.30.3.tgz, istiod-1.30.3.tgz, "
+        "gateway-1.30.3.tgz"
+    ) in out
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert {c["release"]: c["source"] for c in plan["components"]}["kiali"] == str(
         folder / "kiali-server-2.29.0.tgz"
