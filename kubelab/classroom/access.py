@@ -153,11 +153,15 @@ def student_rules(
 #: Namespaces whose pods may call a student's services: the ingress gateway, istiod,
 #: Flagger and its load tester live in istio-system; VictoriaMetrics scrapes from monitoring.
 TRUSTED_NAMESPACES = ("istio-system", "monitoring")
-#: Pod Security level reported (warn, audit) on student namespaces. Not enforced: Istio's
-#: istio-init container needs NET_ADMIN and NET_RAW, which baseline forbids, and kubelab
-#: does not install Istio CNI. Students cannot create pods themselves; the pods they shape
-#: (Deployments, Rollouts) are bounded by kubelab.classroom.policy.
+#: Pod Security level of student namespaces: ``baseline`` enforced (no privileged or
+#: host-namespace pods, no hostPath or host ports, no added capabilities beyond the
+#: default set). Istio's sidecars meet it because kubelab installs Istio CNI: the injected
+#: init container is istio-validation, without the NET_ADMIN and NET_RAW of istio-init.
+#: The lesson's own pods are checked against it when the lesson is rendered
+#: (kubelab.validation.podsecurity). Students cannot create pods themselves; the pods they
+#: shape (Deployments, Rollouts) are also bounded by kubelab.classroom.policy.
 POD_SECURITY = {
+    "pod-security.kubernetes.io/enforce": "baseline",
     "pod-security.kubernetes.io/warn": "baseline",
     "pod-security.kubernetes.io/audit": "baseline",
 }

@@ -19,7 +19,8 @@ from kubelab.cluster import helm
 from kubelab.components.catalog import install_order
 from kubelab.errors import ValidationFailed
 from kubelab.lessons.loader import LoadedLesson
-from kubelab.validation.manifests import validate_objects
+from kubelab.validation.manifests import object_name, validate_objects
+from kubelab.validation.podsecurity import baseline_problems
 from kubelab.yamlio import dump_yaml, load_all_yaml
 
 if TYPE_CHECKING:
@@ -182,12 +183,18 @@ def render(
             if meta.get("namespace") in moved:
                 meta["namespace"] = moved[meta["namespace"]]
             objects.append(RenderedObject(manifest, doc))
-    problems = validate_objects((o.filename(), o.obj) for o in objects)
+    problems = [str(p) for p in validate_objects((o.filename(), o.obj) for o in objects)]
+    problems += [
+        f"{o.filename()}: {object_name(o.obj)} {problem} (Pod Security baseline)"
+        for o in objects
+        for problem in baseline_problems(o.obj)
+    ]
     if problems:
         raise ValidationFailed(
             f"lesson {lesson.id} renders {len(problems)} invalid field(s)",
-            details=[str(p) for p in problems],
-            hint="Fix the chart or the lesson's values; the lines name object and field.",
+            details=problems,
+            hint="Fix the chart or the lesson's values; the lines name object and field. "
+            "Pods must meet Pod Security baseline, which student namespaces enforce.",
         )
     return Rendered(objects, values)
 

@@ -3,7 +3,8 @@
 It watches the in-memory store and makes the objects real on this machine:
 
 * a Deployment gets Pod objects (labels from its template, an ``istio-proxy`` container
-  when its namespace has ``istio-injection=enabled``, as Istio's webhook would add), and
+  and an ``istio-validation`` init container when its namespace has
+  ``istio-injection=enabled``, as Istio's webhook adds them with Istio CNI), and
   every pod of an ``app-backend`` image runs as a real ``python -m app_backend`` process
   with the container's env; its Ready condition follows ``/readyz``;
 * a changed pod template (``kubectl rollout restart``, a new env) rolls the pods over, a
@@ -47,6 +48,7 @@ log = logging.getLogger("kubelab.sandbox")
 
 APP_IMAGE_HINT = "app-backend"
 SIDECAR = "istio-proxy"
+VALIDATION = "istio-validation"  # the init container Istio CNI clusters inject
 _ROUTING_KINDS = {"Service", "VirtualService", "DestinationRule", "Gateway", "Pod"}
 _PR_SET_PDEATHSIG = 1
 
@@ -250,6 +252,15 @@ class Controller:
                         "image": "docker.io/istio/proxyv2:sandbox",
                         "args": ["proxy", "sidecar"],
                     }
+                )
+                # What istiod injects beside it on kubelab's clusters (Istio CNI).
+                spec.setdefault("initContainers", []).insert(
+                    0,
+                    {
+                        "name": VALIDATION,
+                        "image": "docker.io/istio/proxyv2:sandbox",
+                        "args": ["istio-iptables", "--run-validation", "--skip-rule-apply"],
+                    },
                 )
         pod = {
             "apiVersion": "v1",

@@ -46,7 +46,7 @@ class ManifestProblem:
         return f"{self.source}: {where}: {self.message}"
 
 
-def _object_name(obj: dict[str, Any]) -> str:
+def object_name(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     return f"{obj.get('kind', '?')}/{(meta or {}).get('name', '?')}"
 
@@ -182,7 +182,7 @@ def validate_object(
     """Every problem of one object; an empty list means it is valid."""
     if not isinstance(obj, dict):
         return [ManifestProblem(source, "?", "", "not a Kubernetes object (expected a mapping)")]
-    name = _object_name(obj)
+    name = object_name(obj)
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return [ManifestProblem(source, name, "", "apiVersion and kind are required")]

@@ -25,6 +25,7 @@ exercise, so that run takes 30 to 40 minutes after the components are installed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -222,3 +223,64 @@ def test_student_follows_the_course(lab: Kubelab, cluster: Cluster) -> None:
     problems += [f"left on the cluster: {line}" for line in leftovers(cluster.kubeconfig, plan)]
     assert not problems, "\n".join(problems)
     assert lab.running() == []
+
+
+@pytest.mark.timeout(UP + 1200 + CLEANUP + 600)
+def test_a_class_runs_under_pod_security_baseline_and_students_are_apart(
+    lab: Kubelab, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Student namespaces enforce baseline, and the lesson still runs in them: its pods are
+    admitted (Istio CNI: istio-validation, not istio-init) and Ready. A privileged pod is
+    refused there, and one student's tester cannot call another student's app."""
+    lab.up(COURSE, timeout=UP)
+    roster = tmp_path / "roster.csv"
+    roster.write_text("id,name,email\nana,Ana,ana@example.org\nbia,Bia,bia@example.org\n")
+    created = lab.json(
+        "class", "create", COURSE, "--roster", str(roster), "--out", str(tmp_path / "k"),
+        timeout=1200,
+    )  # fmt: skip
+    namespaces = {s["id"]: s["namespace"] for s in created["students"]}
+    try:
+        for namespace in namespaces.values():
+            shown = run_kubectl(cluster.kubeconfig, "get", "ns", namespace, "-o", "json")
+            labels = json.loads(shown.stdout)["metadata"]["labels"]
+            assert labels["pod-security.kubernetes.io/enforce"] == "baseline", labels
+            waited = run_kubectl(
+                cluster.kubeconfig, "wait", "pods", "--all", "-n", namespace,
+                "--for=condition=Ready", "--timeout=600s", timeout=660,
+            )  # fmt: skip
+            assert waited.returncode == 0, waited.stderr
+            pods = json.loads(
+                run_kubectl(cluster.kubeconfig, "get", "pods", "-n", namespace, "-o", "json").stdout
+            )["items"]
+            assert len(pods) >= 3, namespace  # v1, v2, the tester
+            for pod in pods:
+                inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
+                assert "istio-init" not in inits and "istio-validation" in inits, inits
+            refused = run_kubectl(
+                cluster.kubeconfig, "run", "psa-probe", "-n", namespace, "--image=busybox",
+                "--restart=Never", "--dry-run=server", "--overrides",
+                json.dumps({"spec": {"containers": [{"name": "psa-probe", "image": "busybox",
+                                                      "securityContext": {"privileged": True}}]}}),
+            )  # fmt: skip
+            assert refused.returncode != 0, refused.stdout
+            assert "violates PodSecurity" in refused.stderr, refused.stderr
+
+        def status_from(source: str, target: str) -> str:
+            url = f"http://app-backend.{target}.svc.cluster.local/"
+            proc = run_kubectl(
+                cluster.kubeconfig, "exec", "-n", source, "curl-test", "-c", "curl-test", "--",
+                "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url,
+            )  # fmt: skip
+            return proc.stdout.strip()
+
+        ana, bia = namespaces["ana"], namespaces["bia"]
+        assert status_from(ana, ana) == "200"
+        # bia's namespace admits only itself and the mesh's own: its AuthorizationPolicy
+        # answers 403 (RBAC: access denied), or, where the cluster's CNI enforces the
+        # NetworkPolicy, the connection never opens (curl's 000).
+        assert status_from(ana, bia) in ("403", "000")
+        assert status_from(bia, ana) in ("403", "000")
+    finally:
+        deleted = lab.run("class", "delete", COURSE, timeout=600)
+        assert deleted.returncode == 0, tail(deleted.stderr)

@@ -242,8 +242,8 @@ def test_policy_and_isolation_objects_are_valid_and_bound_to_the_class(tmp_path:
     peers = by_kind["NetworkPolicy"]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
     assert peers["matchExpressions"][0]["values"] == [namespace, "istio-system", "monitoring"]
     labels = by_kind["Namespace"]["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/warn"] == "baseline"
-    assert labels["pod-security.kubernetes.io/audit"] == "baseline"
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "baseline", mode
 
 
 def test_deployments_are_written_only_where_an_exercise_changes_them(tmp_path: Path) -> None:

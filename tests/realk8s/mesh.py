@@ -293,27 +293,48 @@ INJECTOR = "kubelab-test-sidecar-injector"
 PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.3"
 
 
+#: The sidecars' security contexts as istiod 1.30 injects them with ``pilot.cni.enabled``
+#: (istio-discovery/files/injection-template.yaml, global.proxy.privileged false): the init
+#: container only validates the redirection the CNI node agent made, with no capabilities.
+NON_ROOT_NO_CAPABILITIES = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsGroup": 1337,
+    "runAsNonRoot": True,
+    "runAsUser": 1337,
+}
+
+
 def sidecar_patch(pod: dict[str, Any]) -> list[dict[str, Any]]:
-    """The JSON patch Istio's injector (1.30, on a cluster without native sidecars) makes:
-    ``istio-init`` first among the init containers, ``istio-proxy`` last among the
-    containers, and the annotations kubectl and Istio's tools read."""
+    """The JSON patch Istio's injector (1.30 with Istio CNI, on a cluster without native
+    sidecars) makes: ``istio-validation`` first among the init containers, ``istio-proxy``
+    last among the containers, and the annotations kubectl and Istio's tools read."""
     spec = pod.get("spec") or {}
     meta = pod.get("metadata") or {}
     containers = spec.get("containers") or []
     init = {
-        "name": "istio-init",
+        "name": "istio-validation",
         "image": PROXY_IMAGE,
-        "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT"],
-    }
+        "args": [
+            "istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+            "--run-validation", "--skip-rule-apply",
+        ],
+        "securityContext": NON_ROOT_NO_CAPABILITIES,
+    }  # fmt: skip
     proxy = {
         "name": "istio-proxy",
         "image": PROXY_IMAGE,
         "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
         "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+        "securityContext": NON_ROOT_NO_CAPABILITIES,
     }
     annotations = {
         **(meta.get("annotations") or {}),
-        "sidecar.istio.io/status": '{"initContainers":["istio-init"],"containers":["istio-proxy"]}',
+        "sidecar.istio.io/status": (
+            '{"initContainers":["istio-validation"],"containers":["istio-proxy"]}'
+        ),
         "kubectl.kubernetes.io/default-container": containers[0]["name"] if containers else "",
     }
     labels = {**(meta.get("labels") or {}), "security.istio.io/tlsMode": "istio"}

@@ -1,7 +1,8 @@
 """Exec, and the in-mesh traffic checks built on it, through a real kube-apiserver.
 
-The tester pod gets Istio's sidecars from a real mutating webhook (``istio-init`` and
-``istio-proxy`` beside ``curl-test``), so it has the containers it has on a real cluster.
+The tester pod gets Istio's sidecars from a real mutating webhook (``istio-validation`` and
+``istio-proxy`` beside ``curl-test``, as istiod injects them with Istio CNI), so it has the
+containers it has on a real cluster.
 The API server proxies each exec to the node agent's kubelet endpoint, which runs the
 command on this machine with ``http_proxy`` at the mesh stand-in; the mesh routes by the
 VirtualService, DestinationRule and Ready pods the API server holds, and the real
@@ -26,6 +27,7 @@ from kubelab.cluster.kube import Kube
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.plan import render
 from kubelab.providers.existing import ExistingProvider
+from kubelab.validation.podsecurity import baseline_problems
 
 LESSON = "istio-traffic-splitting"
 TESTER = "curl-test"
@@ -65,8 +67,27 @@ def exercise(loaded: LoadedLesson, exercise_id: str, namespace: str):  # type: i
 def test_the_tester_pod_has_istios_containers(control_plane, lab: str) -> None:  # type: ignore[no-untyped-def]
     pod = control_plane.kube().get("v1", "Pod", TESTER, lab)
     assert pod is not None
-    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["istio-init"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["istio-validation"]
     assert [c["name"] for c in pod["spec"]["containers"]] == [TESTER, "istio-proxy"]
+
+
+def test_the_pods_the_server_admitted_meet_pod_security_baseline(control_plane, lab: str) -> None:  # type: ignore[no-untyped-def]
+    """Student namespaces enforce baseline; the lesson's pods, sidecars included as the
+    server stored them, must pass it (v1.20 has no PodSecurity admission to ask)."""
+    pods = control_plane.kube().list("v1", "Pod", lab)
+    assert len(pods) >= 3  # v1, v2 and the tester
+    for pod in pods:
+        assert "istio-proxy" in [c["name"] for c in pod["spec"]["containers"]]
+        assert baseline_problems(pod) == [], pod["metadata"]["name"]
+    # The same pods with istio-init as injected without CNI would be refused.
+    without_cni = json.loads(json.dumps(pods[0]))
+    without_cni["spec"]["initContainers"][0]["securityContext"] = {
+        "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        "runAsUser": 0,
+    }
+    assert baseline_problems(without_cni) == [
+        "spec.initContainers[0].securityContext.capabilities.add: NET_ADMIN, NET_RAW not allowed"
+    ]
 
 
 def test_the_real_server_refuses_exec_without_a_container_name(control_plane, lab: str) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +110,7 @@ def test_the_real_server_refuses_exec_without_a_container_name(control_plane, la
     status = json.loads(reason.rsplit(" -+-+- ", 1)[1])
     assert status["message"] == (
         "a container name must be specified for pod curl-test, choose one of: "
-        "[istio-init curl-test istio-proxy]"
+        "[istio-validation curl-test istio-proxy]"
     )
 
 

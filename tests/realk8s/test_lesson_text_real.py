@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(120)
 def _pod(name: str, namespace: str, *, native: bool) -> dict[str, Any]:
     app = {"name": "app-backend", "image": "app-backend:v1"}
     proxy = {"name": "istio-proxy", "image": "istio/proxyv2:1.30.3"}
-    init = {"name": "istio-init", "image": "istio/proxyv2:1.30.3"}
+    init = {"name": "istio-validation", "image": "istio/proxyv2:1.30.3"}
     spec: dict[str, Any] = (
         # A native sidecar is an init container with restartPolicy: Always. v1.20 has no such
         # field (server-side apply refuses it); the layout, which kubectl reads, is the point.
@@ -49,5 +49,5 @@ def test_the_container_listing_names_the_sidecar_in_both_layouts(  # type: ignor
     proc = run_bash(script, control_plane.kubeconfig, timeout=60)
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.strip().splitlines()[1:]}
-    assert rows["classic"] == ["istio-init", "app-backend,istio-proxy"]
-    assert rows["native"] == ["istio-init,istio-proxy", "app-backend"]
+    assert rows["classic"] == ["istio-validation", "app-backend,istio-proxy"]
+    assert rows["native"] == ["istio-validation,istio-proxy", "app-backend"]
