@@ -130,7 +130,12 @@ def create(
     ] = None,
 ) -> None:
     """Per student: namespace, app, limited ServiceAccount and a kubeconfig file (0600)."""
+    from kubelab.classroom.roster import load_roster
+    from kubelab.lessons.loader import find_lesson
+
     opts = options(ctx)
+    find_lesson(lesson)  # an unknown lesson is said first,
+    load_roster(roster)  # then a bad roster, before anything needs the cluster
     service = _service(lesson)
     opened = _open_api(lesson, allow_from or [])
     record = service.create(roster, out, hours)

@@ -218,21 +218,26 @@ def _environment_error(exc: OSError) -> KubelabError:
     from kubelab import paths
     from kubelab.errors import SetupError
 
-    if exc.filename is None:  # a connection, not a file
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if exc.filename is None and not full and exc.errno != errno.EROFS:
+        # A connection, not a file (a write to a full disk names no file either).
         return SetupError(
             _("cannot reach the network service: {problem}").format(problem=exc),
             hint=_("Check the network and the service's address, then run the same command again."),
         )
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     problem = exc.strerror or type(exc).__name__
-    if exc.errno == errno.ENOSPC:
-        hint = _("Free some disk space, then run the same command again.")
+    if full:
+        hint = _(
+            "Free some disk space where kubelab writes ({home} and the temporary folder), "
+            "then run the same command again."
+        ).format(home=paths.home_path())
     else:
         hint = _(
             "kubelab keeps its files in {home} (set KUBELAB_HOME to change it): it must be a "
             "folder you can write to. Check the path above, then run the same command again."
         ).format(home=paths.home_path())
-    return SetupError(f"{problem}: {where}", hint=hint)
+    return SetupError(f"{problem}: {where}" if where else problem, hint=hint)
 
 
 _python_showwarning = warnings.showwarning

@@ -3,10 +3,12 @@ right exit code (2 input, 4 environment), no traceback, and the state file untou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,11 +29,16 @@ def _files(tmp: Path) -> dict[str, str]:
     (tmp / "typo.yaml").write_text("provder: kind\n")
     (tmp / "a-file").write_text("not a folder\n")
     (tmp / "sa.json").write_text(json.dumps(_service_account()))
+    (tmp / "roster.csv").write_text("id,name,email\nana,Ana,ana@example.org\n")
+    rows = "".join(f"s{i},Student {i},s{i}@example.org\n" for i in range(10000))
+    (tmp / "big-roster.csv").write_text("id,name,email\n" + rows)
     return {name: str(tmp / name) for name in ("loop", "binary", "folder")} | {
         "sa": str(tmp / "sa.json"),
         "deep": str(tmp / "deep.yaml"),
         "typo": str(tmp / "typo.yaml"),
         "a-file": str(tmp / "a-file"),
+        "roster": str(tmp / "roster.csv"),
+        "big-roster": str(tmp / "big-roster.csv"),
     }
 
 
@@ -177,10 +184,31 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
     ("grade a lesson not up", ["grade", LESSON], {}, 4, "is not up"),
     (
         "class of a lesson not up",
-        ["class", "create", LESSON, "--roster", "{folder}"],
+        ["class", "create", LESSON, "--roster", "{roster}"],
         {},
         4,
         "is not up",
+    ),
+    (
+        "a roster that is a folder",
+        ["class", "create", LESSON, "--roster", "{folder}"],
+        {},
+        2,
+        "is a folder",
+    ),
+    (
+        "a roster of 10,000 students",
+        ["class", "create", LESSON, "--roster", "{big-roster}"],
+        {},
+        2,
+        "lists 10000 students; a class has at most 200",
+    ),
+    (
+        "a roster that is not text",
+        ["class", "create", LESSON, "--roster", "{binary}"],
+        {},
+        2,
+        "is not UTF-8 text",
     ),
     ("typo of a command", ["chek"], {}, 2, "Usage:"),
     ("unknown language", ["--lang", "xx", "lessons"], {}, 2, "Usage:"),
@@ -351,3 +379,87 @@ def test_an_expired_api_certificate_is_said_so_not_ssl_error_0(tmp_path):
         assert "TLS certificate is not trusted (certificate has expired)" in check["message"]
         assert "SSLError" not in check["message"]
     assert time.monotonic() - started < 10  # a certificate problem is not retried
+
+
+@contextlib.contextmanager
+def _small_filesystem(where: Path, size: str = "256k") -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``where`` (root with CAP_SYS_ADMIN, as on the
+    test machines), unmounted afterwards whatever happens."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], timeout=30, check=False)
+
+
+def _kubelab(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kubelab", *args],
+        env={**os.environ, "KUBELAB_HOME": str(home), "COLUMNS": "200"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _with_progress(home: Path) -> bytes:
+    with StateStore(home / "state.json").transaction() as state:
+        state.progress[LESSON] = {"split-50-50": ExerciseProgress(status="failed", attempts=2)}
+    return (home / "state.json").read_bytes()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_full_disk_is_said_so_and_the_state_is_kept(tmp_path):
+    """A real ENOSPC (a full tmpfs as KUBELAB_HOME): a write to a full disk names no file,
+    and once read as a network failure ("cannot reach the network service")."""
+    with _small_filesystem(tmp_path / "home") as home:
+        before = _with_progress(home)
+        filler = subprocess.run(
+            ["dd", "if=/dev/zero", f"of={home / 'filler'}", "bs=4k"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert b"No space left on device" in filler.stderr
+        for args in (["hint", "--lesson", LESSON], ["up", LESSON]):
+            proc = _kubelab(home, *args)
+            assert proc.returncode == 4, (args, proc.stderr)
+            lines = proc.stderr.splitlines()
+            assert lines[0] == "error: No space left on device", proc.stderr
+            assert lines[1].startswith("hint: Free some disk space where kubelab writes"), lines
+            assert "Traceback" not in proc.stderr and "network" not in proc.stderr
+            assert (home / "state.json").read_bytes() == before
+        # Reading still works: the student can read the exercise.
+        assert _kubelab(home, "exercise", "2", "--lesson", LESSON).returncode == 0
+        assert not (home / "sandbox").exists()  # nothing was started
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_read_only_home_is_said_so_with_where_kubelab_writes(tmp_path):
+    """A real EROFS (root writes through file modes, not through a read-only mount)."""
+    with _small_filesystem(tmp_path / "home") as home:
+        before = _with_progress(home)
+        subprocess.run(["mount", "-o", "remount,ro", str(home)], timeout=30, check=True)
+        for args, lock in (
+            (["hint", "--lesson", LESSON], "state.json.lock"),
+            (["up", LESSON], "lifecycle.lock"),
+        ):
+            proc = _kubelab(home, *args)
+            assert proc.returncode == 4, (args, proc.stderr)
+            lines = proc.stderr.splitlines()
+            assert lines[0] == f"error: Read-only file system: {home / lock}", proc.stderr
+            assert f"kubelab keeps its files in {home}" in lines[1], lines
+            assert "Traceback" not in proc.stderr
+            assert (home / "state.json").read_bytes() == before
+        assert _kubelab(home, "exercise", "2", "--lesson", LESSON).returncode == 0

@@ -178,7 +178,15 @@ def test_an_oserror_no_command_answered_is_said_as_what_the_machine_refused(monk
     assert cli_main.run(["lessons"]) == 4
     err = capsys.readouterr().err
     assert "error: No space left on device: /home/t/.kl/state.json" in err
-    assert "Free some disk space" in err and "Traceback" not in err
+    assert "Free some disk space where kubelab writes" in err and "Traceback" not in err
+
+    def full_write(*args, **kwargs):  # a write to a full disk names no file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli_main, "app", full_write)
+    assert cli_main.run(["lessons"]) == 4
+    err = capsys.readouterr().err
+    assert "error: No space left on device\n" in err and "network" not in err
 
     def refused(*args, **kwargs):
         raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
