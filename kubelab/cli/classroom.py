@@ -26,7 +26,10 @@ HoursOption = Annotated[
 ]
 
 
-def _service(lesson: str | None, *, need_class: bool = True) -> Any:
+def _service(lesson: str | None, *, need_class: bool = True, roster: Path | None = None) -> Any:
+    """The class service of ``lesson``; a ``roster`` is read first, so a bad one is said
+    before anything needs the lesson's cluster."""
+    from kubelab.classroom.roster import load_roster
     from kubelab.classroom.service import ClassService, tools_for
     from kubelab.errors import UsageError
     from kubelab.lessons.loader import find_lesson
@@ -42,6 +45,8 @@ def _service(lesson: str | None, *, need_class: bool = True) -> Any:
             )
         lesson = classes[0]
     loaded = find_lesson(lesson)
+    if roster is not None:
+        load_roster(roster)
     progress = console(stderr=True)
     return ClassService(
         loaded, store, tools_for(loaded, store), lambda line: progress.print(f"  {line}")
@@ -130,13 +135,8 @@ def create(
     ] = None,
 ) -> None:
     """Per student: namespace, app, limited ServiceAccount and a kubeconfig file (0600)."""
-    from kubelab.classroom.roster import load_roster
-    from kubelab.lessons.loader import find_lesson
-
     opts = options(ctx)
-    find_lesson(lesson)  # an unknown lesson is said first,
-    load_roster(roster)  # then a bad roster, before anything needs the cluster
-    service = _service(lesson)
+    service = _service(lesson, roster=roster)
     opened = _open_api(lesson, allow_from or [])
     record = service.create(roster, out, hours)
     if opts.json:

@@ -219,9 +219,7 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad-inputs")
     home = tmp / "home"
-    store = StateStore(home / "state.json")
-    with store.transaction() as state:
-        state.progress[LESSON] = {"split-50-50": ExerciseProgress(status="failed", attempts=2)}
+    _with_progress(home)
     return tmp, home, _files(tmp)
 
 
@@ -414,6 +412,7 @@ def _kubelab(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _with_progress(home: Path) -> bytes:
+    """A state file with a student's progress in it; its bytes."""
     with StateStore(home / "state.json").transaction() as state:
         state.progress[LESSON] = {"split-50-50": ExerciseProgress(status="failed", attempts=2)}
     return (home / "state.json").read_bytes()
