@@ -524,7 +524,9 @@ async def _long_running(
 
 async def _create(request: web.Request, target: _Target) -> web.StreamResponse:
     body = _check_body(target, await _body(request), url_name=None)
-    obj = _store(request).create(target.rt, body, dry_run=_dry_run(request))
+    obj = _store(request).create(
+        target.rt, body, dry_run=_dry_run(request), field_validation=_field_validation(request)
+    )
     return _object_response(request, target.rt, obj, 201)
 
 
@@ -538,7 +540,11 @@ async def _write(request: web.Request, target: _Target) -> web.StreamResponse:
     if request.method == "PUT":
         body = _check_body(target, await _body(request), url_name=target.name)
         obj = store.replace(
-            target.rt, body, dry_run=_dry_run(request), subresource=target.subresource
+            target.rt,
+            body,
+            dry_run=_dry_run(request),
+            subresource=target.subresource,
+            field_validation=_field_validation(request),
         )
         return _object_response(request, target.rt, obj)
     patch_type = request.content_type.lower()
@@ -557,8 +563,20 @@ async def _write(request: web.Request, target: _Target) -> web.StreamResponse:
         request.query.get("fieldManager"),
         dry_run=_dry_run(request),
         subresource=target.subresource,
+        field_validation=_field_validation(request),
     )
     return _object_response(request, target.rt, obj, 201 if created else 200)
+
+
+def _field_validation(request: web.Request) -> str:
+    """``fieldValidation``: Strict (kubectl's), Warn (the default) or Ignore."""
+    value = request.query.get("fieldValidation") or "Warn"
+    if value not in ("Strict", "Warn", "Ignore"):
+        raise bad_request(
+            f"fieldValidation parameter unsupported: {value}. "
+            "Supported values are: Ignore, Warn, Strict"
+        )
+    return value
 
 
 async def _delete(request: web.Request, target: _Target) -> web.StreamResponse:
@@ -576,7 +594,16 @@ async def _delete(request: web.Request, target: _Target) -> web.StreamResponse:
         dry_run=_dry_run(request, options),
         preconditions=options.get("preconditions"),
     )
-    return _object_response(request, target.rt, obj)
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp") or target.rt.kind in ("Pod", "Namespace"):
+        # Not gone yet (finalizers, a graceful pod, a terminating namespace): the object.
+        return _object_response(request, target.rt, obj)
+    details = {"name": meta.get("name"), "group": target.rt.group, "kind": target.rt.plural}
+    if not target.rt.group:
+        del details["group"]
+    details["uid"] = meta.get("uid")
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    return _json({**status, "details": details})
 
 
 async def _delete_collection(request: web.Request, target: _Target) -> web.StreamResponse:
@@ -828,6 +855,9 @@ async def serve(
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1]
+    context_of = app.get(_CONTEXT)
+    if context_of is not None and certificate is not None:
+        context_of.store.set_root_ca(certificate.cert_pem.decode())
     return ApiServer(runner, host, int(bound), certificate.cert_pem if certificate else None)
 
 

@@ -106,6 +106,9 @@ async def serve_exec(
     command = query.getall("command", [])
     container = query.get("container") or None
     _check_container(pod, container)
+    # Like the API server: a pod of several containers needs one named (kubectl picks
+    # the default container itself and says so).
+    container = container or _default_container(pod)
     if not command:
         raise bad_request("you must specify at least 1 command")
     if exec_handler is None:

@@ -81,8 +81,35 @@ def _without_times(status: dict[str, Any]) -> Any:
     return strip(status)
 
 
+# Kubernetes' alphabet for generated names and hashes (no vowels, no look-alikes).
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+REVISION = "deployment.kubernetes.io/revision"
+
+
 def template_hash(template: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+    """The pod-template-hash of a template: 10 characters of Kubernetes' alphabet."""
+    number = int(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest(), 16)
+    out = []
+    for _ in range(10):
+        number, digit = divmod(number, len(_ALPHABET))
+        out.append(_ALPHABET[digit])
+    return "".join(out)
+
+
+def _suffix() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(5))
+
+
+def _revision(obj: dict[str, Any]) -> int:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION, "0")
+    return int(value) if str(value).isdigit() else 0
+
+
+def _controller_ref(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("kind") == kind and ref.get("controller"):
+            return ref
+    return None
 
 
 @dataclass
@@ -171,6 +198,12 @@ class Controller:
             elif self._generations.get(key) != meta.get("generation"):
                 self._generations[key] = meta.get("generation", 0)
                 await self._reconcile_deployment(obj)
+        elif kind == "ReplicaSet" and event.type == "DELETED" and not self._stopping:
+            # A deleted ReplicaSet of a Deployment is made again, as the real controller does.
+            ref = _controller_ref(obj, "Deployment")
+            deployment = ref and self._get("apps/v1", "Deployment", meta["namespace"], ref["name"])
+            if deployment:
+                await self._reconcile_deployment(deployment)
         elif kind == "Pod":
             key = (meta.get("namespace", ""), meta.get("name", ""))
             if event.type == "DELETED":
@@ -198,12 +231,14 @@ class Controller:
         except ApiError:
             return None
 
-    @staticmethod
-    def _owner(pod: dict[str, Any]) -> str | None:
-        for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
-            if ref.get("kind") == "Deployment":
-                return str(ref.get("name"))
-        return None
+    def _owner(self, pod: dict[str, Any]) -> str | None:
+        """The Deployment a pod belongs to, through its ReplicaSet."""
+        ref = _controller_ref(pod, "ReplicaSet")
+        if ref is None:
+            return None
+        replicaset = self._get("apps/v1", "ReplicaSet", pod["metadata"]["namespace"], ref["name"])
+        owner = _controller_ref(replicaset or {}, "Deployment")
+        return str(owner["name"]) if owner else None
 
     # -- deployments -----------------------------------------------------------------------
 
@@ -214,6 +249,7 @@ class Controller:
         template = spec.get("template") or {}
         desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
         current_hash = template_hash(template)
+        replicaset = self._sync_replicasets(deployment, current_hash, desired)
         pods_rt = by_kind("v1", "Pod")
         pods, _ = self.store.list(pods_rt, namespace)
         owned = [p for p in pods if self._owner(p) == name]
@@ -222,7 +258,7 @@ class Controller:
         ]
         old = [p for p in owned if p not in current]
         for _ in range(desired - len(current)):
-            self._create_pod(deployment, template, current_hash)
+            self._create_pod(replicaset, template, current_hash)
         for extra in current[desired:]:
             self._delete_pod(namespace, extra["metadata"]["name"])
         # Roll over: old pods go once the new ones answer (maxUnavailable 0).
@@ -235,10 +271,118 @@ class Controller:
         if old and new_ready >= desired:
             for pod in old:
                 self._delete_pod(namespace, pod["metadata"]["name"])
+            self._scale_down_old(deployment, current_hash)
         self._update_deployment_status(deployment)
 
-    def _create_pod(self, deployment: dict[str, Any], template: dict[str, Any], hash_: str) -> None:
+    def _replicasets_of(self, deployment: dict[str, Any]) -> list[dict[str, Any]]:
         meta = deployment["metadata"]
+        items, _ = self.store.list(by_kind("apps/v1", "ReplicaSet"), meta["namespace"])
+        return [
+            rs
+            for rs in items
+            if (_controller_ref(rs, "Deployment") or {}).get("uid") == meta.get("uid")
+        ]
+
+    def _sync_replicasets(
+        self, deployment: dict[str, Any], hash_: str, desired: int
+    ) -> dict[str, Any]:
+        """The Deployment's ReplicaSet for its current template (made, or an old one taken
+        back by a rollback), with the next revision; the Deployment says that revision."""
+        rs_rt = by_kind("apps/v1", "ReplicaSet")
+        meta = deployment["metadata"]
+        namespace = meta["namespace"]
+        owned = self._replicasets_of(deployment)
+        current = next(
+            (r for r in owned if r["metadata"].get("labels", {}).get("pod-template-hash") == hash_),
+            None,
+        )
+        latest = max((_revision(r) for r in owned), default=0)
+        revision = _revision(current) if current and _revision(current) == latest else latest + 1
+        if current is None:
+            spec = deployment.get("spec") or {}
+            template = json.loads(json.dumps(spec.get("template") or {}))
+            template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = (
+                hash_
+            )
+            selector = json.loads(json.dumps(spec.get("selector") or {}))
+            selector.setdefault("matchLabels", {})["pod-template-hash"] = hash_
+            labels = dict((template.get("metadata") or {}).get("labels") or {})
+            body = {
+                "metadata": {
+                    "name": f"{meta['name']}-{hash_}",
+                    "namespace": namespace,
+                    "labels": labels,
+                    "annotations": {
+                        REVISION: str(revision),
+                        "deployment.kubernetes.io/desired-replicas": str(desired),
+                        "deployment.kubernetes.io/max-replicas": str(desired + 1),
+                    },
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": meta["name"],
+                            "uid": meta.get("uid", ""),
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                },
+                "spec": {"replicas": desired, "selector": selector, "template": template},
+            }
+            current = self.store.create(rs_rt, body)
+        else:
+            patch: dict[str, Any] = {"spec": {"replicas": desired}}
+            if revision != _revision(current):
+                patch["metadata"] = {"annotations": {REVISION: str(revision)}}
+            current = self.store.patch(
+                rs_rt, namespace, current["metadata"]["name"], "merge", patch
+            )
+        if _revision(deployment) != revision:
+            deployment_rt = by_kind("apps/v1", "Deployment")
+            patch = {"metadata": {"annotations": {REVISION: str(revision)}}}
+            with contextlib.suppress(ApiError):
+                self.store.patch(deployment_rt, namespace, meta["name"], "merge", patch)
+        self._prune_history(deployment, owned, current)
+        return current
+
+    def _scale_down_old(self, deployment: dict[str, Any], hash_: str) -> None:
+        rs_rt = by_kind("apps/v1", "ReplicaSet")
+        for rs in self._replicasets_of(deployment):
+            if rs["metadata"].get("labels", {}).get("pod-template-hash") == hash_:
+                continue
+            if (rs.get("spec") or {}).get("replicas") != 0:
+                with contextlib.suppress(ApiError):
+                    self.store.patch(
+                        rs_rt,
+                        rs["metadata"]["namespace"],
+                        rs["metadata"]["name"],
+                        "merge",
+                        {"spec": {"replicas": 0}},
+                    )
+
+    def _prune_history(
+        self, deployment: dict[str, Any], owned: list[dict[str, Any]], current: dict[str, Any]
+    ) -> None:
+        """Old ReplicaSets beyond revisionHistoryLimit go, oldest first."""
+        limit = (deployment.get("spec") or {}).get("revisionHistoryLimit", 10)
+        old = [
+            r
+            for r in owned
+            if r["metadata"]["name"] != current["metadata"]["name"]
+            and (r.get("spec") or {}).get("replicas") == 0
+        ]
+        old.sort(key=_revision)
+        for rs in old[: max(0, len(old) - int(limit))]:
+            with contextlib.suppress(ApiError):
+                self.store.delete(
+                    by_kind("apps/v1", "ReplicaSet"),
+                    rs["metadata"]["namespace"],
+                    rs["metadata"]["name"],
+                )
+
+    def _create_pod(self, replicaset: dict[str, Any], template: dict[str, Any], hash_: str) -> None:
+        meta = replicaset["metadata"]
         namespace = meta["namespace"]
         labels = dict((template.get("metadata") or {}).get("labels") or {})
         labels["pod-template-hash"] = hash_
@@ -266,17 +410,18 @@ class Controller:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": f"{meta['name']}-{hash_}-{secrets.token_hex(3)[:5]}",
+                "name": f"{meta['name']}-{_suffix()}",
                 "namespace": namespace,
                 "labels": labels,
                 "annotations": dict((template.get("metadata") or {}).get("annotations") or {}),
                 "ownerReferences": [
                     {
                         "apiVersion": "apps/v1",
-                        "kind": "Deployment",
+                        "kind": "ReplicaSet",
                         "name": meta["name"],
                         "uid": meta.get("uid", ""),
                         "controller": True,
+                        "blockOwnerDeletion": True,
                     }
                 ],
             },
@@ -340,10 +485,31 @@ class Controller:
         }
         if len(owned) != len(ready):
             status["unavailableReplicas"] = len(owned) - len(ready)
+        self._update_replicaset_status(deployment, owned, ready)
         if _without_times(status) == _without_times(deployment.get("status") or {}):
             return  # unchanged: no write, no event
         with contextlib.suppress(ApiError):
             self.store.update_status(by_kind("apps/v1", "Deployment"), namespace, name, status)
+
+    def _update_replicaset_status(
+        self, deployment: dict[str, Any], owned: list[dict[str, Any]], ready: list[dict[str, Any]]
+    ) -> None:
+        rs_rt = by_kind("apps/v1", "ReplicaSet")
+        for rs in self._replicasets_of(deployment):
+            hash_ = rs["metadata"].get("labels", {}).get("pod-template-hash")
+            mine = [p for p in owned if p["metadata"]["labels"].get("pod-template-hash") == hash_]
+            mine_ready = len([p for p in mine if p in ready])
+            status: dict[str, Any] = {
+                "replicas": len(mine),
+                "fullyLabeledReplicas": len(mine),
+                "observedGeneration": rs["metadata"].get("generation", 1),
+            }
+            if mine_ready:
+                status["readyReplicas"] = status["availableReplicas"] = mine_ready
+            with contextlib.suppress(ApiError):
+                self.store.update_status(
+                    rs_rt, rs["metadata"]["namespace"], rs["metadata"]["name"], status
+                )
 
     def _pod_ready(self, namespace: str, name: str) -> bool:
         runtime = self.pods.get((namespace, name))

@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubelab.checks import selectors
-from kubelab.sandbox import resources
+from kubelab.sandbox import admission, resources
+from kubelab.sandbox.admission import Cause, DecodeError
 from kubelab.sandbox.resources import ResourceType
 
 JSON_PATCH = "application/json-patch+json"
@@ -60,19 +61,6 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_RFC1123_LABEL = (
-    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc')"
-)
-_RFC1035_LABEL = (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
-    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
-    "'abc-123')"
-)
-_RFC1123_SUBDOMAIN = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
-    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
-)
 # The alphabet of generateName suffixes (no vowels, no look-alikes), as in Kubernetes.
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # Metadata only the server sets; dropped from objects being created.
@@ -119,18 +107,18 @@ class ApiError(Exception):
 
 
 def not_found(rt: ResourceType, name: str) -> ApiError:
-    details = {"name": name, "group": rt.group, "kind": rt.plural}
+    details = _details(rt, name, rt.plural)
     return ApiError(404, "NotFound", f'{rt.group_resource} "{name}" not found', details)
 
 
 def already_exists(rt: ResourceType, name: str) -> ApiError:
-    details = {"name": name, "group": rt.group, "kind": rt.plural}
+    details = _details(rt, name, rt.plural)
     message = f'{rt.group_resource} "{name}" already exists'
     return ApiError(409, "AlreadyExists", message, details)
 
 
 def conflict(rt: ResourceType, name: str, why: str) -> ApiError:
-    details = {"name": name, "group": rt.group, "kind": rt.plural}
+    details = _details(rt, name, rt.plural)
     message = f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}'
     return ApiError(409, "Conflict", message, details)
 
@@ -140,19 +128,32 @@ STALE = (
 )
 
 
-def invalid(rt: ResourceType, name: str, problems: list[str]) -> ApiError:
+def invalid(rt: ResourceType, name: str, problems: list[str] | list[Cause]) -> ApiError:
     """422 Invalid; kubectl prints ``The <Kind> "<name>" is invalid: <problems>``."""
-    joined = problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
+    joined = ", ".join(str(p) for p in problems)
+    joined = joined if len(problems) == 1 else f"[{joined}]"
     causes = []
     for problem in problems:
+        if isinstance(problem, Cause):
+            cause = {"reason": problem.reason, "message": problem.message, "field": problem.field}
+            causes.append(cause)
+            continue
         field, sep, message = problem.partition(": ")
         # "spec.x: Required value" -> a cause with a field, as the API server reports it.
         if sep and re.fullmatch(r"[A-Za-z0-9_.\[\]/-]+", field):
             causes.append({"reason": "FieldValueInvalid", "message": message, "field": field})
         else:
             causes.append({"reason": "FieldValueInvalid", "message": problem})
-    details = {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}
+    details = {**_details(rt, name, rt.kind), "causes": causes}
     return ApiError(422, "Invalid", f'{rt.qualified_kind} "{name}" is invalid: {joined}', details)
+
+
+def _details(rt: ResourceType, name: str, kind: str) -> dict[str, Any]:
+    """A Status's details: the group is left out for the core group, as Go's omitempty."""
+    details = {"name": name, "group": rt.group, "kind": kind}
+    if not rt.group:
+        del details["group"]
+    return details
 
 
 def bad_request(message: str) -> ApiError:
@@ -274,6 +275,37 @@ def parse_field_selector(selector: str) -> list[FieldRequirement]:
     return out
 
 
+_OBJECT_FIELDS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+_EVENT_FIELDS = (
+    *(f"involvedObject.{f}" for f in _OBJECT_FIELDS),
+    *("reason", "reportingComponent", "source", "type"),
+)
+# The field selectors each kind supports besides metadata.name and metadata.namespace,
+# as kube-apiserver's registries declare them; any other is a 400.
+_FIELD_LABELS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "Pod"): (
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.podIPs",
+        "status.nominatedNodeName",
+    ),
+    ("", "Event"): _EVENT_FIELDS,
+    ("events.k8s.io", "Event"): _EVENT_FIELDS,
+    ("", "Secret"): ("type",),
+    ("", "Namespace"): ("status.phase",),
+    ("", "Node"): ("spec.unschedulable",),
+    ("", "Service"): ("spec.clusterIP", "spec.type"),
+    ("", "ReplicationController"): ("status.replicas",),
+    ("apps", "ReplicaSet"): ("status.replicas",),
+    ("batch", "Job"): ("status.successful",),
+}
+
+
 def parse_label_selector(selector: str) -> list[selectors.Requirement]:
     try:
         return selectors.parse(selector)
@@ -294,11 +326,16 @@ class Filter:
     def build(
         cls, rt: ResourceType, namespace: str | None, label_selector: str, field_selector: str
     ) -> Filter:
+        fields = tuple(parse_field_selector(field_selector))
+        supported = _FIELD_LABELS.get((rt.group, rt.kind), ())
+        for path, _op, _value in fields:
+            if path not in supported and path not in ("metadata.name", "metadata.namespace"):
+                raise bad_request(f"field label not supported: {path}")
         return cls(
             rt.storage_key,
             namespace if rt.namespaced else None,
             tuple(parse_label_selector(label_selector)),
-            tuple(parse_field_selector(field_selector)),
+            fields,
         )
 
     def matches(self, obj: dict[str, Any] | None) -> bool:
@@ -639,6 +676,8 @@ def _default_pod_spec(spec: Any, *, restart_policy: bool = True) -> None:
         spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
     for field in ("containers", "initContainers"):
         for container in spec.get(field) or []:
             if not isinstance(container, dict):
@@ -649,9 +688,37 @@ def _default_pod_spec(spec: Any, *, restart_policy: bool = True) -> None:
             container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
             container.setdefault("terminationMessagePath", "/dev/termination-log")
             container.setdefault("terminationMessagePolicy", "File")
+            container.setdefault("resources", {})
             for port in container.get("ports") or []:
                 if isinstance(port, dict):
                     port.setdefault("protocol", "TCP")
+
+
+# What the DefaultTolerationSeconds admission plugin adds to every pod.
+_DEFAULT_TOLERATIONS = tuple(
+    {
+        "key": f"node.kubernetes.io/{taint}",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    }
+    for taint in ("not-ready", "unreachable")
+)
+
+
+def _admit_pod(spec: dict[str, Any]) -> None:
+    """What admission adds to a new pod: its ServiceAccount, priority and tolerations."""
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    spec["serviceAccountName"] = spec["serviceAccount"] = account
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("priority", 0)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    tolerations = spec.setdefault("tolerations", [])
+    if isinstance(tolerations, list):
+        present = {(t.get("key"), t.get("effect")) for t in tolerations if isinstance(t, dict)}
+        for toleration in _DEFAULT_TOLERATIONS:
+            if (toleration["key"], "NoExecute") not in present:
+                tolerations.append(dict(toleration))
 
 
 def _default_template(obj: dict[str, Any], *, restart_policy: bool = True) -> None:
@@ -677,6 +744,8 @@ class _Defaulter:
             labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
         elif kind == ("", "Pod"):
             _default_pod_spec(spec)
+            if old is None and isinstance(spec, dict):
+                _admit_pod(spec)
             if old is None:
                 obj.setdefault("status", {}).setdefault("phase", "Pending")
         elif kind in (("apps", "Deployment"), ("apps", "ReplicaSet")) and isinstance(spec, dict):
@@ -759,6 +828,7 @@ class Store:
         self._objects: dict[tuple[str, str], dict[ObjectKey, dict[str, Any]]] = {}
         self._history: deque[Change] = deque(maxlen=history)
         self._history_floor = 0  # changes after this resourceVersion are all in _history
+        self.root_ca = ""
         self._queues: list[asyncio.Queue[WatchEvent]] = []
         self._listeners: list[Callable[[Change], None]] = []
         self._defaults = _Defaulter()
@@ -798,7 +868,12 @@ class Store:
     # ----------------------------------------------------------------- writes
 
     def create(
-        self, rt: ResourceType, obj: dict[str, Any], *, dry_run: bool = False
+        self,
+        rt: ResourceType,
+        obj: dict[str, Any],
+        *,
+        dry_run: bool = False,
+        field_validation: str = admission.WARN,
     ) -> dict[str, Any]:
         """Store a new object: 409 AlreadyExists, 404 when its namespace does not exist,
         422 Invalid (bad name, validation problems). Namespaced objects without
@@ -833,7 +908,7 @@ class Store:
                     "Forbidden",
                     f'{rt.group_resource} "{name}" is forbidden: unable to create new content '
                     f"in namespace {namespace} because it is being terminated",
-                    {"name": name, "group": rt.group, "kind": rt.plural},
+                    _details(rt, name, rt.plural),
                 )
         else:
             meta.pop("namespace", None)
@@ -845,13 +920,46 @@ class Store:
             meta.pop(field, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
-        meta["generation"] = 1
+        if _has_generation(rt):
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
         if "status" in rt.subresources:
             # Like the API server: status is written through the status subresource only.
             new.pop("status", None)
+        self._decode(rt, new, field_validation)
         self._defaults(rt, new, None)
         self._run_validation(rt, new, name)
-        return self._commit(rt, None, new, dry_run)
+        created = self._commit(rt, None, new, dry_run)
+        if rt.storage_key == resources.NAMESPACES.storage_key and not dry_run:
+            self._seed_namespace(name)
+        return created
+
+    def set_root_ca(self, pem: str) -> None:
+        """The API server's CA, published in every namespace as ConfigMap
+        ``kube-root-ca.crt`` (what kube-controller-manager's root CA publisher does)."""
+        self.root_ca = pem
+        for namespace in list(self._bucket(resources.NAMESPACES)):
+            self._seed_namespace(namespace[1])
+
+    def _seed_namespace(self, namespace: str) -> None:
+        """What controllers add to a new namespace: ServiceAccount ``default`` and, once
+        the CA is known, ConfigMap ``kube-root-ca.crt``."""
+        seeds: list[tuple[ResourceType, dict[str, Any]]] = [
+            (resources.SERVICEACCOUNTS, {"metadata": {"name": "default"}})
+        ]
+        if self.root_ca:
+            seeds.append(
+                (
+                    resources.CONFIGMAPS,
+                    {"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": self.root_ca}},
+                )
+            )
+        for rt, obj in seeds:
+            if self.exists(rt, namespace, obj["metadata"]["name"]):
+                continue
+            obj["metadata"]["namespace"] = namespace
+            self.create(rt, obj)
 
     def replace(
         self,
@@ -860,6 +968,7 @@ class Store:
         *,
         dry_run: bool = False,
         subresource: str | None = None,
+        field_validation: str = admission.WARN,
     ) -> dict[str, Any]:
         """Replace an object (PUT): 404 when missing, 409 Conflict when
         ``metadata.resourceVersion`` is given and stale. ``subresource="status"`` replaces
@@ -878,7 +987,7 @@ class Store:
         if subresource == "status":
             return self._write_status(rt, old, obj.get("status"), dry_run)
         new = copy_json(obj)
-        return self._update(rt, old, new, dry_run)
+        return self._update(rt, old, new, dry_run, field_validation)
 
     def patch(
         self,
@@ -891,6 +1000,7 @@ class Store:
         *,
         dry_run: bool = False,
         subresource: str | None = None,
+        field_validation: str = admission.WARN,
     ) -> dict[str, Any]:
         """Patch an object with one of :data:`PATCH_TYPES` or kubectl's names for them
         (json, merge, strategic, apply); 415 for others, and for
@@ -913,7 +1023,7 @@ class Store:
             body["metadata"]["name"] = name
             if rt.namespaced:
                 body["metadata"]["namespace"] = namespace
-            return self.create(rt, body, dry_run=dry_run)
+            return self.create(rt, body, dry_run=dry_run, field_validation=field_validation)
         old = self._current(rt, namespace, name)
         current = self._present(rt, old)
         if patch_type == JSON_PATCH:
@@ -936,7 +1046,7 @@ class Store:
             raise conflict(rt, name, STALE)
         if subresource == "status":
             return self._write_status(rt, old, patched.get("status"), dry_run)
-        return self._update(rt, old, patched, dry_run)
+        return self._update(rt, old, patched, dry_run, field_validation)
 
     def update_status(
         self,
@@ -979,8 +1089,32 @@ class Store:
             return self._present(rt, old)
         if rt.storage_key == resources.NAMESPACES.storage_key:
             return self._delete_namespace(rt, old)
-        removed = self._remove(rt, old, cascade=propagation_policy != "Orphan")
+        orphan = propagation_policy == "Orphan"
+        if meta.get("finalizers"):
+            # Finalizers hold the object: it is only marked, and goes once they are removed.
+            if meta.get("deletionTimestamp"):
+                return self._present(rt, old)
+            marked = dict(old, metadata=dict(meta, deletionTimestamp=now_rfc3339()))
+            marked["metadata"]["deletionGracePeriodSeconds"] = 0
+            return self._commit(rt, old, marked, False)
+        if orphan:
+            self._orphan_dependents(str(meta.get("uid", "")))
+        removed = self._remove(rt, old, cascade=not orphan)
         return self._present(rt, removed)
+
+    def _orphan_dependents(self, uid: str) -> None:
+        """What the garbage collector does for propagationPolicy Orphan: the dependents
+        lose their ownerReference to ``uid`` and stay."""
+        for storage_key, bucket in list(self._objects.items()):
+            for obj in list(bucket.values()):
+                refs = _meta(obj).get("ownerReferences") or []
+                kept = [r for r in refs if not (isinstance(r, dict) and r.get("uid") == uid)]
+                if len(kept) != len(refs):
+                    rt = _preferred_for(storage_key)
+                    freed = dict(obj, metadata=dict(_meta(obj), ownerReferences=kept))
+                    if not kept:
+                        del freed["metadata"]["ownerReferences"]
+                    self._commit(rt, obj, freed, False)
 
     def _delete_namespace(self, rt: ResourceType, old: dict[str, Any]) -> dict[str, Any]:
         name = _meta(old)["name"]
@@ -1075,11 +1209,11 @@ class Store:
                 )
             return
         if rt.storage_key == resources.NAMESPACES.storage_key:
-            pattern, limit, rule = _DNS_LABEL, 63, _RFC1123_LABEL
+            pattern, limit, rule = _DNS_LABEL, 63, admission.RFC1123_LABEL_RULE
         elif rt.storage_key == resources.SERVICES.storage_key:
-            pattern, limit, rule = _DNS_1035, 63, _RFC1035_LABEL
+            pattern, limit, rule = _DNS_1035, 63, admission.RFC1035_LABEL_RULE
         else:
-            pattern, limit, rule = _DNS_SUBDOMAIN, 253, _RFC1123_SUBDOMAIN
+            pattern, limit, rule = _DNS_SUBDOMAIN, 253, admission.RFC1123_SUBDOMAIN_RULE
         if len(name) > limit:
             rule = f"must be no more than {limit} characters"
         elif pattern.match(name):
@@ -1101,7 +1235,17 @@ class Store:
                     f"metadata.{field} must be a map of string keys to string values"
                 )
 
+    @staticmethod
+    def _decode(rt: ResourceType, obj: dict[str, Any], field_validation: str) -> None:
+        try:
+            admission.decode(rt, obj, field_validation)
+        except DecodeError as error:
+            raise bad_request(str(error)) from None
+
     def _run_validation(self, rt: ResourceType, obj: dict[str, Any], name: str) -> None:
+        causes = admission.validate(rt, obj)
+        if causes:
+            raise invalid(rt, name, causes)
         if self._validate is None:
             return
         presented = dict(obj)
@@ -1111,7 +1255,12 @@ class Store:
             raise invalid(rt, name, [str(p) for p in problems])
 
     def _update(
-        self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], dry_run: bool
+        self,
+        rt: ResourceType,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        dry_run: bool,
+        field_validation: str = admission.WARN,
     ) -> dict[str, Any]:
         """The common tail of replace and patch of the main resource."""
         old_meta = _meta(old)
@@ -1132,13 +1281,26 @@ class Store:
             else:
                 new.pop("status", None)
         self._check_metadata(rt, new)
+        self._decode(rt, new, field_validation)
         self._defaults(rt, new, old)
-        if not json_equal(_spec_part(new), _spec_part(old)):
+        if _has_generation(rt) and not json_equal(_spec_part(new), _spec_part(old)):
             meta["generation"] = int(old_meta.get("generation", 0)) + 1
         if json_equal(new, old):
             return self._present(rt, old)
         self._run_validation(rt, new, meta["name"])
+        if not old_meta.get("deletionTimestamp"):
+            meta.pop("deletionTimestamp", None)
+        else:
+            meta["deletionTimestamp"] = old_meta["deletionTimestamp"]
+            if not meta.get("finalizers") and not dry_run and not self._is_namespace(rt):
+                self._commit(rt, old, new, dry_run)
+                current = self._bucket(rt)[self._key(rt, meta.get("namespace"), meta["name"])]
+                return self._present(rt, self._remove(rt, current, cascade=True))
         return self._commit(rt, old, new, dry_run)
+
+    @staticmethod
+    def _is_namespace(rt: ResourceType) -> bool:
+        return rt.storage_key == resources.NAMESPACES.storage_key
 
     def _write_status(
         self, rt: ResourceType, old: dict[str, Any], status: Any, dry_run: bool
@@ -1204,6 +1366,21 @@ class Store:
                 listener(change)
             except Exception:  # a broken watcher must not fail the write that woke it
                 log.exception("sandbox store: watch listener failed")
+
+
+# Built-in groups whose kinds keep metadata.generation (custom resources always do).
+_GENERATION_GROUPS = {
+    "apps",
+    "batch",
+    "networking.k8s.io",
+    "policy",
+    "autoscaling",
+    "apiextensions.k8s.io",
+}
+
+
+def _has_generation(rt: ResourceType) -> bool:
+    return rt.custom or rt.group in _GENERATION_GROUPS or rt.kind == "ReplicationController"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -94,6 +94,27 @@ def crd_kinds() -> dict[str, list[str]]:
     return kinds
 
 
+def crd_schema(group: str, version: str, kind: str) -> dict[str, Any] | None:
+    """The structural schema of a known custom kind's version, as its CRD declares it."""
+    info = (_crd_group(group) or {}).get(kind)
+    if not info or version not in info["versions"]:
+        return None
+    schema: dict[str, Any] = info["versions"][version]
+    return schema
+
+
+@functools.cache
+def core_schema(api_version: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The JSON schema of a built-in kind (kubernetes-validate's, for the Kubernetes
+    version the project targets) and the definitions its ``$ref``s point into."""
+    path = _core_schema_file(api_version, kind, DEFAULT_KUBERNETES_VERSION)
+    definitions = _core_schema_dir(DEFAULT_KUBERNETES_VERSION) / "_definitions.json"
+    if not path.is_file() or not definitions.is_file():
+        return None
+    defs: dict[str, Any] = json.loads(definitions.read_text())["$defs"]
+    return json.loads(path.read_text()), defs
+
+
 @functools.cache
 def _crd_validator(group: str, version: str, kind: str) -> jsonschema.Draft7Validator | None:
     info = (_crd_group(group) or {}).get(kind)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -491,7 +492,7 @@ def test_pod_table_columns(kubectl_sandbox: Sandbox):
     assert running[0].split()[:6] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"]
     assert running[1].split()[:5] == ["web", "1/1", "Running", "1", running[1].split()[4]]
     described = box.kubectl("describe", "pod", "web", "-n", "istio").stdout
-    assert "Status:       Running" in described and "app-backend:v1" in described
+    assert re.search(r"^Status:\s+Running$", described, re.M) and "app-backend:v1" in described
 
 
 def test_errors_are_kubernetes_statuses(kubectl_sandbox: Sandbox):
@@ -616,7 +617,8 @@ def test_watch_without_resource_version_starts_with_existing_objects(sandbox: Sa
         (e["type"], e["object"].metadata.name)
         for e in watch.Watch().stream(core.list_namespaced_config_map, "default", timeout_seconds=1)
     ]
-    assert events == [("ADDED", "old")]
+    # Every namespace has the ConfigMap kube-root-ca.crt, as on a real cluster.
+    assert events == [("ADDED", "kube-root-ca.crt"), ("ADDED", "old")]
 
 
 def test_kubectl_wait_for_condition(kubectl_sandbox: Sandbox):
@@ -844,7 +846,7 @@ def test_stop_ends_open_watches(sandbox: Sandbox):
     from kubernetes import client
 
     core = client.CoreV1Api(sandbox.client())
-    response = core.list_namespaced_config_map("default", watch=True, _preload_content=False)
+    response = core.list_namespaced_secret("default", watch=True, _preload_content=False)
     started = time.monotonic()
     sandbox.run(sandbox.server.stop())
     assert response.read() == b""
@@ -887,11 +889,11 @@ def test_http_errors_and_watch_details(sandbox: Sandbox):
     # Chunked lists.
     box.call(box.store.delete, resources.CONFIGMAPS, "default", "new")
     box.call(box.store.create, resources.CONFIGMAPS, {"metadata": {"name": "b"}})
-    _, _, page = raw_get(box, f"{cms}?limit=1")
-    assert [i["metadata"]["name"] for i in page["items"]] == ["a"]
+    _, _, page = raw_get(box, f"{cms}?limit=2")
+    assert [i["metadata"]["name"] for i in page["items"]] == ["a", "b"]
     assert page["metadata"]["remainingItemCount"] == 1
-    _, _, rest = raw_get(box, f"{cms}?limit=1&continue={page['metadata']['continue']}")
-    assert [i["metadata"]["name"] for i in rest["items"]] == ["b"]
+    _, _, rest = raw_get(box, f"{cms}?limit=2&continue={page['metadata']['continue']}")
+    assert [i["metadata"]["name"] for i in rest["items"]] == ["kube-root-ca.crt"]
     assert "continue" not in rest["metadata"]
     # Streaming lists: initial events, then the bookmark that ends them.
     code, _, body = raw(
@@ -901,6 +903,7 @@ def test_http_errors_and_watch_details(sandbox: Sandbox):
     assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
         ("ADDED", "a"),
         ("ADDED", "b"),
+        ("ADDED", "kube-root-ca.crt"),
         ("BOOKMARK", None),
     ]
     assert events[-1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
@@ -953,7 +956,8 @@ def test_subresources_and_collections(kubectl_sandbox: Sandbox):
             "istio", {"metadata": {"name": name, "labels": {"t": "1"}}}
         )
     core.delete_collection_namespaced_config_map("istio", label_selector="t=1")
-    assert core.list_namespaced_config_map("istio").items == []
+    left = core.list_namespaced_config_map("istio").items
+    assert [c.metadata.name for c in left] == ["kube-root-ca.crt"]
 
 
 def test_follow_logs(kubectl_sandbox: Sandbox):

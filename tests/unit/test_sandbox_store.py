@@ -35,6 +35,17 @@ VS_V1BETA1 = resources.by_plural("networking.istio.io", "v1beta1", "virtualservi
 VS_V1ALPHA3 = resources.by_plural("networking.istio.io", "v1alpha3", "virtualservices")
 
 
+POD_SPEC: dict[str, Any] = {"containers": [{"name": "c", "image": "c:1"}]}
+
+
+def rs_spec(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels}, "spec": POD_SPEC},
+    }
+
+
 def deployment(name: str = "web", env: list[dict[str, str]] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
@@ -94,7 +105,7 @@ def test_create_sets_server_fields_and_returns_copies():
     created = store.create(CONFIGMAPS, {"metadata": {"name": "cm"}, "data": {"a": "1"}})
     meta = created["metadata"]
     assert meta["namespace"] == "default"  # no namespace in the object: "default"
-    assert meta["generation"] == 1
+    assert "generation" not in meta  # ConfigMaps keep none, as in Kubernetes
     assert meta["resourceVersion"] == str(store.resource_version)
     assert meta["creationTimestamp"].endswith("Z") and len(meta["uid"]) == 36
     assert created["apiVersion"] == "v1" and created["kind"] == "ConfigMap"
@@ -106,7 +117,7 @@ def test_default_namespaces_and_generate_name():
     store = Store()
     names = [n["metadata"]["name"] for n in store.list(NAMESPACES)[0]]
     assert names == ["default", "kube-node-lease", "kube-public", "kube-system"]
-    pod = store.create(PODS, {"metadata": {"generateName": "web-"}, "spec": {"containers": []}})
+    pod = store.create(PODS, {"metadata": {"generateName": "web-"}, "spec": POD_SPEC})
     assert pod["metadata"]["name"].startswith("web-") and len(pod["metadata"]["name"]) == 9
     assert pod["status"] == {"phase": "Pending"}
 
@@ -219,7 +230,8 @@ def test_status_subresource_semantics():
 def test_defaults():
     store = Store()
     dep = store.create(DEPLOYMENTS, {**deployment(), "spec": {**deployment()["spec"]}})
-    dep_spec = store.create(DEPLOYMENTS, {"metadata": {"name": "bare"}, "spec": {}})["spec"]
+    bare = {"metadata": {"name": "bare"}, "spec": rs_spec("bare")}
+    dep_spec = store.create(DEPLOYMENTS, bare)["spec"]
     assert dep_spec["replicas"] == 1 and dep_spec["strategy"]["type"] == "RollingUpdate"
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["ports"][0]["protocol"] == "TCP"
@@ -280,6 +292,7 @@ def test_namespace_deletion_cascades():
     store.delete(NAMESPACES, None, "istio")
     events = [queue.get_nowait() for _ in range(queue.qsize())]
     assert [(e.type, e.resource.kind) for e in events] == [
+        ("DELETED", "ServiceAccount"),  # the namespace's default one
         ("DELETED", "Deployment"),
         ("DELETED", "VirtualService"),
         ("DELETED", "Namespace"),
@@ -314,24 +327,34 @@ def test_owner_references_are_garbage_collected():
         "name": "web",
         "uid": dep["metadata"]["uid"],
     }
-    rs = store.create(REPLICASETS, {"metadata": {"name": "web-1", "ownerReferences": [owner]}})
+    rs = store.create(
+        REPLICASETS,
+        {"metadata": {"name": "web-1", "ownerReferences": [owner]}, "spec": rs_spec("web")},
+    )
     rs_owner = {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
         "name": "web-1",
         "uid": rs["metadata"]["uid"],
     }
-    store.create(PODS, {"metadata": {"name": "web-1-a", "ownerReferences": [rs_owner]}})
-    store.create(PODS, {"metadata": {"name": "other"}})
+    store.create(
+        PODS, {"metadata": {"name": "web-1-a", "ownerReferences": [rs_owner]}, "spec": POD_SPEC}
+    )
+    store.create(PODS, {"metadata": {"name": "other"}, "spec": POD_SPEC})
     store.delete(DEPLOYMENTS, "default", "web")
     assert [p["metadata"]["name"] for p in store.list(PODS)[0]] == ["other"]
     assert store.list(REPLICASETS)[0] == []
     # Orphan keeps the dependents.
     dep = store.create(DEPLOYMENTS, deployment())
     owner["uid"] = dep["metadata"]["uid"]
-    store.create(REPLICASETS, {"metadata": {"name": "web-2", "ownerReferences": [owner]}})
+    store.create(
+        REPLICASETS,
+        {"metadata": {"name": "web-2", "ownerReferences": [owner]}, "spec": rs_spec("web")},
+    )
     store.delete(DEPLOYMENTS, "default", "web", propagation_policy="Orphan")
     assert store.exists(REPLICASETS, "default", "web-2")
+    # ... and frees them, as the garbage collector does.
+    assert "ownerReferences" not in store.get(REPLICASETS, "default", "web-2")["metadata"]
 
 
 def test_selectors():
@@ -341,7 +364,7 @@ def test_selectors():
         ("b", {"app": "x", "version": "v2"}, "Pending"),
         ("c", {"app": "y"}, "Running"),
     ]:
-        store.create(PODS, {"metadata": {"name": name, "labels": labels}, "spec": {}})
+        store.create(PODS, {"metadata": {"name": name, "labels": labels}, "spec": POD_SPEC})
         store.update_status(PODS, "default", name, {"phase": phase})
 
     def names(label: str = "", field: str = "") -> list[str]:
@@ -416,15 +439,15 @@ def test_watch_events_in_order():
 
 def test_history_reaches_back_as_far_as_it_is_kept():
     store = Store(history=3, namespaces=())
-    store.create(NAMESPACES, {"metadata": {"name": "default"}})
+    store.create(NAMESPACES, {"metadata": {"name": "default"}})  # and its ServiceAccount
     for i in range(4):
         store.create(CONFIGMAPS, {"metadata": {"name": f"c{i}"}})
-    assert store.resource_version == 5
-    changes = store.changes_since(2)
+    assert store.resource_version == 6
+    changes = store.changes_since(3)
     assert changes is not None
-    assert [c.resource_version for c in changes] == [3, 4, 5]
-    assert store.changes_since(1) is None  # change 2 was dropped: clients must relist
-    assert store.changes_since(5) == []
+    assert [c.resource_version for c in changes] == [4, 5, 6]
+    assert store.changes_since(2) is None  # change 3 was dropped: clients must relist
+    assert store.changes_since(6) == []
 
 
 # ----------------------------------------------------------------- patch types

@@ -1,0 +1,164 @@
+"""The sandbox's decoding and validation (kubelab.sandbox.admission) through its store.
+
+The answers themselves are compared with the real kube-apiserver's by the fidelity
+suite (tests/realk8s/test_fidelity_real.py); these tests pin the store's side of it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from kubelab.sandbox import resources
+from kubelab.sandbox.store import ApiError, Store
+
+DEPLOYMENTS = resources.by_kind("apps/v1", "Deployment")
+VIRTUALSERVICES = resources.by_kind("networking.istio.io/v1", "VirtualService")
+CONFIGMAPS = resources.CONFIGMAPS
+
+DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+        },
+    },
+}
+
+
+def deployment(**container: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(DEPLOYMENT)
+    obj["spec"]["template"]["spec"]["containers"][0].update(container)
+    return obj
+
+
+def refused(call: Any) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        call()
+    return caught.value
+
+
+def test_an_unknown_field_is_dropped_by_default_and_refused_when_strict() -> None:
+    store = Store()
+    stored = store.create(DEPLOYMENTS, deployment(imagePullPolicyy="Always"))
+    assert "imagePullPolicyy" not in stored["spec"]["template"]["spec"]["containers"][0]
+    error = refused(
+        lambda: store.create(
+            DEPLOYMENTS,
+            {**deployment(imagePullPolicyy="Always"), "metadata": {"name": "w2"}},
+            field_validation="Strict",
+        )
+    )
+    assert (error.code, error.reason) == (400, "BadRequest")
+    assert 'unknown field "spec.template.spec.containers[0].imagePullPolicyy"' in error.message
+    assert not store.exists(DEPLOYMENTS, "default", "w2")
+
+
+def test_a_custom_resource_is_pruned_to_its_schema() -> None:
+    vs = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"hosts": ["app"], "colour": "blue", "http": [{"retriesz": {}, "route": []}]},
+    }
+    stored = Store().create(VIRTUALSERVICES, vs)
+    assert stored["spec"] == {"hosts": ["app"], "http": [{"route": []}]}
+
+
+def test_a_wrong_type_is_a_decode_error() -> None:
+    obj = copy.deepcopy(DEPLOYMENT)
+    obj["spec"]["replicas"] = "three"
+    error = refused(lambda: Store().create(DEPLOYMENTS, obj))
+    assert (error.code, error.reason) == (400, "BadRequest")
+    assert error.message.startswith('Deployment in version "v1" cannot be handled as a Deployment')
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason", "message"),
+    [
+        (
+            {"imagePullPolicy": "Sometimes"},
+            "spec.template.spec.containers[0].imagePullPolicy",
+            "FieldValueNotSupported",
+            'Unsupported value: "Sometimes": supported values: "Always", "IfNotPresent", "Never"',
+        ),
+        (
+            {"ports": [{"containerPort": 70000}]},
+            "spec.template.spec.containers[0].ports[0].containerPort",
+            "FieldValueInvalid",
+            "Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+        (
+            {"image": ""},
+            "spec.template.spec.containers[0].image",
+            "FieldValueRequired",
+            "Required value",
+        ),
+    ],
+)
+def test_container_rules_answer_with_their_field(
+    change: dict[str, Any], field: str, reason: str, message: str
+) -> None:
+    error = refused(lambda: Store().create(DEPLOYMENTS, deployment(**change)))
+    assert error.code == 422
+    assert error.details is not None
+    assert error.details["causes"] == [{"reason": reason, "message": message, "field": field}]
+    assert error.message == f'Deployment.apps "web" is invalid: {field}: {message}'
+
+
+def test_a_deployment_without_selector_has_both_causes() -> None:
+    obj = copy.deepcopy(DEPLOYMENT)
+    del obj["spec"]["selector"]
+    error = refused(lambda: Store().create(DEPLOYMENTS, obj))
+    assert error.details is not None
+    assert [c["field"] for c in error.details["causes"]] == [
+        "spec.selector",
+        "spec.template.metadata.labels",
+    ]
+    assert 'map[string]string{"app":"web"}: `selector` does not match' in error.message
+
+
+def test_duplicate_container_names_and_bad_labels_are_refused() -> None:
+    obj = copy.deepcopy(DEPLOYMENT)
+    obj["spec"]["template"]["spec"]["containers"].append({"name": "web", "image": "x"})
+    error = refused(lambda: Store().create(DEPLOYMENTS, obj))
+    assert 'spec.template.spec.containers[1].name: Duplicate value: "web"' in error.message
+    cm = {"metadata": {"name": "c", "namespace": "default", "labels": {"tier": "a b"}}}
+    error = refused(lambda: Store().create(CONFIGMAPS, cm))
+    assert error.message.startswith(
+        'ConfigMap "c" is invalid: metadata.labels: Invalid value: "a b"'
+    )
+    # Core kinds' details carry no group, as kube-apiserver's (omitempty).
+    assert error.details is not None and "group" not in error.details
+
+
+def test_a_new_namespace_gets_its_service_account_and_root_ca() -> None:
+    store = Store()
+    store.set_root_ca("-----BEGIN CERTIFICATE-----\n")
+    store.create(resources.NAMESPACES, {"metadata": {"name": "team"}})
+    assert store.exists(resources.SERVICEACCOUNTS, "team", "default")
+    root = store.get(CONFIGMAPS, "team", "kube-root-ca.crt")
+    assert root["data"] == {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}
+    assert store.exists(CONFIGMAPS, "default", "kube-root-ca.crt")  # earlier namespaces too
+
+
+def test_a_finalizer_holds_an_object_until_it_is_removed() -> None:
+    store = Store()
+    cm = {"metadata": {"name": "c", "namespace": "default", "finalizers": ["x/hold"]}}
+    store.create(CONFIGMAPS, cm)
+    held = store.delete(CONFIGMAPS, "default", "c")
+    assert held["metadata"]["deletionTimestamp"]
+    assert store.exists(CONFIGMAPS, "default", "c")
+    store.patch(CONFIGMAPS, "default", "c", "merge", {"metadata": {"finalizers": None}})
+    assert not store.exists(CONFIGMAPS, "default", "c")
+
+
+def test_an_unsupported_field_selector_is_a_400() -> None:
+    error = refused(lambda: Store().list(resources.PODS, "default", field_selector="spec.foo=1"))
+    assert (error.code, error.message) == (400, "field label not supported: spec.foo")
