@@ -43,6 +43,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.realk8s)
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The sandbox's fidelity figure, when the fidelity suite ran."""
+    import fidelity
+
+    lines = fidelity.report_lines()
+    if lines:
+        terminalreporter.section("sandbox fidelity (same answer as kube-apiserver v1.20.2)")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
