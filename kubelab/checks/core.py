@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubelab.checks import jsonpath, selectors, types
+from kubelab.checks import types
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
 from kubelab.i18n import _
+from kubelab.k8s import jsonpath, selectors
 
 
 def _where(kind: str, name: str, namespace: str | None) -> str:

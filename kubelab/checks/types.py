@@ -18,7 +18,7 @@ from msgspec import Meta
 
 from kubelab import base
 from kubelab.base import LocalizedText, StrictModel
-from kubelab.checks import selectors
+from kubelab.k8s import selectors
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"

@@ -85,7 +85,7 @@ def decode(rt: ResourceType, obj: dict[str, Any], field_validation: str = WARN) 
     """Check ``obj``'s types and drop its unknown fields (in place); the dropped fields'
     paths are returned. Raises :class:`DecodeError` for a wrong type, and for unknown
     fields when ``field_validation`` is Strict."""
-    schema = _schema_of(rt)
+    schema = schema_of(rt)
     if schema is None:
         return []
     root, defs = schema
@@ -103,7 +103,7 @@ def _cannot_handle(rt: ResourceType, why: str) -> str:
     return f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {why}'
 
 
-def _schema_of(rt: ResourceType) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def schema_of(rt: ResourceType) -> tuple[dict[str, Any], dict[str, Any]] | None:
     from kubelab.validation import manifests
 
     if rt.custom:
@@ -444,3 +444,42 @@ def _service(spec: dict[str, Any]) -> list[Cause]:
         if isinstance(target, int) and not 1 <= target <= 65535:
             causes.append(invalid_value(f"{where}.targetPort", target, PORT_RULE))
     return causes
+
+
+# --------------------------------------------------------------------------- Istio
+
+#: The name of istiod's validating webhook, as kube-apiserver's denial names it.
+ISTIO_WEBHOOK = "validation.istio.io"
+
+
+def istio_denial(rt: ResourceType, obj: dict[str, Any]) -> str | None:
+    """What istiod's validating webhook (1.30, ``pkg/config/validation``) says of a
+    VirtualService's route weights, or None when it admits it: a negative weight, or
+    several destinations whose weights add up to 0. Weights that do not add up to 100
+    are admitted, as istiod does (Envoy scales them)."""
+    if (rt.group, rt.kind) != ("networking.istio.io", "VirtualService"):
+        return None
+    spec = _mapping(obj.get("spec"))
+    errors: list[str] = []
+    for field in ("http", "tcp", "tls"):
+        for route in spec.get(field) or []:
+            destinations = _mapping(route).get("route") or []
+            total = 0
+            for destination in destinations:
+                weight = _mapping(destination).get("weight") or 0
+                if isinstance(weight, int) and weight < 0:
+                    errors.append(f"weight {weight} < 0")
+                total += weight if isinstance(weight, int) else 0
+            if len(destinations) > 1 and total == 0:
+                errors.append("total destination weight = 0")
+    if not errors:
+        return None
+    if len(errors) == 1:
+        listed = errors[0]
+    else:  # hashicorp/go-multierror's format
+        points = "\n\t".join(f"* {e}" for e in errors)
+        listed = f"{len(errors)} errors occurred:\n\t{points}\n\n"
+    return (
+        f'admission webhook "{ISTIO_WEBHOOK}" denied the request: '
+        f"configuration is invalid: {listed}"
+    )

@@ -3,9 +3,12 @@
 kubectl and the official Python client talk to it as to a real cluster: discovery and
 OpenAPI (``api_discovery``), get/list/watch (``api_watch``), create, replace, the four
 patch types, delete, the status and scale subresources, server-side Tables for
-``kubectl get`` (``api_tables``), and pods/exec and pods/log (``api_stream``). Objects
-live in a :class:`~kubelab.sandbox.store.Store` shared with the sandbox controller on
-the same event loop. Every request needs the bearer token; every error is a Kubernetes
+``kubectl get`` (``api_tables``), pods/exec and pods/log (``api_stream``),
+pods/portforward (``portforward``), the CustomResourceDefinitions of the served custom
+kinds, and ``kubectl auth can-i``'s reviews. Objects live in a
+:class:`~kubelab.sandbox.store.Store` shared with the sandbox controller on the same
+event loop. Every request needs a bearer token: the admin's, or one the TokenRequest
+API issued, whose requests RBAC authorizes (``rbac``). Every error is a Kubernetes
 ``Status`` with the code, reason and message kube-apiserver would send, so kubectl
 prints the same errors.
 
@@ -32,29 +35,24 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from kubelab.sandbox import api_discovery, api_stream, api_tls, resources
+from kubelab.sandbox import api_discovery, api_stream, api_tls, portforward, rbac, resources
 from kubelab.sandbox.api_stream import ExecHandler, LogHandler, query_bool
 from kubelab.sandbox.api_tables import to_table, wants_table
 from kubelab.sandbox.api_watch import serve_watch
-from kubelab.sandbox.resources import ResourceType
-from kubelab.sandbox.store import (
+from kubelab.sandbox.errors import STALE, ApiError, bad_request, conflict, invalid, not_found
+from kubelab.sandbox.filters import Filter, label_selector_string
+from kubelab.sandbox.patches import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
-    STALE,
     STRATEGIC_MERGE_PATCH,
-    ApiError,
-    Filter,
-    Store,
     apply_json_patch,
     apply_merge_patch,
-    bad_request,
-    conflict,
-    invalid,
-    label_selector_string,
     strategic_merge,
     unsupported_patch,
 )
+from kubelab.sandbox.resources import ResourceType
+from kubelab.sandbox.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +65,21 @@ class _Context:
     token: bytes
     exec_handler: ExecHandler | None
     log_handler: LogHandler | None
+    forward_handler: portforward.ForwardHandler | None = None
     # Long-running handlers (watch, exec, log follow): when the server stops, watches end
     # cleanly on "closing", whatever still runs a moment later is cancelled.
     streams: set[asyncio.Task[Any]] = field(default_factory=set)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     # Tokens issued by the TokenRequest API: token -> expiry (epoch seconds). They are
-    # accepted like the admin token until they expire (no RBAC: authorization is not
-    # emulated), so a student's kubeconfig really stops working when its token ends.
+    # accepted until they expire, so a student's kubeconfig really stops working when
+    # its token ends; what they may do is RBAC's answer for their ServiceAccount.
     issued: dict[bytes, float] = field(default_factory=dict)
+    # ... and whose they are: the ServiceAccount the token was requested for.
+    identities: dict[bytes, rbac.User] = field(default_factory=dict)
 
 
 _CONTEXT = web.AppKey("kubelab_sandbox_context", _Context)
+_USER = "kubelab_sandbox_user"  # the request's rbac.User
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,11 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
     presented = credential.strip().encode()
-    if scheme.lower() != "bearer" or not (
-        hmac.compare_digest(presented, context.token)
-        or context.issued.get(presented, 0.0) > time.time()
-    ):
+    if scheme.lower() == "bearer" and hmac.compare_digest(presented, context.token):
+        request[_USER] = rbac.ADMIN
+    elif scheme.lower() == "bearer" and context.issued.get(presented, 0.0) > time.time():
+        request[_USER] = context.identities.get(presented, rbac.ADMIN)
+    else:
         return _status_response(ApiError(401, "Unauthorized", "Unauthorized"))
     try:
         return await handler(request)
@@ -197,7 +200,32 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return _found(api_discovery.api_resource_list(group, version))
     watch_path = rest[0] == "watch"  # the deprecated /watch/ prefix
     target = _parse_target(group, version, rest[1:] if watch_path else rest)
+    _authorize(request, target, watch_path or query_bool(request.query, "watch"))
     return await _handle(request, target, watch_path)
+
+
+def _authorize(request: web.Request, target: _Target, watch: bool) -> None:
+    """RBAC, as kube-apiserver applies it (the admin token may do anything)."""
+    user: rbac.User = request[_USER]
+    if rbac.MASTERS in user.groups:
+        return
+    attrs = _attributes(request.method, target, watch)
+    if not rbac.allowed(_store(request), user, attrs):
+        raise rbac.forbidden(user, attrs)
+
+
+def _attributes(method: str, target: _Target, watch: bool) -> rbac.Attributes:
+    verb = rbac.verb_of(
+        method, named=target.name is not None, watch=watch, subresource=target.subresource
+    )
+    return rbac.Attributes(
+        verb,
+        target.rt.group,
+        target.rt.plural,
+        target.subresource or "",
+        target.namespace or "",
+        target.name or "",
+    )
 
 
 def _found(body: dict[str, Any] | None) -> web.Response:
@@ -331,18 +359,19 @@ def _timeout(request: web.Request) -> float | None:
         raise bad_request(f'invalid timeoutSeconds "{raw}"') from None
 
 
-def _key_of(obj: dict[str, Any]) -> str:
+def _key_of(obj: dict[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
-def _encode_continue(key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"start": key}).encode()).decode()
+def _encode_continue(key: tuple[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"start": list(key)}).encode()).decode()
 
 
-def _decode_continue(token: str) -> str:
+def _decode_continue(token: str) -> tuple[str, str]:
     try:
-        return str(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
+        namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))["start"]
+        return str(namespace), str(name)
     except (ValueError, KeyError, TypeError):
         message = "The provided continue parameter is too old; start a new list without it."
         raise ApiError(410, "Expired", message) from None
@@ -354,7 +383,9 @@ def _decode_continue(token: str) -> str:
 async def _handle(request: web.Request, target: _Target, watch_path: bool) -> web.StreamResponse:
     method = request.method
     sub = target.subresource
-    if sub in ("exec", "log"):
+    if target.rt.kind == "CustomResourceDefinition":
+        return _definitions(request, target)
+    if sub in ("exec", "log", "portforward"):
         return await _stream(request, target)
     if sub == "scale":
         return await _scale(request, target)
@@ -372,6 +403,8 @@ async def _handle(request: web.Request, target: _Target, watch_path: bool) -> we
     if target.name is None:
         if method == "GET":
             return await (_watch(request, target) if watch else _list(request, target))
+        if method == "POST" and target.rt.group == "authorization.k8s.io":
+            return await _review(request, target)
         if method == "POST":
             return await _create(request, target)
         if method == "DELETE":
@@ -386,6 +419,67 @@ async def _handle(request: web.Request, target: _Target, watch_path: bool) -> we
     if method == "DELETE":
         return await _delete(request, target)
     raise _method_not_allowed()
+
+
+def _definitions(request: web.Request, target: _Target) -> web.Response:
+    """The served custom kinds' CustomResourceDefinitions: read-only."""
+    if request.method != "GET" or query_bool(request.query, "watch"):
+        raise _method_not_allowed()
+    crds = [json.loads(json.dumps(c)) for c in api_discovery.custom_resource_definitions()]
+    if target.name is not None:
+        found = next((c for c in crds if c["metadata"]["name"] == target.name), None)
+        if found is None:
+            raise not_found(target.rt, target.name)
+        return _object_response(request, target.rt, found)
+    meta = {"resourceVersion": str(_store(request).resource_version)}
+    table_version = wants_table(request.headers.get("Accept", ""))
+    if table_version is not None:
+        include = request.query.get("includeObject", "Metadata")
+        table = to_table(
+            target.rt, crds, list_metadata=meta, include_object=include, api_version=table_version
+        )
+        return _json(table, content_type=_table_content_type(table_version))
+    body = {"kind": target.rt.list_kind, "apiVersion": target.rt.api_version, "metadata": meta}
+    return _json({**body, "items": crds})
+
+
+async def _review(request: web.Request, target: _Target) -> web.StreamResponse:
+    """SelfSubjectAccessReview and SelfSubjectRulesReview, answered for the caller."""
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise bad_request("the body of the request must be a JSON object")
+    spec: dict[str, Any] = body["spec"] if isinstance(body.get("spec"), dict) else {}
+    user: rbac.User = request[_USER]
+    store = _store(request)
+    if target.rt.kind == "SelfSubjectRulesReview":
+        rules = rbac.rules_for(store, user, str(spec.get("namespace") or ""))
+        status: dict[str, Any] = {
+            "resourceRules": [
+                {k: r[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if k in r}
+                for r in rules
+            ],
+            "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*"]}],
+            "incomplete": False,
+        }
+    else:
+        asked = spec.get("resourceAttributes") or {}
+        attrs = rbac.Attributes(
+            str(asked.get("verb", "")),
+            str(asked.get("group", "")),
+            str(asked.get("resource", "")),
+            str(asked.get("subresource", "")),
+            str(asked.get("namespace", "")),
+            str(asked.get("name", "")),
+        )
+        status = {"allowed": rbac.allowed(store, user, attrs) if asked else True}
+    answer = {
+        "kind": target.rt.kind,
+        "apiVersion": target.rt.api_version,
+        "metadata": {"creationTimestamp": None},
+        "spec": spec,
+        "status": status,
+    }
+    return _json(answer, status=201)
 
 
 async def _token_request(request: web.Request, target: _Target) -> web.StreamResponse:
@@ -403,7 +497,10 @@ async def _token_request(request: web.Request, target: _Target) -> web.StreamRes
         )
     token = secrets.token_urlsafe(32)
     expires = time.time() + seconds
-    request.app[_CONTEXT].issued[token.encode()] = expires
+    context = request.app[_CONTEXT]
+    context.issued[token.encode()] = expires
+    assert target.namespace is not None and target.name is not None
+    context.identities[token.encode()] = rbac.service_account_user(target.namespace, target.name)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
     answer = {
         "apiVersion": "authentication.k8s.io/v1",
@@ -444,21 +541,22 @@ def _table_content_type(table_version: str) -> str:
 
 async def _list(request: web.Request, target: _Target) -> web.StreamResponse:
     query = request.query
-    items, rv = _store(request).list(
+    after = _decode_continue(query["continue"]) if query.get("continue") else None
+    limit = _limit(request)
+    # One page, not the whole collection: the objects are the store's (serialized, never
+    # changed), and only the page is looked up after the continue key.
+    items, more, rv = _store(request).page(
         target.rt,
         target.namespace,
         query.get("labelSelector", ""),
         query.get("fieldSelector", ""),
+        limit=limit,
+        after=after,
     )
     meta: dict[str, Any] = {"resourceVersion": rv}
-    if query.get("continue"):
-        start = _decode_continue(query["continue"])
-        items = [o for o in items if _key_of(o) > start]
-    limit = _limit(request)
-    if limit and len(items) > limit:
-        meta["continue"] = _encode_continue(_key_of(items[limit - 1]))
-        meta["remainingItemCount"] = len(items) - limit
-        items = items[:limit]
+    if more:
+        meta["continue"] = _encode_continue(_key_of(items[-1]))
+        meta["remainingItemCount"] = more
     table_version = wants_table(request.headers.get("Accept", ""))
     if table_version is not None:
         include = query.get("includeObject", "Metadata")
@@ -525,7 +623,11 @@ async def _long_running(
 async def _create(request: web.Request, target: _Target) -> web.StreamResponse:
     body = _check_body(target, await _body(request), url_name=None)
     obj = _store(request).create(
-        target.rt, body, dry_run=_dry_run(request), field_validation=_field_validation(request)
+        target.rt,
+        body,
+        dry_run=_dry_run(request),
+        field_validation=_field_validation(request),
+        field_manager=_field_manager(request),
     )
     return _object_response(request, target.rt, obj, 201)
 
@@ -545,6 +647,7 @@ async def _write(request: web.Request, target: _Target) -> web.StreamResponse:
             dry_run=_dry_run(request),
             subresource=target.subresource,
             field_validation=_field_validation(request),
+            field_manager=_field_manager(request),
         )
         return _object_response(request, target.rt, obj)
     patch_type = request.content_type.lower()
@@ -560,12 +663,23 @@ async def _write(request: web.Request, target: _Target) -> web.StreamResponse:
         target.name,
         patch_type,
         patch,
-        request.query.get("fieldManager"),
+        request.query.get("fieldManager") if patch_type == APPLY_PATCH else _field_manager(request),
         dry_run=_dry_run(request),
         subresource=target.subresource,
         field_validation=_field_validation(request),
+        force=query_bool(request.query, "force"),
     )
     return _object_response(request, target.rt, obj, 201 if created else 200)
+
+
+def _field_manager(request: web.Request) -> str:
+    """Who makes a write: ``fieldManager``, else the client's User-Agent up to its first
+    "/" (``kubectl``, ``OpenAPI-Generator``), as kube-apiserver names it."""
+    given = request.query.get("fieldManager")
+    if given:
+        return given
+    agent = request.headers.get("User-Agent", "")
+    return agent.split("/", 1)[0][:128] or "unknown"
 
 
 def _field_validation(request: web.Request) -> str:
@@ -716,6 +830,13 @@ async def _stream(request: web.Request, target: _Target) -> web.StreamResponse:
         work = api_stream.serve_exec(
             request, context.store, target.namespace, target.name, context.exec_handler
         )
+    elif target.subresource == "portforward":
+        if request.method not in ("GET", "POST"):
+            raise _method_not_allowed()
+        context.store.get(target.rt, target.namespace, target.name)  # 404 when missing
+        if context.forward_handler is None:
+            raise bad_request("port-forward is not available in this sandbox")
+        work = portforward.serve(request, target.namespace, target.name, context.forward_handler)
     else:
         if request.method != "GET":
             raise _method_not_allowed()
@@ -769,6 +890,7 @@ def create_api_app(
     log_handler: LogHandler | None = None,
     fault_every: int = 0,
     latency: float = 0.0,
+    forward_handler: portforward.ForwardHandler | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``store``; every request needs ``token``.
 
@@ -783,7 +905,7 @@ def create_api_app(
     if latency > 0:
         middlewares.insert(0, _latency_middleware(latency))
     app = web.Application(middlewares=middlewares, client_max_size=16 * 1024 * 1024)
-    app[_CONTEXT] = _Context(store, token.encode(), exec_handler, log_handler)
+    app[_CONTEXT] = _Context(store, token.encode(), exec_handler, log_handler, forward_handler)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
 
     async def stop_streams(app: web.Application) -> None:
@@ -872,8 +994,11 @@ async def start_api(
     log_handler: LogHandler | None = None,
     fault_every: int = 0,
     latency: float = 0.0,
+    forward_handler: portforward.ForwardHandler | None = None,
 ) -> ApiServer:
     """Create the app for ``store`` and serve it on 127.0.0.1 (a free port unless given);
     ``server.kubeconfig(token)`` is what kubectl and the Python client need."""
-    app = create_api_app(store, token, exec_handler, log_handler, fault_every, latency)
+    app = create_api_app(
+        store, token, exec_handler, log_handler, fault_every, latency, forward_handler
+    )
     return await serve(app, host=host, port=port, tls=tls)

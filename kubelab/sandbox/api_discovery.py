@@ -16,8 +16,10 @@ tolerates.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import time
 from typing import Any
 
 from kubelab.sandbox import resources
@@ -43,6 +45,7 @@ _SUBRESOURCE_VERBS = {
     "scale": ["get", "patch", "update"],
     "log": ["get"],
     "exec": ["create", "get"],
+    "portforward": ["create", "get"],
     "token": ["create"],
 }
 
@@ -52,6 +55,8 @@ def _subresource_kind(rt: ResourceType, sub: str) -> dict[str, str]:
         return {"group": "autoscaling", "version": "v1", "kind": "Scale"}
     if sub == "exec":
         return {"group": "", "version": "v1", "kind": "PodExecOptions"}
+    if sub == "portforward":
+        return {"group": "", "version": "v1", "kind": "PodPortForwardOptions"}
     if sub == "token":
         return {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}
     return {"group": rt.group, "version": rt.version, "kind": rt.kind}
@@ -204,6 +209,7 @@ def _gv_path(group: str, version: str) -> str:
     return f"apis/{group}/{version}" if group else f"api/{version}"
 
 
+@functools.cache
 def openapi_v3_document(group: str, version: str) -> dict[str, Any] | None:
     """A minimal OpenAPI v3 document of one group/version: PATCH operations only."""
     types = resources.types_in(group, version)
@@ -235,10 +241,70 @@ def openapi_v3_document(group: str, version: str) -> dict[str, Any] | None:
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION["gitVersion"]},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": _schemas(group, version)},
     }
 
 
+@functools.cache
+def _schemas(group: str, version: str) -> dict[str, Any]:
+    """The schemas of one group/version's kinds, and of everything they refer to, in
+    OpenAPI v3 form: what ``kubectl explain`` reads (it finds a kind by its
+    ``x-kubernetes-group-version-kind``)."""
+    from kubelab.sandbox import admission
+
+    out: dict[str, Any] = {}
+    for rt in resources.types_in(group, version):
+        found = admission.schema_of(rt)
+        if found is None:
+            continue
+        root, defs = found
+        gvk = [{"group": rt.group, "version": rt.version, "kind": rt.kind}]
+        if rt.custom:
+            name = f"{'.'.join(reversed(rt.group.split('.')))}.{rt.version}.{rt.kind}"
+            out[name] = {**_openapi_v3(root), "x-kubernetes-group-version-kind": gvk}
+            continue
+        pending = [
+            d for d, body in defs.items() if body.get("x-kubernetes-group-version-kind") == gvk
+        ]
+        while pending:
+            name = pending.pop()
+            if name in out or name not in defs:
+                continue
+            out[name] = _openapi_v3(defs[name])
+            pending.extend(_refs(defs[name]))
+    return out
+
+
+def _refs(schema: Any) -> list[str]:
+    if isinstance(schema, dict):
+        found = [str(schema["$ref"]).rpartition("/")[2]] if "$ref" in schema else []
+        return found + [r for v in schema.values() for r in _refs(v)]
+    if isinstance(schema, list):
+        return [r for v in schema for r in _refs(v)]
+    return []
+
+
+def _openapi_v3(schema: Any) -> Any:
+    """kubernetes-validate's JSON schema as OpenAPI v3: refs into components, nullable
+    types as plain ones."""
+    if isinstance(schema, list):
+        return [_openapi_v3(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$ref":
+            out[key] = "#/components/schemas/" + str(value).rpartition("/")[2]
+        elif key == "type" and isinstance(value, list):
+            kinds = [t for t in value if t != "null"]
+            if kinds:
+                out[key] = kinds[0]
+        else:
+            out[key] = _openapi_v3(value)
+    return out
+
+
+@functools.cache
 def openapi_v3_root() -> dict[str, Any]:
     """``/openapi/v3``: where each group/version's document is (with a content hash,
     which clients use as a cache key)."""
@@ -250,3 +316,79 @@ def openapi_v3_root() -> dict[str, Any]:
             path = _gv_path(group, version)
             paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
     return {"paths": paths}
+
+
+# When this sandbox started: the custom kinds "exist" since then.
+_STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@functools.cache
+def custom_resource_definitions() -> tuple[dict[str, Any], ...]:
+    """The CustomResourceDefinition a real cluster would hold for each custom kind the
+    sandbox serves (its versions, names, scope, schema and printer columns), Established."""
+    from kubelab.sandbox import admission
+
+    by_storage: dict[tuple[str, str], list[ResourceType]] = {}
+    for rt in resources.RESOURCE_TYPES:
+        if rt.custom:
+            by_storage.setdefault(rt.storage_key, []).append(rt)
+    out = []
+    for (group, plural), served in sorted(by_storage.items()):
+        first = served[0]
+        names: dict[str, Any] = {
+            "kind": first.kind,
+            "listKind": first.list_kind,
+            "plural": plural,
+            "singular": first.singular,
+        }
+        if first.short_names:
+            names["shortNames"] = list(first.short_names)
+        if first.categories:
+            names["categories"] = list(first.categories)
+        versions = []
+        for i, rt in enumerate(served):
+            found = admission.schema_of(rt)
+            schema = found[0] if found else {"type": "object"}
+            version: dict[str, Any] = {
+                "name": rt.version,
+                "served": True,
+                "storage": i == 0,
+                "schema": {"openAPIV3Schema": schema},
+            }
+            if "status" in rt.subresources:
+                version["subresources"] = {"status": {}}
+            columns = [
+                {"name": c.name, "type": c.type, "jsonPath": c.json_path}
+                for c in rt.printer_columns
+                if c.json_path != ".metadata.creationTimestamp"
+            ]
+            if columns:
+                version["additionalPrinterColumns"] = columns
+            versions.append(version)
+        established = [
+            {"type": t, "status": "True", "reason": r}
+            for t, r in (("NamesAccepted", "NoConflicts"), ("Established", "InitialNamesAccepted"))
+        ]
+        out.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {
+                    "name": f"{plural}.{group}",
+                    "generation": 1,
+                    "creationTimestamp": _STARTED,
+                },
+                "spec": {
+                    "group": group,
+                    "names": names,
+                    "scope": "Namespaced" if first.namespaced else "Cluster",
+                    "versions": versions,
+                },
+                "status": {
+                    "acceptedNames": names,
+                    "conditions": established,
+                    "storedVersions": [first.version],
+                },
+            }
+        )
+    return tuple(out)

@@ -29,13 +29,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kubelab.sandbox import resources
-from kubelab.sandbox.store import ApiError, Store, bad_request
+from kubelab.sandbox.errors import ApiError, bad_request
+from kubelab.sandbox.ptyproc import kill_group
+from kubelab.sandbox.store import Store
 
 log = logging.getLogger(__name__)
 
-ExecHandler = Callable[
-    [str, str, str | None, list[str], bool, bool], Awaitable[asyncio.subprocess.Process]
-]
+ExecHandler = Callable[[str, str, str | None, list[str], bool, bool], Awaitable[Any]]
 # (namespace, pod, container, follow, tail_lines) -> bytes, or an async iterator of bytes,
 # or an awaitable of bytes.
 LogHandler = Callable[[str, str, str | None, bool, int | None], Any]
@@ -158,7 +158,7 @@ async def serve_exec(
 
 async def _pump(
     ws: web.WebSocketResponse,
-    process: asyncio.subprocess.Process,
+    process: Any,  # an asyncio Process, or a ptyproc.PtyProcess with a TTY
     send: Callable[[int, bytes], Awaitable[None]],
     *,
     want_out: bool,
@@ -195,7 +195,10 @@ async def _pump(
                     await process.stdin.drain()
             elif channel == CLOSE and payload[:1] == bytes([STDIN]):
                 close_stdin()
-            # RESIZE (4) has nothing to resize: commands do not run on a terminal here.
+            elif channel == RESIZE and hasattr(process, "resize"):
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    size = json.loads(payload)
+                    process.resize(int(size.get("Width", 0)), int(size.get("Height", 0)))
 
     reader = asyncio.create_task(input_())
     try:
@@ -211,23 +214,19 @@ async def _pump(
         reader.cancel()
         close_stdin()
         if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            kill_group(process)
             await process.wait()
         await ws.close()
     return ws
 
 
-async def _until_exit_or_hangup(
-    process: asyncio.subprocess.Process, reader: asyncio.Task[None]
-) -> None:
-    """Return when the process exits; kill it when the client goes away first."""
+async def _until_exit_or_hangup(process: Any, reader: asyncio.Task[None]) -> None:
+    """Return when the process exits; end its process group when the client goes away
+    first (kubectl interrupted), so that nothing it started keeps running."""
     waiter = asyncio.ensure_future(process.wait())
     done, _ = await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
     if waiter not in done:
-        # The client closed the connection (kubectl interrupted): stop the command.
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        kill_group(process)
     await waiter
 
 

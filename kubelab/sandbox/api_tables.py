@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kubelab.sandbox.filters import label_selector_string
 from kubelab.sandbox.resources import PrinterColumn, ResourceType
-from kubelab.sandbox.store import label_selector_string
 
 Column = dict[str, Any]
 Cells = list[Any]
@@ -353,6 +353,10 @@ _PRINTERS: dict[tuple[str, str], _Printer] = {
     ("", "Namespace"): (
         [_NAME, _col("Status"), _AGE],
         lambda o: [_name(o), _get(o, "status", "phase") or "", _created(o)],
+    ),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): (
+        [_NAME, _col("Created At", "date")],
+        lambda o: [_name(o), _get(o, "metadata", "creationTimestamp") or ""],
     ),
     ("", "ConfigMap"): (
         [_NAME, _col("Data", "integer"), _AGE],

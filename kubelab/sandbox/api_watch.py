@@ -20,8 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from kubelab.sandbox.api_tables import to_table
+from kubelab.sandbox.filters import Filter
 from kubelab.sandbox.resources import ResourceType
-from kubelab.sandbox.store import Change, Filter, Store
+from kubelab.sandbox.store import Change, Store
 
 DEFAULT_TIMEOUT = 1800.0  # the API server's default min-request-timeout
 

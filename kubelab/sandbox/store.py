@@ -8,21 +8,27 @@ no method awaits.
 Kubernetes semantics kept here: a global monotonic resourceVersion bumped by every
 write (no-op writes change nothing and emit no event), optimistic concurrency (a stale
 ``metadata.resourceVersion`` is a 409 Conflict), ``metadata.generation`` bumped only
-when something outside metadata and status changes, ``generateName``, namespaces that
-must exist and whose deletion deletes their content, garbage collection of dependents
-through ``ownerReferences``, the status subresource (create, replace and patch ignore
-``.status`` of kinds that have one; write it with :meth:`Store.update_status`), the four
-patch types, light defaulting (Deployment replicas, Service clusterIP, ...) and label
-and field selectors. Errors are :class:`ApiError` carrying the Kubernetes ``Status``.
+when something outside metadata and status changes (on the kinds that keep one),
+``generateName``, namespaces that must exist and whose deletion deletes their content,
+finalizers, garbage collection of dependents through ``ownerReferences`` (background,
+foreground and orphan), the status subresource (create, replace and patch ignore
+``.status`` of kinds that have one; write it with :meth:`Store.update_status`) and field
+ownership. The rest lives beside it:
+
+* ``admission``: decoding (types, unknown fields) and validation, Istio's rules too;
+* ``defaults``: what the API server fills in;
+* ``patches`` (over ``kubelab.k8s.patch``) and ``fieldmanager`` (server-side apply);
+* ``filters``: label and field selectors;
+* ``errors``: :class:`~kubelab.sandbox.errors.ApiError` and the Status answers;
+* ``index``: objects by namespace, pages without copies, the dependents index.
 
 Stored dicts are never mutated once stored (every write stores a new dict), so watch
-history and raw listeners can share them; everything handed to callers is a copy.
+history, raw listeners and :meth:`Store.page` share them; the other reads hand out copies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import secrets
@@ -30,26 +36,40 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from kubelab.checks import selectors
-from kubelab.sandbox import admission, resources
-from kubelab.sandbox.admission import Cause, DecodeError
+from kubelab.k8s.data import copy_json, json_equal, now_rfc3339
+from kubelab.sandbox import admission, fieldmanager, resources
+from kubelab.sandbox.admission import DecodeError
+from kubelab.sandbox.defaults import Defaulter
+from kubelab.sandbox.errors import (
+    STALE,
+    ApiError,
+    already_exists,
+    bad_request,
+    conflict,
+    invalid,
+    invalid_options,
+    name_mismatch,
+    namespace_not_found,
+    not_found,
+    status_details,
+    unprocessable,
+)
+from kubelab.sandbox.filters import Filter
+from kubelab.sandbox.index import Bucket, Dependents, ObjectKey
+from kubelab.sandbox.patches import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    PATCH_ALIASES,
+    PATCH_TYPES,
+    STRATEGIC_MERGE_PATCH,
+    apply_json_patch,
+    apply_merge_patch,
+    strategic_merge,
+    unsupported_patch,
+)
 from kubelab.sandbox.resources import ResourceType
-
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"
-PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
-# kubectl's --type names, accepted by Store.patch for convenience.
-_PATCH_ALIASES = {
-    "json": JSON_PATCH,
-    "merge": MERGE_PATCH,
-    "strategic": STRATEGIC_MERGE_PATCH,
-    "apply": APPLY_PATCH,
-}
 
 Validator = Callable[[dict[str, Any]], list[str]]
 
@@ -71,108 +91,6 @@ _SERVER_FIELDS = (
     "managedFields",
     "selfLink",
 )
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ApiError(Exception):
-    """A failed API request, carrying the Kubernetes ``Status`` the server answers with."""
-
-    def __init__(
-        self, code: int, reason: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details
-
-    def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
-        if self.details is not None:
-            out["details"] = self.details
-        return out
-
-    def __repr__(self) -> str:
-        return f"ApiError({self.code}, {self.reason!r}, {self.message!r})"
-
-
-def not_found(rt: ResourceType, name: str) -> ApiError:
-    details = _details(rt, name, rt.plural)
-    return ApiError(404, "NotFound", f'{rt.group_resource} "{name}" not found', details)
-
-
-def already_exists(rt: ResourceType, name: str) -> ApiError:
-    details = _details(rt, name, rt.plural)
-    message = f'{rt.group_resource} "{name}" already exists'
-    return ApiError(409, "AlreadyExists", message, details)
-
-
-def conflict(rt: ResourceType, name: str, why: str) -> ApiError:
-    details = _details(rt, name, rt.plural)
-    message = f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}'
-    return ApiError(409, "Conflict", message, details)
-
-
-STALE = (
-    "the object has been modified; please apply your changes to the latest version and try again"
-)
-
-
-def invalid(rt: ResourceType, name: str, problems: list[str] | list[Cause]) -> ApiError:
-    """422 Invalid; kubectl prints ``The <Kind> "<name>" is invalid: <problems>``."""
-    joined = ", ".join(str(p) for p in problems)
-    joined = joined if len(problems) == 1 else f"[{joined}]"
-    causes = []
-    for problem in problems:
-        if isinstance(problem, Cause):
-            cause = {"reason": problem.reason, "message": problem.message, "field": problem.field}
-            causes.append(cause)
-            continue
-        field, sep, message = problem.partition(": ")
-        # "spec.x: Required value" -> a cause with a field, as the API server reports it.
-        if sep and re.fullmatch(r"[A-Za-z0-9_.\[\]/-]+", field):
-            causes.append({"reason": "FieldValueInvalid", "message": message, "field": field})
-        else:
-            causes.append({"reason": "FieldValueInvalid", "message": problem})
-    details = {**_details(rt, name, rt.kind), "causes": causes}
-    return ApiError(422, "Invalid", f'{rt.qualified_kind} "{name}" is invalid: {joined}', details)
-
-
-def _details(rt: ResourceType, name: str, kind: str) -> dict[str, Any]:
-    """A Status's details: the group is left out for the core group, as Go's omitempty."""
-    details = {"name": name, "group": rt.group, "kind": kind}
-    if not rt.group:
-        del details["group"]
-    return details
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "BadRequest", message)
-
-
-def unprocessable(message: str) -> ApiError:
-    """A 422 without details: kubectl prints ``The request is invalid: <message>``."""
-    return ApiError(422, "Invalid", message)
-
-
-def namespace_not_found(namespace: str) -> ApiError:
-    return not_found(resources.NAMESPACES, namespace)
-
-
-def name_mismatch(in_body: Any, in_url: str) -> ApiError:
-    return bad_request(
-        f"the name of the object ({in_body}) does not match the name on the URL ({in_url})"
-    )
 
 
 # --------------------------------------------------------------------------- events
@@ -205,32 +123,6 @@ class Change:
 # --------------------------------------------------------------------------- helpers
 
 
-def copy_json(value: Any) -> Any:
-    """Deep copy of JSON-like data (dicts, lists, scalars); much faster than deepcopy."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]
-    return value
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality of JSON values: unlike ``==``, ``True`` is not ``1`` (RFC 6902 ``test``)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and bool(a == b)
-
-
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
@@ -241,561 +133,9 @@ def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
-def _labels(obj: dict[str, Any]) -> dict[str, str]:
-    labels = _meta(obj).get("labels")
-    return labels if isinstance(labels, dict) else {}
-
-
-def _field_value(obj: dict[str, Any], path: str) -> str:
-    value: Any = obj
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-FieldRequirement = tuple[str, str, str]  # (path, "=" | "!=", value)
-
-
-def parse_field_selector(selector: str) -> list[FieldRequirement]:
-    """``metadata.name=x,status.phase!=Running``; any dotted field path is accepted."""
-    out: list[FieldRequirement] = []
-    for term in selector.split(","):
-        term = term.strip()
-        if not term:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(==|=|!=)\s*(.*)", term)
-        if not m:
-            raise bad_request(f'invalid field selector: "{term}": expected key=value or key!=value')
-        op = "!=" if m[2] == "!=" else "="
-        out.append((m[1], op, m[3]))
-    return out
-
-
-_OBJECT_FIELDS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
-_EVENT_FIELDS = (
-    *(f"involvedObject.{f}" for f in _OBJECT_FIELDS),
-    *("reason", "reportingComponent", "source", "type"),
-)
-# The field selectors each kind supports besides metadata.name and metadata.namespace,
-# as kube-apiserver's registries declare them; any other is a 400.
-_FIELD_LABELS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("", "Pod"): (
-        "spec.nodeName",
-        "spec.restartPolicy",
-        "spec.schedulerName",
-        "spec.serviceAccountName",
-        "spec.hostNetwork",
-        "status.phase",
-        "status.podIP",
-        "status.podIPs",
-        "status.nominatedNodeName",
-    ),
-    ("", "Event"): _EVENT_FIELDS,
-    ("events.k8s.io", "Event"): _EVENT_FIELDS,
-    ("", "Secret"): ("type",),
-    ("", "Namespace"): ("status.phase",),
-    ("", "Node"): ("spec.unschedulable",),
-    ("", "Service"): ("spec.clusterIP", "spec.type"),
-    ("", "ReplicationController"): ("status.replicas",),
-    ("apps", "ReplicaSet"): ("status.replicas",),
-    ("batch", "Job"): ("status.successful",),
-}
-
-
-def parse_label_selector(selector: str) -> list[selectors.Requirement]:
-    try:
-        return selectors.parse(selector)
-    except ValueError as e:
-        raise bad_request(f"unable to parse requirement: {e}") from e
-
-
-@dataclass(frozen=True)
-class Filter:
-    """Which objects of one resource a list or watch wants."""
-
-    storage_key: tuple[str, str]
-    namespace: str | None = None
-    labels: tuple[selectors.Requirement, ...] = ()
-    fields: tuple[FieldRequirement, ...] = ()
-
-    @classmethod
-    def build(
-        cls, rt: ResourceType, namespace: str | None, label_selector: str, field_selector: str
-    ) -> Filter:
-        fields = tuple(parse_field_selector(field_selector))
-        supported = _FIELD_LABELS.get((rt.group, rt.kind), ())
-        for path, _op, _value in fields:
-            if path not in supported and path not in ("metadata.name", "metadata.namespace"):
-                raise bad_request(f"field label not supported: {path}")
-        return cls(
-            rt.storage_key,
-            namespace if rt.namespaced else None,
-            tuple(parse_label_selector(label_selector)),
-            fields,
-        )
-
-    def matches(self, obj: dict[str, Any] | None) -> bool:
-        if obj is None:
-            return False
-        if self.namespace is not None and _meta(obj).get("namespace") != self.namespace:
-            return False
-        if self.labels and not selectors.matches(list(self.labels), _labels(obj)):
-            return False
-        for path, op, value in self.fields:
-            if (_field_value(obj, path) == value) != (op == "="):
-                return False
-        return True
-
-
-def label_selector_string(selector: Any) -> str:
-    """A ``metav1.LabelSelector`` (matchLabels/matchExpressions) as a ``-l`` string."""
-    if not isinstance(selector, dict):
-        return ""
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(str(key))
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
-
-
-# --------------------------------------------------------------------------- JSON patch
-
-
-_MISSING = object()
-
-
-def _pointer(path: Any) -> list[str]:
-    if not isinstance(path, str):
-        raise bad_request(f"json patch: path must be a string, got {path!r}")
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise unprocessable(f'json patch: invalid pointer "{path}": must start with "/"')
-    tokens = path[1:].split("/")
-    for token in tokens:
-        if re.search(r"~(?![01])", token):
-            raise unprocessable(f'json patch: invalid pointer "{path}": bad "~" escape')
-    return [t.replace("~1", "/").replace("~0", "~") for t in tokens]
-
-
-def _index(token: str, size: int, path: str, *, append_ok: bool) -> int:
-    if append_ok and token == "-":
-        return size
-    if not re.fullmatch(r"0|[1-9][0-9]*", token):
-        raise unprocessable(f'json patch: "{path}": "{token}" is not an array index')
-    index = int(token)
-    if index > size or (index == size and not append_ok):
-        raise unprocessable(f'json patch: "{path}": index {index} out of bounds')
-    return index
-
-
-def _container(doc: Any, tokens: list[str], path: str) -> Any:
-    """The value holding the last token of ``tokens`` (which must exist)."""
-    node = doc
-    for token in tokens[:-1]:
-        if isinstance(node, dict):
-            if token not in node:
-                raise unprocessable(f'json patch: "{path}": path does not exist ("{token}")')
-            node = node[token]
-        elif isinstance(node, list):
-            node = node[_index(token, len(node), path, append_ok=False)]
-        else:
-            raise unprocessable(f'json patch: "{path}": cannot descend into a scalar')
-    return node
-
-
-def _jp_get(doc: Any, tokens: list[str], path: str) -> Any:
-    if not tokens:
-        return doc
-    parent = _container(doc, tokens, path)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise unprocessable(f'json patch: "{path}": path does not exist')
-        return parent[last]
-    if isinstance(parent, list):
-        return parent[_index(last, len(parent), path, append_ok=False)]
-    raise unprocessable(f'json patch: "{path}": path does not exist')
-
-
-def _jp_add(doc: Any, tokens: list[str], value: Any, path: str) -> Any:
-    if not tokens:
-        return value
-    parent = _container(doc, tokens, path)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        parent.insert(_index(last, len(parent), path, append_ok=True), value)
-    else:
-        raise unprocessable(f'json patch: "{path}": parent is not an object or array')
-    return doc
-
-
-def _jp_remove(doc: Any, tokens: list[str], path: str) -> tuple[Any, Any]:
-    if not tokens:
-        raise unprocessable('json patch: cannot remove the whole document ("")')
-    parent = _container(doc, tokens, path)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise unprocessable(f'json patch: remove "{path}": path does not exist')
-        return doc, parent.pop(last)
-    if isinstance(parent, list):
-        return doc, parent.pop(_index(last, len(parent), path, append_ok=False))
-    raise unprocessable(f'json patch: remove "{path}": path does not exist')
-
-
-def apply_json_patch(doc: Any, patch: Any) -> Any:
-    """RFC 6902 on a copy of ``doc``; all-or-nothing. 400 for a malformed patch, 422 when
-    an operation does not apply (missing path, failed ``test``)."""
-    if not isinstance(patch, list):
-        raise bad_request("json patch: the patch must be a JSON array of operations")
-    doc = copy_json(doc)
-    for number, op in enumerate(patch):
-        if not isinstance(op, dict) or not isinstance(op.get("op"), str):
-            raise bad_request(f"json patch: operation {number} is not an object with an op")
-        kind, path = op["op"], op.get("path", _MISSING)
-        if path is _MISSING:
-            raise bad_request(f'json patch: operation {number} ("{kind}") has no path')
-        tokens = _pointer(path)
-        if kind in ("add", "replace", "test") and "value" not in op:
-            raise bad_request(f'json patch: operation {number} ("{kind}") has no value')
-        if kind == "add":
-            doc = _jp_add(doc, tokens, copy_json(op["value"]), path)
-        elif kind == "remove":
-            doc, _ = _jp_remove(doc, tokens, path)
-        elif kind == "replace":
-            if not tokens:
-                doc = copy_json(op["value"])
-                continue
-            _jp_get(doc, tokens, path)  # must exist
-            parent = _container(doc, tokens, path)
-            if isinstance(parent, dict):
-                parent[tokens[-1]] = copy_json(op["value"])
-            else:
-                parent[_index(tokens[-1], len(parent), path, append_ok=False)] = copy_json(
-                    op["value"]
-                )
-        elif kind in ("move", "copy"):
-            source = op.get("from", _MISSING)
-            if source is _MISSING:
-                raise bad_request(f'json patch: operation {number} ("{kind}") has no from')
-            from_tokens = _pointer(source)
-            if kind == "move":
-                if from_tokens == tokens:
-                    _jp_get(doc, tokens, path)
-                    continue
-                if tokens[: len(from_tokens)] == from_tokens:
-                    raise unprocessable(
-                        f'json patch: cannot move "{source}" into its own child "{path}"'
-                    )
-                doc, value = _jp_remove(doc, from_tokens, source)
-            else:
-                value = copy_json(_jp_get(doc, from_tokens, source))
-            doc = _jp_add(doc, tokens, value, path)
-        elif kind == "test":
-            if not json_equal(_jp_get(doc, tokens, path), op["value"]):
-                raise unprocessable(f'json patch: test of "{path}" failed')
-        else:
-            raise bad_request(f'json patch: unknown operation "{kind}"')
-    return doc
-
-
-# --------------------------------------------------------------------------- merge patches
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch; returns a new value, ``target`` is untouched."""
-    if not isinstance(patch, dict):
-        return copy_json(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return copy_json(result)
-
-
-# Lists merged by key instead of replaced, as in the Kubernetes API types' patchMergeKey
-# (approximated by field name: container ports merge by containerPort, Service ports by port).
-MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    "containers": ("name",),
-    "initContainers": ("name",),
-    "ephemeralContainers": ("name",),
-    "env": ("name",),
-    "ports": ("containerPort", "port"),
-    "volumes": ("name",),
-    "volumeMounts": ("mountPath",),
-    "volumeDevices": ("devicePath",),
-    "imagePullSecrets": ("name",),
-    "conditions": ("type",),
-    "hostAliases": ("ip",),
-    "ownerReferences": ("uid",),
-    "resourceClaims": ("name",),
-    "secrets": ("name",),
-}
-# Lists of scalars merged as sets (patchStrategy merge).
-MERGE_SETS = frozenset({"finalizers"})
-
-_DELETE = object()
-
-
-def _is_directive(key: str) -> bool:
-    return key in ("$patch", "$retainKeys") or key.startswith(
-        ("$setElementOrder/", "$deleteFromPrimitiveList/")
-    )
-
-
-def _strip_directives(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_directives(v) for k, v in value.items() if not _is_directive(k)}
-    if isinstance(value, list):
-        return [
-            _strip_directives(v)
-            for v in value
-            if not (isinstance(v, dict) and v.get("$patch") in ("replace", "delete"))
-        ]
-    return value
-
-
-def _item_key(item: Any, keys: tuple[str, ...]) -> tuple[str, Any] | None:
-    if not isinstance(item, dict):
-        return None
-    for key in keys:
-        if key in item:
-            return (key, item[key])
-    return None
-
-
-def _merge_list(original: list[Any], patch: list[Any], field: str) -> list[Any]:
-    if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
-        kept = [p for p in patch if not (isinstance(p, dict) and p.get("$patch") == "replace")]
-        return [copy_json(_strip_directives(p)) for p in kept]
-    if field in MERGE_SETS:
-        out = list(original)
-        out.extend(copy_json(p) for p in patch if p not in out)
-        return out
-    keys = MERGE_KEYS[field]
-    result = list(original)
-    for item in patch:
-        key = _item_key(item, keys)
-        if key is None:
-            result.append(copy_json(_strip_directives(item)))
-            continue
-        at = next((i for i, o in enumerate(result) if _item_key(o, (key[0],)) == key), None)
-        if isinstance(item, dict) and item.get("$patch") == "delete":
-            result = [o for o in result if _item_key(o, (key[0],)) != key]
-        elif at is None:
-            result.append(strategic_merge({}, item))
-        else:
-            result[at] = strategic_merge(result[at], item)
-    return result
-
-
-def _reorder(items: list[Any], order: list[Any], field: str) -> list[Any]:
-    """Apply ``$setElementOrder``: listed elements in that order, the others after."""
-    keys = MERGE_KEYS.get(field)
-
-    def ident(value: Any) -> Any:
-        return _item_key(value, keys) if keys else value
-
-    wanted = [ident(o) for o in order]
-    ranked = [i for w in wanted for i in items if ident(i) == w]
-    return ranked + [i for i in items if ident(i) not in wanted]
-
-
-def strategic_merge(original: Any, patch: Any) -> Any:
-    """Kubernetes strategic merge patch, approximated: maps merge, ``null`` deletes, lists
-    named in :data:`MERGE_KEYS` merge by key, other lists are replaced; ``$patch``
-    (replace/delete), ``$retainKeys``, ``$setElementOrder`` and
-    ``$deleteFromPrimitiveList`` directives are honoured."""
-    if not isinstance(patch, dict):
-        return copy_json(patch)
-    directive = patch.get("$patch")
-    if directive == "replace":
-        return copy_json(_strip_directives(patch))
-    if directive == "delete":
-        return _DELETE
-    result = dict(original) if isinstance(original, dict) else {}
-    orders: dict[str, list[Any]] = {}
-    removals: dict[str, list[Any]] = {}
-    for key, value in patch.items():
-        if key in ("$patch", "$retainKeys"):
-            continue
-        if key.startswith("$setElementOrder/"):
-            orders[key.split("/", 1)[1]] = value if isinstance(value, list) else []
-            continue
-        if key.startswith("$deleteFromPrimitiveList/"):
-            removals[key.split("/", 1)[1]] = value if isinstance(value, list) else []
-            continue
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, list) and (key in MERGE_KEYS or key in MERGE_SETS):
-            current = result.get(key)
-            result[key] = _merge_list(current if isinstance(current, list) else [], value, key)
-        elif isinstance(value, dict):
-            merged = strategic_merge(result.get(key), value)
-            if merged is _DELETE:
-                result.pop(key, None)
-            else:
-                result[key] = merged
-        else:
-            result[key] = copy_json(_strip_directives(value))
-    for field, values in removals.items():
-        if isinstance(result.get(field), list):
-            result[field] = [v for v in result[field] if v not in values]
-    for field, order in orders.items():
-        if isinstance(result.get(field), list):
-            result[field] = _reorder(result[field], order, field)
-    retain = patch.get("$retainKeys")
-    if isinstance(retain, list):
-        result = {k: v for k, v in result.items() if k in retain}
-    return copy_json(result)
-
-
-# --------------------------------------------------------------------------- defaulting
-
-
-def _default_pod_spec(spec: Any, *, restart_policy: bool = True) -> None:
-    if not isinstance(spec, dict):
-        return
-    if restart_policy:  # not for Jobs, which must say Never or OnFailure themselves
-        spec.setdefault("restartPolicy", "Always")
-    spec.setdefault("terminationGracePeriodSeconds", 30)
-    spec.setdefault("dnsPolicy", "ClusterFirst")
-    spec.setdefault("schedulerName", "default-scheduler")
-    spec.setdefault("securityContext", {})
-    for field in ("containers", "initContainers"):
-        for container in spec.get(field) or []:
-            if not isinstance(container, dict):
-                continue
-            image = str(container.get("image", ""))
-            tag = image.rsplit("/", 1)[-1]
-            latest = ":" not in tag or tag.endswith(":latest")
-            container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
-            container.setdefault("terminationMessagePath", "/dev/termination-log")
-            container.setdefault("terminationMessagePolicy", "File")
-            container.setdefault("resources", {})
-            for port in container.get("ports") or []:
-                if isinstance(port, dict):
-                    port.setdefault("protocol", "TCP")
-
-
-# What the DefaultTolerationSeconds admission plugin adds to every pod.
-_DEFAULT_TOLERATIONS = tuple(
-    {
-        "key": f"node.kubernetes.io/{taint}",
-        "operator": "Exists",
-        "effect": "NoExecute",
-        "tolerationSeconds": 300,
-    }
-    for taint in ("not-ready", "unreachable")
-)
-
-
-def _admit_pod(spec: dict[str, Any]) -> None:
-    """What admission adds to a new pod: its ServiceAccount, priority and tolerations."""
-    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-    spec["serviceAccountName"] = spec["serviceAccount"] = account
-    spec.setdefault("enableServiceLinks", True)
-    spec.setdefault("priority", 0)
-    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-    tolerations = spec.setdefault("tolerations", [])
-    if isinstance(tolerations, list):
-        present = {(t.get("key"), t.get("effect")) for t in tolerations if isinstance(t, dict)}
-        for toleration in _DEFAULT_TOLERATIONS:
-            if (toleration["key"], "NoExecute") not in present:
-                tolerations.append(dict(toleration))
-
-
-def _default_template(obj: dict[str, Any], *, restart_policy: bool = True) -> None:
-    spec = obj.get("spec")
-    if isinstance(spec, dict) and isinstance(spec.get("template"), dict):
-        _default_pod_spec(spec["template"].get("spec"), restart_policy=restart_policy)
-
-
-class _Defaulter:
-    """Fills the defaults the API server would, per kind (only the ones people look at)."""
-
-    def __init__(self) -> None:
-        self._next_ip = 1
-
-    def __call__(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        spec = obj.get("spec")
-        kind = (rt.group, rt.kind)
-        if kind == ("", "Namespace"):
-            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-            obj.setdefault("status", {}).setdefault("phase", "Active")
-            # The API server labels every namespace with its name (used by selectors).
-            labels = obj["metadata"].setdefault("labels", {})
-            labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
-        elif kind == ("", "Pod"):
-            _default_pod_spec(spec)
-            if old is None and isinstance(spec, dict):
-                _admit_pod(spec)
-            if old is None:
-                obj.setdefault("status", {}).setdefault("phase", "Pending")
-        elif kind in (("apps", "Deployment"), ("apps", "ReplicaSet")) and isinstance(spec, dict):
-            spec.setdefault("replicas", 1)
-            if kind[1] == "Deployment":
-                spec.setdefault("revisionHistoryLimit", 10)
-                spec.setdefault("progressDeadlineSeconds", 600)
-                strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
-                if isinstance(strategy, dict) and strategy.get("type") == "RollingUpdate":
-                    strategy.setdefault(
-                        "rollingUpdate", {"maxSurge": "25%", "maxUnavailable": "25%"}
-                    )
-            _default_template(obj)
-        elif kind == ("batch", "Job"):
-            _default_template(obj, restart_policy=False)
-        elif kind == ("argoproj.io", "Rollout"):
-            _default_template(obj)
-        elif kind == ("", "Service") and isinstance(spec, dict):
-            self._default_service(spec, old)
-        elif kind == ("", "Secret"):
-            obj.setdefault("type", "Opaque")
-            string_data = obj.pop("stringData", None)
-            if isinstance(string_data, dict):
-                data = obj.setdefault("data", {})
-                for key, value in string_data.items():
-                    data[key] = base64.b64encode(str(value).encode()).decode()
-
-    def _default_service(self, spec: dict[str, Any], old: dict[str, Any] | None) -> None:
-        spec.setdefault("type", "ClusterIP")
-        spec.setdefault("sessionAffinity", "None")
-        old_spec = (old or {}).get("spec") or {}
-        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
-            if old_spec.get("clusterIP"):
-                # clusterIP is immutable; an update that omits it keeps the allocated one.
-                spec["clusterIP"] = old_spec["clusterIP"]
-            else:
-                spec["clusterIP"] = f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
-                self._next_ip += 1
-            spec.setdefault("clusterIPs", [spec["clusterIP"]])
-        for port in spec.get("ports") or []:
-            if isinstance(port, dict):
-                port.setdefault("protocol", "TCP")
-                if "port" in port:
-                    port.setdefault("targetPort", port["port"])
-
-
 # --------------------------------------------------------------------------- the store
 
 
-ObjectKey = tuple[str, str]  # (namespace or "", name)
 # Module-level aliases: inside Store, "list" names the method.
 _Objects = list[dict[str, Any]]
 _Changes = list[Change]
@@ -825,13 +165,14 @@ class Store:
         self._validate = validate
         self._namespace_termination = namespace_termination
         self._rv = 0
-        self._objects: dict[tuple[str, str], dict[ObjectKey, dict[str, Any]]] = {}
+        self._objects: dict[tuple[str, str], Bucket] = {}
+        self._dependents = Dependents()
         self._history: deque[Change] = deque(maxlen=history)
         self._history_floor = 0  # changes after this resourceVersion are all in _history
         self.root_ca = ""
         self._queues: list[asyncio.Queue[WatchEvent]] = []
         self._listeners: list[Callable[[Change], None]] = []
-        self._defaults = _Defaulter()
+        self._defaults = Defaulter()
         for name in namespaces:
             self.create(resources.NAMESPACES, {"metadata": {"name": name}})
 
@@ -862,8 +203,45 @@ class Store:
 
     def select(self, flt: Filter) -> _Objects:
         """The stored (shared, read-only) objects a filter matches, sorted by key."""
-        bucket = self._objects.get(flt.storage_key, {})
-        return [bucket[k] for k in sorted(bucket) if flt.matches(bucket[k])]
+        return self.select_page(flt)[0]
+
+    def select_page(
+        self, flt: Filter, limit: int = 0, after: ObjectKey | None = None
+    ) -> tuple[_Objects, int]:
+        """Up to ``limit`` (0: all) stored (shared, read-only) objects a filter matches,
+        in key order after the key ``after``, and how many more match after them. Only
+        the filter's namespace is looked at."""
+        bucket = self._objects.get(flt.storage_key)
+        if bucket is None:
+            return [], 0
+        page: _Objects = []
+        more = 0
+        for _key, obj in bucket.scan(flt.namespace, after):
+            if not flt.matches(obj):
+                continue
+            if limit and len(page) >= limit:
+                more += 1
+            else:
+                page.append(obj)
+        return page, more
+
+    def page(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        label_selector: str = "",
+        field_selector: str = "",
+        *,
+        limit: int = 0,
+        after: ObjectKey | None = None,
+    ) -> tuple[_Objects, int, str]:
+        """One page of a LIST for the API: the matching objects as ``rt`` shows them
+        (shallow views of the stored objects: read only, serialize them), how many
+        more match, and the list's resourceVersion."""
+        flt = Filter.build(rt, namespace, label_selector, field_selector)
+        found, more = self.select_page(flt, limit, after)
+        version = rt.api_version
+        return [dict(o, apiVersion=version) for o in found], more, str(self._rv)
 
     # ----------------------------------------------------------------- writes
 
@@ -874,6 +252,8 @@ class Store:
         *,
         dry_run: bool = False,
         field_validation: str = admission.WARN,
+        field_manager: str | None = None,
+        applied_by: str | None = None,
     ) -> dict[str, Any]:
         """Store a new object: 409 AlreadyExists, 404 when its namespace does not exist,
         422 Invalid (bad name, validation problems). Namespaced objects without
@@ -908,7 +288,7 @@ class Store:
                     "Forbidden",
                     f'{rt.group_resource} "{name}" is forbidden: unable to create new content '
                     f"in namespace {namespace} because it is being terminated",
-                    _details(rt, name, rt.plural),
+                    status_details(rt, name, rt.plural),
                 )
         else:
             meta.pop("namespace", None)
@@ -928,8 +308,13 @@ class Store:
             # Like the API server: status is written through the status subresource only.
             new.pop("status", None)
         self._decode(rt, new, field_validation)
+        applied = copy_json(new) if applied_by else None
         self._defaults(rt, new, None)
         self._run_validation(rt, new, name)
+        if applied is not None and applied_by:
+            meta["managedFields"] = [fieldmanager.applied_entry(rt, applied, applied_by)]
+        elif field_manager:
+            meta["managedFields"] = fieldmanager.track_update(rt, None, new, field_manager)
         created = self._commit(rt, None, new, dry_run)
         if rt.storage_key == resources.NAMESPACES.storage_key and not dry_run:
             self._seed_namespace(name)
@@ -969,6 +354,7 @@ class Store:
         dry_run: bool = False,
         subresource: str | None = None,
         field_validation: str = admission.WARN,
+        field_manager: str | None = None,
     ) -> dict[str, Any]:
         """Replace an object (PUT): 404 when missing, 409 Conflict when
         ``metadata.resourceVersion`` is given and stale. ``subresource="status"`` replaces
@@ -987,7 +373,7 @@ class Store:
         if subresource == "status":
             return self._write_status(rt, old, obj.get("status"), dry_run)
         new = copy_json(obj)
-        return self._update(rt, old, new, dry_run, field_validation)
+        return self._update(rt, old, new, dry_run, field_validation, field_manager)
 
     def patch(
         self,
@@ -1001,29 +387,22 @@ class Store:
         dry_run: bool = False,
         subresource: str | None = None,
         field_validation: str = admission.WARN,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Patch an object with one of :data:`PATCH_TYPES` or kubectl's names for them
         (json, merge, strategic, apply); 415 for others, and for
         strategic merge on custom resources, as Kubernetes does). Server-side apply is
-        approximated as "create when missing, else merge-patch the applied config";
-        ``field_manager`` is accepted and not recorded."""
-        del field_manager  # no managedFields in the sandbox
+        the field manager's (:mod:`kubelab.sandbox.fieldmanager`), conflicts and
+        ``force`` included; other writes by a ``field_manager`` are recorded in
+        managedFields as its Update."""
         patch_type = patch_type.split(";")[0].strip().lower()
-        patch_type = _PATCH_ALIASES.get(patch_type, patch_type)
+        patch_type = PATCH_ALIASES.get(patch_type, patch_type)
         if patch_type not in PATCH_TYPES or (patch_type == STRATEGIC_MERGE_PATCH and rt.custom):
             raise unsupported_patch(strategic=not rt.custom)
-        key = self._key(rt, namespace, name)
-        if patch_type == APPLY_PATCH and key not in self._bucket(rt) and subresource is None:
-            if not isinstance(patch, dict):
-                raise bad_request("apply patch: the body must be an object")
-            body = copy_json(patch)
-            body.setdefault("metadata", {})
-            if body["metadata"].get("name", name) != name:
-                raise name_mismatch(body["metadata"]["name"], name)
-            body["metadata"]["name"] = name
-            if rt.namespaced:
-                body["metadata"]["namespace"] = namespace
-            return self.create(rt, body, dry_run=dry_run, field_validation=field_validation)
+        if patch_type == APPLY_PATCH and subresource is None:
+            return self._apply(
+                rt, namespace, name, patch, field_manager, force, dry_run, field_validation
+            )
         old = self._current(rt, namespace, name)
         current = self._present(rt, old)
         if patch_type == JSON_PATCH:
@@ -1046,7 +425,54 @@ class Store:
             raise conflict(rt, name, STALE)
         if subresource == "status":
             return self._write_status(rt, old, patched.get("status"), dry_run)
-        return self._update(rt, old, patched, dry_run, field_validation)
+        return self._update(rt, old, patched, dry_run, field_validation, field_manager)
+
+    def _apply(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        field_manager: str | None,
+        force: bool,
+        dry_run: bool,
+        field_validation: str,
+    ) -> dict[str, Any]:
+        """Server-side apply: create, or merge by the field manager's rules."""
+        if not field_manager:
+            raise invalid_options("fieldManager: Required value: is required for apply patch")
+        if not isinstance(patch, dict):
+            raise bad_request("apply patch: the body must be an object")
+        body = copy_json(patch)
+        body.setdefault("metadata", {})
+        if not isinstance(body["metadata"], dict):
+            raise bad_request("apply patch: metadata must be an object")
+        if body["metadata"].get("name", name) != name:
+            raise name_mismatch(body["metadata"]["name"], name)
+        body["metadata"]["name"] = name
+        if rt.namespaced:
+            body["metadata"]["namespace"] = namespace
+        self._decode(rt, body, field_validation)
+        if self._key(rt, namespace, name) not in self._bucket(rt):
+            return self.create(
+                rt,
+                body,
+                dry_run=dry_run,
+                field_validation=field_validation,
+                applied_by=field_manager,
+            )
+        old = self._current(rt, namespace, name)
+        try:
+            merged = fieldmanager.apply(
+                rt, self._present(rt, old), body, field_manager, force=force
+            )
+        except fieldmanager.ApplyConflict as clash:
+            causes = [
+                {"reason": "FieldManagerConflict", "message": f"conflict with {m}", "field": f}
+                for m, f in clash.conflicts
+            ]
+            raise ApiError(409, "Conflict", str(clash), {"causes": causes}) from None
+        return self._update(rt, old, merged, dry_run, field_validation)
 
     def update_status(
         self,
@@ -1099,22 +525,32 @@ class Store:
             return self._commit(rt, old, marked, False)
         if orphan:
             self._orphan_dependents(str(meta.get("uid", "")))
+        if propagation_policy == "Foreground":
+            # The owner is marked (foregroundDeletion) and answered so; the garbage
+            # collector deletes the dependents, then the owner: here at once.
+            marked = dict(old, metadata=dict(meta, deletionTimestamp=now_rfc3339()))
+            marked["metadata"]["finalizers"] = ["foregroundDeletion"]
+            marked["metadata"]["deletionGracePeriodSeconds"] = 0
+            answer = self._commit(rt, old, marked, False)
+            current = self._bucket(rt)[self._key(rt, meta.get("namespace"), meta["name"])]
+            self._remove(rt, current, cascade=True)
+            return answer
         removed = self._remove(rt, old, cascade=not orphan)
         return self._present(rt, removed)
 
     def _orphan_dependents(self, uid: str) -> None:
         """What the garbage collector does for propagationPolicy Orphan: the dependents
         lose their ownerReference to ``uid`` and stay."""
-        for storage_key, bucket in list(self._objects.items()):
-            for obj in list(bucket.values()):
-                refs = _meta(obj).get("ownerReferences") or []
-                kept = [r for r in refs if not (isinstance(r, dict) and r.get("uid") == uid)]
-                if len(kept) != len(refs):
-                    rt = _preferred_for(storage_key)
-                    freed = dict(obj, metadata=dict(_meta(obj), ownerReferences=kept))
-                    if not kept:
-                        del freed["metadata"]["ownerReferences"]
-                    self._commit(rt, obj, freed, False)
+        for storage_key, key in self._dependents.of(uid):
+            obj = self._objects[storage_key].get(key)
+            if obj is None:
+                continue
+            refs = _meta(obj).get("ownerReferences") or []
+            kept = [r for r in refs if not (isinstance(r, dict) and r.get("uid") == uid)]
+            freed = dict(obj, metadata=dict(_meta(obj), ownerReferences=kept))
+            if not kept:
+                del freed["metadata"]["ownerReferences"]
+            self._commit(_preferred_for(storage_key), obj, freed, False)
 
     def _delete_namespace(self, rt: ResourceType, old: dict[str, Any]) -> dict[str, Any]:
         name = _meta(old)["name"]
@@ -1173,8 +609,11 @@ class Store:
 
     # ----------------------------------------------------------------- internals
 
-    def _bucket(self, rt: ResourceType) -> dict[ObjectKey, dict[str, Any]]:
-        return self._objects.setdefault(rt.storage_key, {})
+    def _bucket(self, rt: ResourceType) -> Bucket:
+        bucket = self._objects.get(rt.storage_key)
+        if bucket is None:
+            bucket = self._objects[rt.storage_key] = Bucket()
+        return bucket
 
     @staticmethod
     def _key(rt: ResourceType, namespace: str | None, name: str) -> ObjectKey:
@@ -1246,6 +685,10 @@ class Store:
         causes = admission.validate(rt, obj)
         if causes:
             raise invalid(rt, name, causes)
+        denial = admission.istio_denial(rt, obj)
+        if denial is not None:
+            # A webhook's denial: 400 with no reason, as kube-apiserver relays it.
+            raise ApiError(400, "", denial)
         if self._validate is None:
             return
         presented = dict(obj)
@@ -1261,8 +704,10 @@ class Store:
         new: dict[str, Any],
         dry_run: bool,
         field_validation: str = admission.WARN,
+        field_manager: str | None = None,
     ) -> dict[str, Any]:
-        """The common tail of replace and patch of the main resource."""
+        """The common tail of replace and patch of the main resource; a
+        ``field_manager``'s changes are recorded in managedFields."""
         old_meta = _meta(old)
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         meta = new.get("metadata")
@@ -1285,6 +730,10 @@ class Store:
         self._defaults(rt, new, old)
         if _has_generation(rt) and not json_equal(_spec_part(new), _spec_part(old)):
             meta["generation"] = int(old_meta.get("generation", 0)) + 1
+        if "managedFields" not in meta and old_meta.get("managedFields"):
+            meta["managedFields"] = old_meta["managedFields"]  # omitted: kept, as Kubernetes
+        if field_manager:
+            meta["managedFields"] = fieldmanager.track_update(rt, old, new, field_manager)
         if json_equal(new, old):
             return self._present(rt, old)
         self._run_validation(rt, new, meta["name"])
@@ -1324,7 +773,9 @@ class Store:
         self._rv += 1
         new["metadata"] = dict(new["metadata"], resourceVersion=str(self._rv))
         meta = new["metadata"]
-        self._bucket(rt)[self._key(rt, meta.get("namespace"), meta["name"])] = new
+        key = self._key(rt, meta.get("namespace"), meta["name"])
+        self._bucket(rt)[key] = new
+        self._dependents.update(rt.storage_key, key, old, new)
         self._emit("ADDED" if old is None else "MODIFIED", rt, new, old)
         return self._present(rt, new)
 
@@ -1334,6 +785,7 @@ class Store:
         if self._bucket(rt).get(key) is not obj:
             return obj  # already gone (reached twice through owner references)
         del self._bucket(rt)[key]
+        self._dependents.update(rt.storage_key, key, obj, None)
         self._rv += 1
         gone = dict(obj, metadata=dict(meta, resourceVersion=str(self._rv)))
         self._emit("DELETED", rt, gone, obj)
@@ -1345,11 +797,10 @@ class Store:
         """Garbage collection: delete every object an ownerReference ties to ``uid``."""
         if not uid:
             return
-        for storage_key, bucket in list(self._objects.items()):
-            for obj in list(bucket.values()):
-                refs = _meta(obj).get("ownerReferences") or []
-                if any(isinstance(r, dict) and r.get("uid") == uid for r in refs):
-                    self._remove(_preferred_for(storage_key), obj, cascade=True)
+        for storage_key, key in self._dependents.of(uid):
+            obj = self._objects[storage_key].get(key)
+            if obj is not None:
+                self._remove(_preferred_for(storage_key), obj, cascade=True)
 
     def _emit(
         self, kind: str, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
@@ -1395,17 +846,3 @@ def _preferred_for(storage_key: tuple[str, str]) -> ResourceType:
         if rt.storage_key == storage_key:
             return resources.preferred(rt)
     raise KeyError(storage_key)
-
-
-def unsupported_patch(*, strategic: bool) -> ApiError:
-    """415 for a patch content type the resource does not take (strategic: whether
-    strategic merge is one it takes)."""
-    accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
-    if strategic:
-        accepted.insert(2, STRATEGIC_MERGE_PATCH)
-    return ApiError(
-        415,
-        "UnsupportedMediaType",
-        f"the body of the request was in an unknown format - accepted media types include: "
-        f"{', '.join(accepted)}",
-    )

@@ -25,6 +25,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubelab.k8s.patch import apply_json_patch
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "app-backend"
 CRD_DIR = REPO.parent / "shared" / "schemas" / "crds"
@@ -103,28 +105,6 @@ def write_values(tmp_path: Path, text: str) -> str:
     path = tmp_path / "values.yaml"
     path.write_text(text)
     return str(path)
-
-
-def apply_json_patch(doc: Obj, ops: list[Obj]) -> Obj:
-    """The part of RFC 6902 the course uses: ``replace`` (and ``test``) on existing paths."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        tokens = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
-        parent: Any = doc
-        for token in tokens[:-1]:
-            parent = parent[int(token)] if isinstance(parent, list) else parent[token]
-        last: Any = int(tokens[-1]) if isinstance(parent, list) else tokens[-1]
-        if isinstance(parent, list):
-            assert 0 <= last < len(parent), f"{op['path']}: index out of range"
-        else:
-            assert last in parent, f"{op['path']}: no such member (replace needs one)"
-        if op["op"] == "replace":
-            parent[last] = op["value"]
-        elif op["op"] == "test":
-            assert parent[last] == op["value"], f"test failed at {op['path']}"
-        else:
-            raise NotImplementedError(op["op"])
-    return doc
 
 
 # ------------------------------------------------------------- Istio CRD schemas

@@ -455,7 +455,7 @@ def test_mirroring_patch_is_the_same_in_text_and_script_and_valid(rendered):
 
 def test_check_fields_exist_after_the_exercises_patches(rendered):
     """The field-equals checks on the Canary read fields the patched Canary really has."""
-    from kubelab.checks import jsonpath
+    from kubelab.k8s import jsonpath
 
     canary = rendered[("Canary", "app-backend")]
     (affinity,) = _script_patches("solve/04-session-affinity.sh")

@@ -26,7 +26,8 @@ import yaml
 from kubelab.sandbox import resources
 from kubelab.sandbox.api import ApiServer, start_api
 from kubelab.sandbox.api_tables import human_duration
-from kubelab.sandbox.store import ApiError, Store
+from kubelab.sandbox.errors import ApiError
+from kubelab.sandbox.store import Store
 from kubelab.tools import find_tool
 
 TOKEN = "test-token-0123456789"

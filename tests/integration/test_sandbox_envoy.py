@@ -13,6 +13,7 @@ import asyncio
 import copy
 import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -458,10 +459,14 @@ def test_curl_through_the_listener_as_http_proxy(
         assert lines[-1].startswith("v2 - Request")
     assert curl("http://not-a-service/")[0].startswith("HTTP/1.1 404")
 
-    # One access-log line per request: method, authority, path, status, cluster, duration.
+    # One access-log line per request, in Istio's format: method, path, status, ...,
+    # authority, upstream host, cluster.
     deadline = time.monotonic() + 3
-    wanted = "GET app-backend / 200 - outbound|80|v2|app-backend.istio.svc.cluster.local "
-    while wanted not in envoy.access_log_path.read_text():
+    wanted = re.compile(
+        r'"GET / HTTP/1.1" 200 - via_upstream - "-" 0 \d+ \d+ \d+ .* "app-backend" '
+        r'"127.0.0.1:\d+" outbound\|80\|v2\|app-backend.istio.svc.cluster.local '
+    )
+    while not wanted.search(envoy.access_log_path.read_text()):
         assert time.monotonic() < deadline, envoy.access_log_path.read_text()[-2000:]
         time.sleep(0.1)
 

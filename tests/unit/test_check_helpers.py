@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubelab.checks import jsonpath, registry
+from kubelab.checks import registry
 from kubelab.checks.mesh import route_weights
 from kubelab.checks.result import Status, worst
 from kubelab.checks.sampling import (
@@ -17,6 +17,7 @@ from kubelab.checks.sampling import (
     tally,
 )
 from kubelab.checks.types import CHECK_TYPES
+from kubelab.k8s import jsonpath
 
 
 def test_every_declared_check_type_is_implemented():

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from kubelab.sandbox import resources
-from kubelab.sandbox.store import ApiError, Store
+from kubelab.sandbox.errors import ApiError
+from kubelab.sandbox.store import Store
 
 DEPLOYMENTS = resources.by_kind("apps/v1", "Deployment")
 VIRTUALSERVICES = resources.by_kind("networking.istio.io/v1", "VirtualService")
@@ -162,3 +163,45 @@ def test_a_finalizer_holds_an_object_until_it_is_removed() -> None:
 def test_an_unsupported_field_selector_is_a_400() -> None:
     error = refused(lambda: Store().list(resources.PODS, "default", field_selector="spec.foo=1"))
     assert (error.code, error.message) == (400, "field label not supported: spec.foo")
+
+
+def _weighted(*weights: int) -> dict[str, Any]:
+    route = [
+        {"destination": {"host": "app", "subset": f"v{i}"}, "weight": w}
+        for i, w in enumerate(weights)
+    ]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"hosts": ["app"], "http": [{"route": route}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("weights", "said"),
+    [
+        ((150, -50), "configuration is invalid: weight -50 < 0"),
+        ((0, 0), "configuration is invalid: total destination weight = 0"),
+        (  # both rules at once, as istiod checks them
+            (-1, 1),
+            "configuration is invalid: 2 errors occurred:\n\t* weight -1 < 0\n\t"
+            "* total destination weight = 0\n\n",
+        ),
+        (
+            (-1, 0, 1, -3),
+            "configuration is invalid: 2 errors occurred:\n\t* weight -1 < 0\n\t"
+            "* weight -3 < 0\n\n",
+        ),
+    ],
+)
+def test_istiod_refuses_negative_and_zero_weights(weights: tuple[int, ...], said: str) -> None:
+    error = refused(lambda: Store().create(VIRTUALSERVICES, _weighted(*weights)))
+    assert error.code == 400
+    assert error.message == f'admission webhook "validation.istio.io" denied the request: {said}'
+    assert "reason" not in error.status()
+
+
+def test_istiod_admits_weights_that_do_not_add_up_to_100() -> None:
+    stored = Store().create(VIRTUALSERVICES, _weighted(90, 20))
+    assert [r["weight"] for r in stored["spec"]["http"][0]["route"]] == [90, 20]

@@ -10,6 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubelab.sandbox import resources
+from kubelab.sandbox.errors import ApiError
+from kubelab.sandbox.patches import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    apply_json_patch,
+    apply_merge_patch,
+    strategic_merge,
+)
 from kubelab.sandbox.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -19,17 +29,7 @@ from kubelab.sandbox.resources import (
     SERVICES,
     VIRTUALSERVICES,
 )
-from kubelab.sandbox.store import (
-    APPLY_PATCH,
-    JSON_PATCH,
-    MERGE_PATCH,
-    STRATEGIC_MERGE_PATCH,
-    ApiError,
-    Store,
-    apply_json_patch,
-    apply_merge_patch,
-    strategic_merge,
-)
+from kubelab.sandbox.store import Store
 
 VS_V1BETA1 = resources.by_plural("networking.istio.io", "v1beta1", "virtualservices")
 VS_V1ALPHA3 = resources.by_plural("networking.istio.io", "v1alpha3", "virtualservices")
@@ -700,13 +700,91 @@ def test_apply_patch_creates_then_merges():
         VIRTUALSERVICES, "default", "app-backend", APPLY_PATCH, applied, "kubectl"
     )
     assert created["metadata"]["generation"] == 1
+    assert [m["manager"] for m in created["metadata"]["managedFields"]] == ["kubectl"]
     applied["spec"]["hosts"] = ["b"]
-    merged = store.patch(VIRTUALSERVICES, "default", "app-backend", APPLY_PATCH, applied)
+    merged = store.patch(VIRTUALSERVICES, "default", "app-backend", APPLY_PATCH, applied, "kubectl")
     assert merged["spec"]["hosts"] == ["b"] and merged["metadata"]["generation"] == 2
     e = error_of(
-        store.patch, VIRTUALSERVICES, "default", "other", APPLY_PATCH, virtual_service("x")
+        store.patch,
+        VIRTUALSERVICES,
+        "default",
+        "other",
+        APPLY_PATCH,
+        virtual_service("x"),
+        "kubectl",
     )
     assert e.code == 400 and "does not match the name on the URL" in e.message
+    # An apply must name its field manager, as kube-apiserver requires.
+    e = error_of(store.patch, VIRTUALSERVICES, "default", "app-backend", APPLY_PATCH, applied)
+    assert e.code == 422 and "fieldManager: Required value" in e.message
+
+
+def configmap_applied(data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": data}
+
+
+def test_apply_records_its_fields_and_conflicts_with_another_manager():
+    store = Store()
+    created = store.patch(
+        CONFIGMAPS, "default", "s", APPLY_PATCH, configmap_applied({"m": "a"}), "kubectl"
+    )
+    entry = created["metadata"]["managedFields"][0]
+    assert (entry["manager"], entry["operation"], entry["fieldsV1"]) == (
+        "kubectl",
+        "Apply",
+        {"f:data": {"f:m": {}}},
+    )
+    other = configmap_applied({"m": "b"})
+    e = error_of(store.patch, CONFIGMAPS, "default", "s", APPLY_PATCH, other, "other")
+    assert (e.code, e.reason) == (409, "Conflict")
+    assert e.message == 'Apply failed with 1 conflict: conflict with "kubectl": .data.m'
+    assert e.details == {
+        "causes": [
+            {
+                "reason": "FieldManagerConflict",
+                "message": 'conflict with "kubectl"',
+                "field": ".data.m",
+            }
+        ]
+    }
+    # The same value is no conflict: both own the field.
+    same = store.patch(
+        CONFIGMAPS, "default", "s", APPLY_PATCH, configmap_applied({"m": "a"}), "other"
+    )
+    assert sorted(m["manager"] for m in same["metadata"]["managedFields"]) == ["kubectl", "other"]
+    forced = store.patch(CONFIGMAPS, "default", "s", APPLY_PATCH, other, "other", force=True)
+    assert forced["data"] == {"m": "b"}
+    assert [m["manager"] for m in forced["metadata"]["managedFields"]] == ["other"]
+
+
+def test_apply_removes_what_the_applier_dropped_unless_another_owns_it():
+    store = Store()
+    store.patch(
+        CONFIGMAPS, "default", "s", APPLY_PATCH, configmap_applied({"a": "1", "b": "2"}), "kubectl"
+    )
+    store.patch(CONFIGMAPS, "default", "s", MERGE_PATCH, {"data": {"c": "3"}}, "editor")
+    dropped = store.patch(
+        CONFIGMAPS, "default", "s", APPLY_PATCH, configmap_applied({"a": "1"}), "kubectl"
+    )
+    assert dropped["data"] == {"a": "1", "c": "3"}  # b was kubectl's, c is the editor's
+    editor = next(m for m in dropped["metadata"]["managedFields"] if m["manager"] == "editor")
+    assert (editor["operation"], editor["fieldsV1"]) == ("Update", {"f:data": {"f:c": {}}})
+
+
+def test_apply_merges_containers_by_name_across_managers():
+    store = Store()
+    dep = deployment()
+    dep["spec"]["template"]["spec"]["containers"] = [{"name": "app", "image": "app:1"}]
+    store.patch(DEPLOYMENTS, "default", "web", APPLY_PATCH, dep, "kubectl")
+    sidecar = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "proxy", "image": "p:1"}]}}},
+    }
+    store.patch(DEPLOYMENTS, "default", "web", APPLY_PATCH, sidecar, "injector")
+    again = store.patch(DEPLOYMENTS, "default", "web", APPLY_PATCH, dep, "kubectl")
+    assert [c["name"] for c in again["spec"]["template"]["spec"]["containers"]] == ["app", "proxy"]
 
 
 def test_patch_cannot_rename():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubelab.checks.selectors import matches, parse
+from kubelab.k8s.selectors import matches, parse
 
 
 @pytest.mark.parametrize(
