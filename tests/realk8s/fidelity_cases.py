@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from fidelity import (
@@ -569,8 +570,25 @@ def case_ssa_removes_a_dropped_field(side: Side) -> Any:
 
 
 @case("server-side-apply")
+def case_ssa_keeps_another_managers_field(side: Side) -> Any:
+    """A key another manager applied survives the first applier's re-apply; the one the
+    first applier dropped goes."""
+    apply = ("apply", "--server-side", "-f", "-")
+    side.kubectl(*apply, stdin=json.dumps(configmap(data={"a": "1", "gone": "x"})))
+    side.kubectl(*apply, "--field-manager", "other", stdin=json.dumps(configmap(data={"b": "2"})))
+    side.kubectl(*apply, stdin=json.dumps(configmap(data={"a": "1"})))
+    body = side.get(f"{CONFIGMAPS}/settings")[1]
+    managers = sorted(
+        (m.get("manager"), normalize(m.get("fieldsV1")))
+        for m in body["metadata"].get("managedFields") or []
+    )
+    return body.get("data"), managers
+
+
+@case("server-side-apply-lists")
 def case_ssa_keeps_another_managers_container(side: Side) -> Any:
-    """A container added by another manager survives the first applier's re-apply."""
+    """A container another manager applied survives the first applier's re-apply (a
+    list merged by key, as from Kubernetes 1.21; v1.20's schema made it atomic)."""
     side.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(deployment()))
     sidecar = {
         "apiVersion": "apps/v1",
@@ -580,7 +598,7 @@ def case_ssa_keeps_another_managers_container(side: Side) -> Any:
             "template": {"spec": {"containers": [{"name": "sidecar", "image": "side:1"}]}},
         },
     }
-    side.kubectl(
+    injected = side.kubectl(
         "apply",
         "--server-side",
         "--field-manager",
@@ -591,7 +609,7 @@ def case_ssa_keeps_another_managers_container(side: Side) -> Any:
     )
     side.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(deployment()))
     body = side.get(f"{DEPLOYMENTS}/web")[1]
-    return [c["name"] for c in body["spec"]["template"]["spec"]["containers"]]
+    return injected[0], [c["name"] for c in body["spec"]["template"]["spec"]["containers"]]
 
 
 # ------------------------------------------------------------------------ selectors and pages
@@ -857,6 +875,205 @@ def case_events_k8s_io(side: Side) -> Any:
 
 @case("apis")
 def case_explain_deployment(side: Side) -> Any:
-    """kubectl explain deployment.spec.replicas (its first lines)."""
-    rc, out, _err = side.kubectl("explain", "deployment.spec.replicas")
-    return rc, out.splitlines()[:2]
+    """kubectl explain deployment.spec.replicas: the field, its type and description.
+
+    kubectl prints a v1.20 server's OpenAPI v2 and a v1.31 server's v3 in two layouts;
+    compared is what they say."""
+    return _explained(side, "deployment.spec.replicas")
+
+
+@case("apis")
+def case_explain_virtualservice(side: Side) -> Any:
+    """kubectl explain of a lesson's kind (a VirtualService's route weight)."""
+    return _explained(side, "virtualservice.spec.http.route.weight")
+
+
+def _explained(side: Side, field: str) -> Any:
+    rc, out, _err = side.kubectl("explain", field)
+    found = re.search(r"^FIELD:\s+(\S+)\s+<(\S+)>", out, re.M)
+    description = out.split("DESCRIPTION:", 1)[-1].split("FIELDS:", 1)[0]
+    return rc, found.groups() if found else None, " ".join(description.split())
+
+
+# ------------------------------------------------------------------------ edit, watch, more deletes
+
+
+@case("patches")
+def case_kubectl_edit(side: Side) -> Any:
+    """kubectl edit with an editor that changes a value (EDITOR is a sed command)."""
+    _created(side, CONFIGMAPS, configmap())
+    result = side.kubectl(
+        "edit", "configmap", "settings", env={"EDITOR": "sed -i s/mode:\\ a/mode:\\ b/"}
+    )
+    return result, side.get(f"{CONFIGMAPS}/settings")[1].get("data")
+
+
+@case("watch")
+def case_watch_sees_add_modify_delete(side: Side) -> Any:
+    """A watch from a list's resourceVersion sees ADDED, MODIFIED and DELETED in order."""
+    import threading
+
+    from kubernetes import client, watch
+
+    _code, listed = side.get(CONFIGMAPS, labelSelector="watched=yes")
+    version = listed["metadata"]["resourceVersion"]
+    core = client.CoreV1Api(side.client)
+    seen: list[tuple[str, str, Any]] = []
+
+    def follow() -> None:
+        for event in watch.Watch().stream(
+            core.list_namespaced_config_map,
+            side.ns,
+            label_selector="watched=yes",
+            resource_version=version,
+            timeout_seconds=4,
+        ):
+            seen.append((event["type"], event["object"].metadata.name, event["object"].data))
+            if event["type"] == "DELETED":
+                return
+
+    watcher = threading.Thread(target=follow)
+    watcher.start()
+    cm = configmap("w")
+    cm["metadata"]["labels"] = {"watched": "yes"}
+    _created(side, CONFIGMAPS, cm)
+    side.http(
+        "PATCH",
+        f"{CONFIGMAPS}/w",
+        {"data": {"mode": "b"}},
+        content_type="application/merge-patch+json",
+    )
+    side.http("DELETE", f"{CONFIGMAPS}/w")
+    watcher.join(10)
+    return seen
+
+
+@case("delete")
+def case_foreground_deletion(side: Side) -> Any:
+    """DELETE with propagationPolicy Foreground: the owner answers marked, then goes."""
+    _created(side, DEPLOYMENTS, deployment())
+    side.wait_rollout("web")
+    code, body = side.http(
+        "DELETE",
+        f"{DEPLOYMENTS}/web",
+        {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"},
+    )
+    meta = (body or {}).get("metadata") or {}
+    side.wait("the Deployment gone", lambda: side.get(f"{DEPLOYMENTS}/web")[0] == 404)
+    side.wait(
+        "its ReplicaSets gone",
+        lambda: side.get("/apis/apps/v1/namespaces/{ns}/replicasets")[1]["items"] == [],
+    )
+    return code, (body or {}).get("kind"), meta.get("finalizers"), "deletionTimestamp" in meta
+
+
+@case("delete")
+def case_namespace_deletion(side: Side) -> Any:
+    """Deleting a namespace: Terminating first, then gone with its content."""
+    _created(side, CONFIGMAPS, configmap())
+    code, body = side.http("DELETE", "/api/v1/namespaces/{ns}")
+    phase = ((body or {}).get("status") or {}).get("phase")
+    side.wait(
+        "the namespace gone",
+        lambda: side.get("/api/v1/namespaces/{ns}")[0] == 404,
+        timeout=60,
+    )
+    return code, phase, (body or {}).get("spec")
+
+
+# ------------------------------------------------------------------------ RBAC (the class Role)
+
+
+def _student(side: Side) -> Side:
+    """The class's identity in this namespace (kubelab.classroom.access), and the side as
+    that ServiceAccount's token sees it."""
+    from kubelab.classroom.access import IDENTITY, student_rules
+
+    rules = student_rules(["istio"], [_virtual_service(), deployment()])
+    ns = side.ns
+    meta = {"name": IDENTITY, "namespace": ns}
+    _created(side, "/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": meta})
+    roles = "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"
+    _created(side, roles, {"metadata": meta, "rules": rules})
+    binding = {
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": IDENTITY},
+        "subjects": [{"kind": "ServiceAccount", "name": IDENTITY, "namespace": ns}],
+    }
+    _created(side, "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", binding)
+    code, answer = side.post(
+        f"/api/v1/namespaces/{{ns}}/serviceaccounts/{IDENTITY}/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+    )
+    assert code == 201, f"{side.name}: TokenRequest: {code} {answer}"
+    student = side.as_token(answer["status"]["token"])
+    student.wait("the token to work", lambda: student.get(PODS)[0] != 401, timeout=15)
+    return student
+
+
+@case("rbac")
+def case_student_reads_own_namespace(side: Side) -> Any:
+    """The class Role reads pods and VirtualServices of its namespace."""
+    _created(side, VIRTUALSERVICES, _virtual_service())
+    student = _student(side)
+    return student.get(PODS)[0], _names(student.get(VIRTUALSERVICES))
+
+
+@case("rbac")
+def case_student_cannot_read_secrets(side: Side) -> Any:
+    """Secrets are never granted: 403 with the server's message."""
+    student = _student(side)
+    return status_shape(student.get("/api/v1/namespaces/{ns}/secrets"))
+
+
+@case("rbac")
+def case_student_cannot_leave_namespace(side: Side) -> Any:
+    """Another namespace's pods: 403."""
+    student = _student(side)
+    return status_shape(student.get("/api/v1/namespaces/default/pods"))
+
+
+@case("rbac")
+def case_student_cannot_list_namespaces(side: Side) -> Any:
+    """The cluster scope: 403."""
+    student = _student(side)
+    return status_shape(student.get("/api/v1/namespaces"))
+
+
+@case("rbac")
+def case_student_patches_virtualservice_but_not_creates_deployment(side: Side) -> Any:
+    """The course's weight patch is allowed; creating a Deployment is not."""
+    _created(side, VIRTUALSERVICES, _virtual_service())
+    student = _student(side)
+    patched = student.http(
+        "PATCH",
+        f"{VIRTUALSERVICES}/app",
+        {"spec": {"hosts": ["app", "app.example"]}},
+        content_type="application/merge-patch+json",
+    )[0]
+    return patched, status_shape(student.post(DEPLOYMENTS, deployment()))
+
+
+@case("rbac")
+def case_student_auth_can_i(side: Side) -> Any:
+    """kubectl auth can-i as the student: what the Role says."""
+    student = _student(side)
+    return [
+        student.kubectl("auth", "can-i", *question)[:2]
+        for question in (
+            ("get", "pods"),
+            ("list", "secrets"),
+            ("patch", "virtualservices.networking.istio.io"),
+            ("create", "deployments"),
+            ("create", "pods", "--subresource=exec"),
+            ("delete", "pods"),
+            ("get", "pods", "-n", "default"),
+        )
+    ]
+
+
+@case("rbac")
+def case_student_kubectl_forbidden_message(side: Side) -> Any:
+    """kubectl get secrets as the student: exit 1 and the server's 403 message."""
+    student = _student(side)
+    return student.kubectl("get", "secrets")
