@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +76,22 @@ def run_bash(script: str, kubeconfig: Path | str, timeout: float = 120):
 
 
 class SandboxHome:
-    """A kubelab home of a test module's own, with the CLI and kubectl pointed at it."""
+    """A kubelab home of a test module's own, with the CLI and kubectl pointed at it.
+    ``env`` is added to every kubelab command's environment; what each printed is kept in
+    ``outputs``."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, env: dict[str, str] | None = None) -> None:
         import tempfile
 
         self.home = Path(tempfile.mkdtemp(prefix=prefix))
-        self.env = {"KUBELAB_HOME": str(self.home)}
+        self.env = {"KUBELAB_HOME": str(self.home), **(env or {})}
         self.kubeconfig = self.home / "sandbox" / "kubeconfig"
+        self.outputs: list[str] = []
 
     def kubelab(self, *args: str, timeout: float = 180):
-        return run_cli(*args, env=self.env, timeout=timeout)
+        proc = run_cli(*args, env=self.env, timeout=timeout)
+        self.outputs.append(proc.stdout + proc.stderr)
+        return proc
 
     def kubectl(self, *args: str) -> str:
         from kubelab.tools import find_tool
@@ -99,6 +105,22 @@ class SandboxHome:
         )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
+
+
+def lesson_sandbox(lab: SandboxHome, lesson: str = "istio-traffic-splitting") -> Any:
+    """The one fixture of the tests that run a lesson in the sandbox: module-scoped and
+    autouse, `kubelab up <lesson> --provider sandbox` in ``lab``'s home before the module's
+    first test, `kubelab down` after its last. It yields the output of `up`."""
+    import pytest
+
+    @pytest.fixture(scope="module", autouse=True)
+    def lesson_up() -> Iterator[str]:
+        proc = lab.kubelab("up", lesson, "--provider", "sandbox")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield proc.stdout
+        lab.kubelab("down")
+
+    return lesson_up
 
 
 class FakeTime:

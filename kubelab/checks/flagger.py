@@ -22,8 +22,6 @@ from typing import Any
 from kubelab.checks import types
 from kubelab.checks.objects import (
     _containers,
-    _dig,
-    _meta,
     _one_of,
     first_image,
     image_tag,
@@ -32,6 +30,8 @@ from kubelab.checks.objects import (
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
 from kubelab.i18n import _
+from kubelab.k8s.objects import dig
+from kubelab.k8s.objects import meta as meta_of
 
 FLAGGER_API = "flagger.app/v1beta1"
 # Flagger phases in which the analysis is still under way (the phase will change by itself).
@@ -52,8 +52,7 @@ def canary_events(ctx: CheckContext, name: str, namespace: str) -> list[dict[str
     events = [
         e
         for e in ctx.kube.list("v1", "Event", namespace)
-        if _dig(e, "involvedObject", "kind") == "Canary"
-        and _dig(e, "involvedObject", "name") == name
+        if dig(e, "involvedObject", "kind") == "Canary" and dig(e, "involvedObject", "name") == name
     ]
 
     def when(event: dict[str, Any]) -> datetime:
@@ -61,7 +60,7 @@ def canary_events(ctx: CheckContext, name: str, namespace: str) -> list[dict[str
             event.get("lastTimestamp")
             or event.get("eventTime")
             or event.get("firstTimestamp")
-            or _meta(event).get("creationTimestamp")
+            or meta_of(event).get("creationTimestamp")
         )
         return parse_time(stamp)
 
@@ -149,7 +148,7 @@ def reached_weight(
     weighted canary that Succeeded got to its maxWeight (Flagger promotes only there).
     """
     weight, source = max_event_weight(messages), "events"
-    current = int(_dig(canary, "status", "canaryWeight") or 0)
+    current = int(dig(canary, "status", "canaryWeight") or 0)
     if phase in FLAGGER_IN_FLIGHT and current > (weight or 0):
         weight, source = current, "status.canaryWeight"
     promoted_at = flagger_max_weight(canary)
@@ -190,7 +189,7 @@ def flagger_canary(spec: types.FlaggerCanary, ctx: CheckContext) -> CheckResult:
         )
     status = canary.get("status") or {}
     phase = str(status.get("phase") or "")
-    target = str(_dig(canary, "spec", "targetRef", "name") or spec.name)
+    target = str(dig(canary, "spec", "targetRef", "name") or spec.name)
     primary_name = f"{target}-primary"
     events = canary_events(ctx, spec.name, spec.namespace)
     messages = current_run(_messages(events))

@@ -7,26 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubelab.i18n import _
+from kubelab.k8s.objects import dig
+from kubelab.k8s.objects import meta as meta_of
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def _dig(obj: Any, *keys: str) -> Any:
-    """``obj[k1][k2]...`` or None when any level is missing or not a mapping."""
-    for key in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
 def _name(obj: dict[str, Any]) -> str:
-    return str(_meta(obj).get("name", ""))
+    return str(meta_of(obj).get("name", ""))
 
 
 def parse_time(value: Any) -> datetime:
@@ -50,7 +38,7 @@ def image_tag(image: str) -> str:
 
 
 def _containers(workload: dict[str, Any] | None) -> list[dict[str, Any]]:
-    containers = _dig(workload, "spec", "template", "spec", "containers")
+    containers = dig(workload, "spec", "template", "spec", "containers")
     return [c for c in containers or [] if isinstance(c, dict)]
 
 
@@ -62,7 +50,7 @@ def first_image(workload: dict[str, Any] | None) -> str | None:
 
 
 def _owned_by(obj: dict[str, Any], kind: str, name: str) -> bool:
-    refs = _meta(obj).get("ownerReferences") or []
+    refs = meta_of(obj).get("ownerReferences") or []
     return any(
         isinstance(r, dict) and r.get("kind") == kind and r.get("name") == name for r in refs
     )

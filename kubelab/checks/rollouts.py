@@ -23,8 +23,6 @@ from typing import Any
 
 from kubelab.checks import types
 from kubelab.checks.objects import (
-    _dig,
-    _meta,
     _name,
     _one_of,
     _owned_by,
@@ -35,6 +33,8 @@ from kubelab.checks.objects import (
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
 from kubelab.i18n import _
+from kubelab.k8s.objects import dig
+from kubelab.k8s.objects import meta as meta_of
 
 ROLLOUTS_API = "argoproj.io/v1alpha1"
 POD_HASH_LABEL = "rollouts-pod-template-hash"
@@ -58,7 +58,7 @@ def rollout_phase(rollout: dict[str, Any]) -> tuple[str, str]:
     """
     status = rollout.get("status") or {}
     observed = str(status.get("observedGeneration") or "")
-    generation = _meta(rollout).get("generation")
+    generation = meta_of(rollout).get("generation")
     if observed.isdigit() and isinstance(generation, int) and int(observed) < generation:
         return "Progressing", "waiting for rollout spec update to be observed"
     if status.get("controllerPause") and not status.get("pauseConditions"):
@@ -67,12 +67,12 @@ def rollout_phase(rollout: dict[str, Any]) -> tuple[str, str]:
 
 
 def _strategy(rollout: dict[str, Any]) -> str:
-    strategy = _dig(rollout, "spec", "strategy") or {}
+    strategy = dig(rollout, "spec", "strategy") or {}
     return "blueGreen" if strategy.get("blueGreen") else "canary"
 
 
 def _steps(rollout: dict[str, Any]) -> list[dict[str, Any]]:
-    steps = _dig(rollout, "spec", "strategy", "canary", "steps") or []
+    steps = dig(rollout, "spec", "strategy", "canary", "steps") or []
     return [s if isinstance(s, dict) else {} for s in steps]
 
 
@@ -84,7 +84,7 @@ def canary_weight(rollout: dict[str, Any]) -> tuple[int | None, str]:
     ``GetCurrentSetWeight``: 0 once aborted, 100 after the last step).
     """
     status = rollout.get("status") or {}
-    recorded = _dig(status, "canary", "weights", "canary", "weight")
+    recorded = dig(status, "canary", "weights", "canary", "weight")
     if isinstance(recorded, int):
         return recorded, "status.canary.weights"
     if _strategy(rollout) != "canary":
@@ -105,7 +105,7 @@ def _replicasets(ctx: CheckContext, namespace: str, rollout: str) -> dict[str, d
     """The Rollout's ReplicaSets by their ``rollouts-pod-template-hash``."""
     by_hash: dict[str, dict[str, Any]] = {}
     for rs in ctx.kube.list("apps/v1", "ReplicaSet", namespace):
-        pod_hash = (_meta(rs).get("labels") or {}).get(POD_HASH_LABEL)
+        pod_hash = (meta_of(rs).get("labels") or {}).get(POD_HASH_LABEL)
         if not pod_hash:
             continue
         # Owned ones win over a stray ReplicaSet carrying the same label value.
@@ -126,23 +126,23 @@ def _pause_text(rollout: dict[str, Any]) -> str:
         for c in status.get("pauseConditions") or []
         if isinstance(c, dict) and c.get("reason")
     ]
-    if _dig(rollout, "spec", "paused"):
+    if dig(rollout, "spec", "paused"):
         reasons.append("spec.paused")
     return ", ".join(reasons)
 
 
 def is_paused(rollout: dict[str, Any]) -> bool:
     """Waiting for a promotion: pause conditions set, or paused by hand (``spec.paused``)."""
-    return bool(_dig(rollout, "status", "pauseConditions")) or bool(_dig(rollout, "spec", "paused"))
+    return bool(dig(rollout, "status", "pauseConditions")) or bool(dig(rollout, "spec", "paused"))
 
 
 def _timed_pause(rollout: dict[str, Any]) -> str | None:
     """The duration of the pause step the rollout is on, if it ends by itself."""
-    index = _dig(rollout, "status", "currentStepIndex")
+    index = dig(rollout, "status", "currentStepIndex")
     steps = _steps(rollout)
-    if _dig(rollout, "spec", "paused") or not isinstance(index, int) or index >= len(steps):
+    if dig(rollout, "spec", "paused") or not isinstance(index, int) or index >= len(steps):
         return None
-    duration = _dig(steps[index], "pause", "duration")
+    duration = dig(steps[index], "pause", "duration")
     if duration in (None, "", 0):
         return None
     # An integer (or a string without a unit) is seconds, as Argo Rollouts reads it.
@@ -373,10 +373,10 @@ _SERVICE_FIELDS = (
 
 def rollout_service_refs(rollout: dict[str, Any]) -> dict[str, str]:
     """Which Services the Rollout names: field (e.g. ``previewService``) -> Service name."""
-    strategy = _dig(rollout, "spec", "strategy") or {}
+    strategy = dig(rollout, "spec", "strategy") or {}
     refs = {}
     for part, field in _SERVICE_FIELDS:
-        value = _dig(strategy, part, field)
+        value = dig(strategy, part, field)
         if value:
             refs[field] = str(value)
     return refs
@@ -407,7 +407,7 @@ def rollout_services(spec: types.RolloutServices, ctx: CheckContext) -> CheckRes
         if service is None:
             problems.append(_("Service {name} does not exist").format(name=name))
             continue
-        selector = _dig(service, "spec", "selector") or {}
+        selector = dig(service, "spec", "selector") or {}
         pod_hash = selector.get(POD_HASH_LABEL)
         if not pod_hash:
             selected[name] = None
@@ -489,22 +489,22 @@ def rollout_services(spec: types.RolloutServices, ctx: CheckContext) -> CheckRes
 
 
 def _template_names(analysis: Any) -> list[str]:
-    templates = _dig(analysis, "templates") or []
+    templates = dig(analysis, "templates") or []
     return [str(t.get("templateName")) for t in templates if isinstance(t, dict)]
 
 
 def template_origins(rollout: dict[str, Any], template: str) -> list[tuple[str, dict[str, str]]]:
     """Where the Rollout runs AnalysisTemplate ``template``: a description and the labels
     the AnalysisRuns created there carry (``rollout-type``, ``step-index``)."""
-    strategy = _dig(rollout, "spec", "strategy") or {}
+    strategy = dig(rollout, "spec", "strategy") or {}
     origins: list[tuple[str, dict[str, str]]] = []
     for field, run_type in (
         ("prePromotionAnalysis", "PrePromotion"),
         ("postPromotionAnalysis", "PostPromotion"),
     ):
-        if template in _template_names(_dig(strategy, "blueGreen", field)):
+        if template in _template_names(dig(strategy, "blueGreen", field)):
             origins.append((field, {ROLLOUT_TYPE_LABEL: run_type}))
-    if template in _template_names(_dig(strategy, "canary", "analysis")):
+    if template in _template_names(dig(strategy, "canary", "analysis")):
         origins.append((_("background analysis"), {ROLLOUT_TYPE_LABEL: "Background"}))
     for index, step in enumerate(_steps(rollout)):
         if template in _template_names(step.get("analysis")):
@@ -514,7 +514,7 @@ def template_origins(rollout: dict[str, Any], template: str) -> list[tuple[str, 
 
 
 def _metric_names(obj: dict[str, Any] | None) -> set[str]:
-    metrics = _dig(obj, "spec", "metrics") or []
+    metrics = dig(obj, "spec", "metrics") or []
     return {str(m.get("name")) for m in metrics if isinstance(m, dict)}
 
 
@@ -522,17 +522,17 @@ def _run_order(run: dict[str, Any]) -> tuple[int, datetime, str]:
     # The Rollout's revision first: a run of a newer revision is newer, whatever the
     # creation times say (they have one-second precision, so runs created around a second
     # boundary could otherwise swap); then creation time, then name.
-    revision = str((_meta(run).get("annotations") or {}).get(REVISION_ANNOTATION) or "")
+    revision = str((meta_of(run).get("annotations") or {}).get(REVISION_ANNOTATION) or "")
     return (
         int(revision) if revision.isdigit() else 0,
-        parse_time(_meta(run).get("creationTimestamp")),
+        parse_time(meta_of(run).get("creationTimestamp")),
         _name(run),
     )
 
 
 def _conditions(run: dict[str, Any]) -> dict[str, str]:
     conditions = {}
-    for metric in _dig(run, "spec", "metrics") or []:
+    for metric in dig(run, "spec", "metrics") or []:
         if not isinstance(metric, dict):
             continue
         parts = []
@@ -549,7 +549,7 @@ def describe_metrics(run: dict[str, Any]) -> tuple[list[str], list[dict[str, Any
     failed on an empty query result, or returned NaN)."""
     conditions = _conditions(run)
     lines, data = [], []
-    for result in _dig(run, "status", "metricResults") or []:
+    for result in dig(run, "status", "metricResults") or []:
         if not isinstance(result, dict):
             continue
         name = str(result.get("name"))
@@ -638,7 +638,7 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
                 r
                 for r in runs
                 if any(
-                    all((_meta(r).get("labels") or {}).get(k) == v for k, v in labels.items())
+                    all((meta_of(r).get("labels") or {}).get(k) == v for k, v in labels.items())
                     for _unused, labels in origins
                 )
             ]
@@ -653,10 +653,10 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
                         name
                         for field in ("prePromotionAnalysis", "postPromotionAnalysis")
                         for name in _template_names(
-                            _dig(rollout, "spec", "strategy", "blueGreen", field)
+                            dig(rollout, "spec", "strategy", "blueGreen", field)
                         )
                     }
-                    | set(_template_names(_dig(rollout, "spec", "strategy", "canary", "analysis")))
+                    | set(_template_names(dig(rollout, "spec", "strategy", "canary", "analysis")))
                     | {n for s in _steps(rollout) for n in _template_names(s.get("analysis"))}
                 )
                 unused = (
@@ -700,10 +700,10 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
         )
     run = max(runs, key=_run_order)
     name = _name(run)
-    run_phase = str(_dig(run, "status", "phase") or "")
-    run_message = str(_dig(run, "status", "message") or "")
+    run_phase = str(dig(run, "status", "phase") or "")
+    run_message = str(dig(run, "status", "message") or "")
     lines, metrics = describe_metrics(run)
-    labels = _meta(run).get("labels") or {}
+    labels = meta_of(run).get("labels") or {}
     head = (
         _("AnalysisRun {name} of AnalysisTemplate {template} is {phase}")
         if spec.template
@@ -753,7 +753,7 @@ def analysisrun_result(spec: types.AnalysisRunResult, ctx: CheckContext) -> Chec
     if phase == spec.expect:
         if (
             phase == "Successful"
-            and _dig(run, "spec", "terminate")
+            and dig(run, "spec", "terminate")
             and not any(m.get("count") for m in own)
         ):
             return CheckResult(

@@ -32,11 +32,11 @@ from kubelab.cluster.kube import (
     STUDENT_LABEL,
     KindNotServed,
     Kube,
-    apply_order,
     kubeconfig_expiry,
 )
 from kubelab.errors import StateError, UsageError, ValidationFailed
 from kubelab.i18n import Lang
+from kubelab.k8s.workloads import apply_order
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.lessons.model import Exercise
 from kubelab.lessons.runner import check_context, exercise_available, lesson_namespace

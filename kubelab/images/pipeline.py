@@ -24,11 +24,12 @@ from typing import Any
 
 from kubelab import paths
 from kubelab.cluster.facts import RegistryAccess
-from kubelab.cluster.kube import Kube, Pending, kubelab_labels
+from kubelab.cluster.kube import Kube, kubelab_labels
 from kubelab.cluster.portforward import PortForwardError
 from kubelab.components import catalog
 from kubelab.components.values import InstallSettings
 from kubelab.errors import SetupError
+from kubelab.k8s.workloads import Pending
 from kubelab.lessons.model import Lesson
 
 ORG = "kubelab"

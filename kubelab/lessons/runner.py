@@ -20,11 +20,12 @@ from kubelab.checks.runner import ExerciseOutcome, wait_for_exercise
 from kubelab.cluster.drift import Drift
 from kubelab.cluster.facts import platform_of
 from kubelab.cluster.helm import HelmClient
-from kubelab.cluster.kube import CLASS_LABEL, Kube, apply_order
+from kubelab.cluster.kube import CLASS_LABEL, Kube
 from kubelab.components.deploy import component_nodes, components_for, removal_nodes
 from kubelab.components.installer import NodeResult, ProgressSink, run_dag
 from kubelab.components.values import InstallSettings, extra_manifests
 from kubelab.errors import KubelabError
+from kubelab.k8s.workloads import apply_order
 from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.lessons.model import Exercise, Lesson
 from kubelab.lessons.plan import LESSON_LABEL, STEPS, render_for_cluster

@@ -23,6 +23,8 @@ from kubelab.cluster.kube import Kube
 from kubelab.retry import RetryPolicy
 from kubelab.sandbox import resources
 from kubelab.sandbox.api import ApiServer, create_api_app, serve
+from kubelab.sandbox.api_stream import ExecHandler, LogHandler
+from kubelab.sandbox.portforward import ForwardHandler
 from kubelab.sandbox.store import Store
 
 TOKEN = "threaded-sandbox-api-admin-token"
@@ -32,27 +34,43 @@ class ThreadedApi:
     """The server, its store and ``folder/admin.kubeconfig`` (admin ``TOKEN``) to reach it.
 
     ``middlewares`` go outermost, in the given order (the first sees a request first,
-    before authentication and ``latency``)."""
+    before authentication and ``latency``). ``store_options`` go to the :class:`Store`;
+    the handlers answer pods/exec, pods/log and pods/portforward (none by default). The
+    one harness of the sandbox API for tests and benchmarks."""
 
     def __init__(
-        self, folder: Path, latency: float = 0.0, middlewares: Sequence[Middleware] = ()
+        self,
+        folder: Path,
+        latency: float = 0.0,
+        middlewares: Sequence[Middleware] = (),
+        *,
+        token: str = TOKEN,
+        exec_handler: ExecHandler | None = None,
+        log_handler: LogHandler | None = None,
+        forward_handler: ForwardHandler | None = None,
+        **store_options: Any,
     ) -> None:
+        self.token = token
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         try:
-            self.store: Store = self.call(Store)
-            self.server: ApiServer = self.run(self._start(latency, middlewares))
+            self.store: Store = self.call(Store, **store_options)
+            app = create_api_app(
+                self.store,
+                token,
+                exec_handler,
+                log_handler,
+                latency=latency,
+                forward_handler=forward_handler,
+            )
+            app.middlewares[0:0] = middlewares
+            self.server: ApiServer = self.run(serve(app))
         except BaseException:
             self._stop_loop()
             raise
         self.kubeconfig = folder / "admin.kubeconfig"
-        self.kubeconfig.write_text(json.dumps(self.server.kubeconfig(TOKEN)))
-
-    async def _start(self, latency: float, middlewares: Sequence[Middleware]) -> ApiServer:
-        app = create_api_app(self.store, TOKEN, latency=latency)
-        app.middlewares[0:0] = middlewares
-        return await serve(app)
+        self.kubeconfig.write_text(json.dumps(self.server.kubeconfig(token)))
 
     def run(self, coroutine: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from kubelab.k8s.objects import dig
+
 #: Where each kind keeps its pod template (a Pod is its own).
 _POD_PATHS: dict[str, tuple[str, ...]] = {
     "Pod": (),
@@ -62,14 +64,6 @@ SAFE_SYSCTLS = frozenset(
 )
 ALLOWED_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
 _APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
-
-
-def _dig(obj: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -149,9 +143,9 @@ def pod_problems(template: Mapping[str, Any], where: str = "") -> list[str]:
 
 def _analysis_jobs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """The pod templates of an Argo Rollouts analysis's Job metrics."""
-    metrics = _dig(obj, ("spec", "metrics"))
+    metrics = dig(obj, "spec", "metrics")
     for i, metric in enumerate(metrics if isinstance(metrics, list) else []):
-        template = _dig(metric, ("provider", "job", "spec", "template"))
+        template = dig(metric, "provider", "job", "spec", "template")
         if isinstance(template, Mapping):
             yield f"spec.metrics[{i}].provider.job.spec.template", template
 
@@ -166,7 +160,7 @@ def baseline_problems(obj: Any) -> list[str]:
     path = _POD_PATHS.get(kind)
     if path is None:
         return []
-    template = obj if not path else _dig(obj, path)
+    template = obj if not path else dig(obj, *path)
     if not isinstance(template, Mapping):
         return []
     return pod_problems(template, ".".join(path))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from support import SandboxHome, course_patch
+from support import SandboxHome, course_patch, lesson_sandbox
 
 from kubelab.tools import find_tool
 
@@ -73,12 +73,7 @@ def split(v1: int, v2: int) -> Iterator[None]:
         weights(90, 10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def sandbox():
-    proc = kubelab("up", LESSON, "--provider", "sandbox")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    yield
-    kubelab("down")
+lesson_up = lesson_sandbox(LAB, LESSON)
 
 
 def test_the_deployed_lesson_passes_first():

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from support import SandboxHome, course_patch
+from support import SandboxHome, course_patch, lesson_sandbox
 
 from kubelab.tools import find_tool
 
@@ -38,12 +38,7 @@ def rollout_v2() -> None:
     time.sleep(1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def lab():
-    proc = kubelab("up", LESSON, "--provider", "sandbox")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    yield
-    kubelab("down")
+lesson_up = lesson_sandbox(LAB, LESSON)
 
 
 def test_the_checks_up_ran_are_recorded():

@@ -24,10 +24,9 @@ import pytest
 import yaml
 
 from kubelab.sandbox import resources
-from kubelab.sandbox.api import ApiServer, start_api
 from kubelab.sandbox.api_tables import human_duration
 from kubelab.sandbox.errors import ApiError
-from kubelab.sandbox.store import Store
+from kubelab.sandbox.threaded import ThreadedApi
 from kubelab.tools import find_tool
 
 TOKEN = "test-token-0123456789"
@@ -117,8 +116,9 @@ async def pod_logs(
         yield f"{pod}/{container} following\n".encode()
 
 
-class Sandbox:
-    """A sandbox API on its own loop thread; store calls go through that loop."""
+class Sandbox(ThreadedApi):
+    """The sandbox API harness (ThreadedApi) with this module's exec and log handlers, and
+    kubectl and the Python client pointed at it."""
 
     def __init__(
         self,
@@ -127,41 +127,17 @@ class Sandbox:
         **store_options: Any,
     ) -> None:
         self.home = home
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        try:
-            self.store: Store = self.call(Store, validate, **store_options)
-            self.server: ApiServer = self.run(
-                start_api(self.store, TOKEN, exec_handler=local_exec, log_handler=pod_logs)
-            )
-        except BaseException:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-            raise
-        self.kubeconfig = home / "kubeconfig"
-        self.kubeconfig.write_text(json.dumps(self.server.kubeconfig(TOKEN)))
+        super().__init__(
+            home,
+            token=TOKEN,
+            exec_handler=local_exec,
+            log_handler=pod_logs,
+            validate=validate,
+            **store_options,
+        )
         self.ca_file = home / "ca.crt"
         assert self.server.ca_pem is not None
         self.ca_file.write_bytes(self.server.ca_pem)
-
-    def run(self, coroutine: Any, timeout: float = 15) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        async def invoke() -> Any:
-            return fn(*args, **kwargs)
-
-        return self.run(invoke())
-
-    def close(self) -> None:
-        try:
-            self.run(self.server.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
 
     # ------------------------------------------------------------- kubectl
 

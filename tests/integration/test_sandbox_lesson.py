@@ -1,8 +1,10 @@
 """The traffic-splitting lesson, end to end in the sandbox, through the real CLI.
 
-One sandbox serves the whole module: `kubelab up` (a detached daemon: API, Envoy, app
-processes), then the course's own kubectl commands, the checks, student-mangled states,
-and finally `kubelab down`, after which no process it started may be left.
+One sandbox serves the whole module (`kubelab up`: a detached daemon, API, Envoy, app
+processes): the course's own kubectl commands, the checks, student-mangled states. Each
+test puts the lesson in the state it needs first (weights, a fresh or a hung v1), so any
+test runs alone or in any order. `kubelab down` is tested on a sandbox of its own, after
+which no process it started may be left.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import course_patch, lesson_block, run_bash, run_cli
+from support import SandboxHome, course_patch, lesson_block, lesson_sandbox, run_bash
 
 from kubelab.tools import find_tool
 
@@ -27,7 +29,6 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-SHARED_HOME = Path(tempfile.mkdtemp(prefix="kubelab-sandbox-test-"))
 # Every credential kubelab reads, marked: none of them may reach the sandbox's processes,
 # a pod's `kubectl exec ... env`, kubelab's files or its output.
 MARKS = {
@@ -35,15 +36,12 @@ MARKS = {
     "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/mark-google-2b8e1d.json",
     "CLOUDSDK_CONFIG": "/nonexistent/mark-gcloud-5c0d4e",
 }
-ENV = {"KUBELAB_HOME": str(SHARED_HOME), **MARKS}
-OUTPUTS: list[str] = []  # what every kubelab command of this module printed
+LAB = SandboxHome("kubelab-sandbox-test-", env=MARKS)
+SHARED_HOME = LAB.home
+OUTPUTS = LAB.outputs  # what every kubelab command of this module printed
 LESSON = "istio-traffic-splitting"
-
-
-def kubelab(*args: str, timeout: float = 180):
-    proc = run_cli(*args, env=ENV, timeout=timeout)
-    OUTPUTS.append(proc.stdout + proc.stderr)
-    return proc
+kubelab = LAB.kubelab
+lesson_up = lesson_sandbox(LAB, LESSON)
 
 
 def _marked(text: str) -> list[str]:
@@ -84,17 +82,41 @@ def pids_alive(pids):
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    proc = kubelab("up", LESSON, "--provider", "sandbox")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Kiali, Jaeger, VictoriaMetrics and Gitea are not part of it" in proc.stdout
-    status = json.loads(kubelab("status", "--output", "json").stdout)
-    yield status
-    kubelab("down")
+def sandbox(lesson_up: str) -> dict:
+    assert "Kiali, Jaeger, VictoriaMetrics and Gitea are not part of it" in lesson_up
+    return json.loads(kubelab("status", "--output", "json").stdout)
 
 
-def sandbox_pids():
-    workdir = SHARED_HOME / "sandbox"
+def set_weights(sandbox, v1: int, v2: int) -> None:
+    """The course's patch to v1/v2; Envoy applies a VirtualService change within a second."""
+    kubectl(sandbox["kubeconfig"], *course_patch(v1, v2))
+    time.sleep(1.0)
+
+
+def fresh_v1(sandbox) -> None:
+    """A new v1 pod: its request pool is full again (it hangs after 30 requests to /)."""
+    kubectl(sandbox["kubeconfig"], "rollout", "restart", "deployment/app-backend-v1", "-n", "istio")
+    kubectl(
+        sandbox["kubeconfig"],
+        "rollout",
+        "status",
+        "deployment/app-backend-v1",
+        "-n",
+        "istio",
+        "--timeout=60s",
+    )
+
+
+def hung_v1(sandbox) -> None:
+    """v1 hung, as the student's own requests leave it: 35 requests to / all sent to v1."""
+    set_weights(sandbox, 100, 0)
+    # (curl's timeouts, exit 28, are the point; the loop itself ends with 0.)
+    loop = "for i in $(seq 35); do curl -s -o /dev/null -m 0.5 http://app-backend/; done; true"
+    kubectl(sandbox["kubeconfig"], "exec", "-n", "istio", "curl-test", "--", "sh", "-c", loop)
+
+
+def sandbox_pids(home: Path = SHARED_HOME):
+    workdir = home / "sandbox"
     runtime = json.loads((workdir / "runtime.json").read_text())
     recorded = json.loads((workdir / "processes.json").read_text())["pids"]
     return [runtime["pid"], runtime["envoy_pid"], *recorded]
@@ -126,6 +148,7 @@ def test_pods_have_labels_and_a_sidecar(sandbox):
 
 
 def test_first_exercise_passes_and_course_command_counts_versions(sandbox):
+    set_weights(sandbox, 90, 10)
     code, data, checks = check_json("observe-initial-split")
     assert code == 0, data
     assert set(data) == {"lesson", "exercise", "status", "checks"}
@@ -147,6 +170,8 @@ def run_printed(sandbox, exercise_id: str, containing: str) -> str:
 def test_v1_hangs_for_the_students_requests_and_the_split_still_grades(sandbox):
     # kubelab's checks ask /version, which does not touch the pool: the student's own loop
     # over / is what spends v1's 30 requests, so v1 answers first and hangs later.
+    set_weights(sandbox, 90, 10)
+    fresh_v1(sandbox)
     runs = [run_printed(sandbox, "observe-initial-split", "uniq -c") for _ in range(6)]
     counts = [
         {line.split()[1]: int(line.split()[0]) for line in out.strip().splitlines()} for out in runs
@@ -162,6 +187,7 @@ def test_v1_hangs_for_the_students_requests_and_the_split_still_grades(sandbox):
 
 
 def test_course_patch_moves_to_50_50(sandbox):
+    set_weights(sandbox, 90, 10)
     code, _, checks = check_json("split-50-50")
     assert code == 1
     assert "subset v1 gets 90%, expected 50%" in checks["virtualservice-weights"]["message"]
@@ -213,6 +239,7 @@ def test_course_patch_moves_to_50_50(sandbox):
     ids=["vs-deleted", "weights-45-55", "three-destinations", "subset-missing-in-dr"],
 )
 def test_mangled_routing_gives_a_precise_failure(sandbox, mangle, expected):
+    set_weights(sandbox, 50, 50)
     snapshot = {
         kind: kubectl(
             sandbox["kubeconfig"], "get", kind, "app-backend", "-n", "istio", "-o", "json"
@@ -299,6 +326,9 @@ def test_unavailable_exercise_says_why(sandbox):
 
 
 def test_progress_records_the_checks(sandbox):
+    set_weights(sandbox, 0, 100)
+    code, data, _ = check_json("rollout-v2")
+    assert code == 0, data
     data = json.loads(kubelab("progress", "--output", "json").stdout)
     statuses = {e["exercise"]: e["status"] for e in data["exercises"]}
     assert statuses["rollout-v2"] == "passed"
@@ -311,18 +341,15 @@ def test_exec_sampler_through_the_tester_pod(sandbox):
     from kubelab.checks.sampling import Destination, ExecSampler, attribute_hung, tally
     from kubelab.cluster.kube import Kube
 
-    def weights(v1: int, v2: int) -> None:
-        kubectl(sandbox["kubeconfig"], *course_patch(v1, v2))
-        time.sleep(0.5)
-
-    weights(50, 50)
+    hung_v1(sandbox)
+    set_weights(sandbox, 50, 50)
     try:
         sampler = ExecSampler(Kube(Path(sandbox["kubeconfig"])), "curl-test", "istio")
         samples = sampler.sample(Destination("app-backend", "istio"), 40, 1.0, 40)
     finally:
-        weights(0, 100)
+        set_weights(sandbox, 0, 100)
     assert len(samples) == 40
-    # v1 hung long ago: its requests are no answer from v1, but the mesh names their subset.
+    # v1 is hung: its requests are no answer from v1, but the mesh names their subset.
     hung_samples = [s for s in samples if s.hung]
     assert hung_samples and {s.subset for s in hung_samples} == {"v1"}
     assert all(s.version is None for s in hung_samples)
@@ -371,7 +398,8 @@ def test_no_credential_reaches_the_sandbox(sandbox):
         for path in folder.rglob("*"):
             if path.is_file():
                 assert _marked(path.read_bytes().decode(errors="replace")) == [], path
-    assert len(OUTPUTS) > 20 and all(_marked(out) == [] for out in OUTPUTS)
+    # up, status and the dry-runs at least (and every other test's commands before it).
+    assert len(OUTPUTS) >= 7 and all(_marked(out) == [] for out in OUTPUTS)
 
 
 def test_a_killed_envoy_comes_back(sandbox):
@@ -389,18 +417,23 @@ def test_a_killed_envoy_comes_back(sandbox):
     assert json.loads(kubelab("status", "-o", "json").stdout)["mesh_running"] is True
     log = (SHARED_HOME / "sandbox" / "daemon.log").read_text()
     assert "Envoy had exited (code -9); started it again" in log
+    set_weights(sandbox, 0, 100)
     code, data, _ = check_json("rollout-v2")  # its requests go through the new Envoy
     assert code == 0, data
 
 
-def test_zz_down_leaves_no_process(sandbox):  # runs last (module order)
-    pids = sandbox_pids()
+def test_down_leaves_no_process():
+    """On a sandbox of its own, so that the module's stays up for the other tests."""
+    lab = SandboxHome("kubelab-sandbox-down-")
+    proc = lab.kubelab("up", LESSON, "--provider", "sandbox")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pids = sandbox_pids(lab.home)
     assert pids_alive(pids) == pids  # all running before
-    proc = kubelab("down")
+    proc = lab.kubelab("down")
     assert proc.returncode == 0, proc.stderr
     deadline = time.monotonic() + 10
     while pids_alive(pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pids_alive(pids) == []
-    assert not (SHARED_HOME / "sandbox").exists()
-    assert json.loads(kubelab("status", "--output", "json").stdout)["lessons"] == []
+    assert not (lab.home / "sandbox").exists()
+    assert json.loads(lab.kubelab("status", "--output", "json").stdout)["lessons"] == []

@@ -9,10 +9,9 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
-from support import SandboxHome
+from support import SandboxHome, lesson_sandbox
 
 from kubelab.tools import find_tool
 
@@ -28,12 +27,7 @@ LESSON = "istio-traffic-splitting"
 SHELL_PROMPT = re.compile(r"[#$] $")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def sandbox() -> Iterator[None]:
-    proc = LAB.kubelab("up", LESSON, "--provider", "sandbox")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    yield
-    LAB.kubelab("down")
+lesson_up = lesson_sandbox(LAB, LESSON)
 
 
 def kubectl_in_terminal(*args: str) -> pexpect.spawn:

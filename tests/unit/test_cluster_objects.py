@@ -14,17 +14,15 @@ from kubelab.cluster import kube as kube_mod
 from kubelab.cluster.kube import (
     APPLIED_HASH_ANNOTATION,
     Kube,
-    Pending,
     applied_fingerprint,
-    apply_order,
     contains,
     kubelab_labels,
     lesson_selector,
-    rollout_status,
     stamp_labels,
     with_fingerprint,
 )
 from kubelab.errors import ExitCode, KubelabError, KubelabTimeout
+from kubelab.k8s.workloads import Pending, apply_order, rollout_status
 from kubelab.retry import RetryPolicy
 
 
