@@ -454,24 +454,21 @@ ISTIO_WEBHOOK = "validation.istio.io"
 
 def istio_denial(rt: ResourceType, obj: dict[str, Any]) -> str | None:
     """What istiod's validating webhook (1.30, ``pkg/config/validation``) says of a
-    VirtualService's route weights, or None when it admits it: a negative weight, or
-    several destinations whose weights add up to 0. Weights that do not add up to 100
-    are admitted, as istiod does (Envoy scales them)."""
-    if (rt.group, rt.kind) != ("networking.istio.io", "VirtualService"):
-        return None
+    VirtualService or DestinationRule, or None when it admits it. The rules kept are the
+    ones a student's edit can break:
+
+    * a route destination's host (empty, or ``*``) and subset name (a DNS-1123 label);
+    * a negative weight, or several destinations whose weights add up to 0 (weights that
+      do not add up to 100 are admitted, as istiod admits them: Envoy scales them);
+    * an HTTP route with neither route, redirect nor direct_response;
+    * a DestinationRule's host, its subsets' names, and duplicate subset names."""
     spec = _mapping(obj.get("spec"))
-    errors: list[str] = []
-    for field in ("http", "tcp", "tls"):
-        for route in spec.get(field) or []:
-            destinations = _mapping(route).get("route") or []
-            total = 0
-            for destination in destinations:
-                weight = _mapping(destination).get("weight") or 0
-                if isinstance(weight, int) and weight < 0:
-                    errors.append(f"weight {weight} < 0")
-                total += weight if isinstance(weight, int) else 0
-            if len(destinations) > 1 and total == 0:
-                errors.append("total destination weight = 0")
+    if (rt.group, rt.kind) == ("networking.istio.io", "VirtualService"):
+        errors = _virtual_service_errors(spec)
+    elif (rt.group, rt.kind) == ("networking.istio.io", "DestinationRule"):
+        errors = _destination_rule_errors(spec)
+    else:
+        return None
     if not errors:
         return None
     if len(errors) == 1:
@@ -483,3 +480,62 @@ def istio_denial(rt: ResourceType, obj: dict[str, Any]) -> str | None:
         f'admission webhook "{ISTIO_WEBHOOK}" denied the request: '
         f"configuration is invalid: {listed}"
     )
+
+
+def _domain_errors(host: Any) -> list[str]:
+    host = host if isinstance(host, str) else ""
+    if not host:
+        return ["empty domain name not allowed"]
+    first = host.split(".", 1)[0]
+    if not (first == "*" or re.fullmatch(r"(\*[-a-z0-9]*)?[a-z0-9]([-a-z0-9]*[a-z0-9])?", first)):
+        return [f'domain name "{host}" invalid (label "{first}" invalid)']
+    return []
+
+
+def _subset_name_errors(name: Any) -> list[str]:
+    name = name if isinstance(name, str) else ""
+    if not name:
+        return ["subset name cannot be empty"]
+    if not (_DNS_LABEL.match(name) and len(name) <= 63):
+        return [f"subset name is invalid: {name}"]
+    return []
+
+
+def _virtual_service_errors(spec: dict[str, Any]) -> list[str]:
+    errors: list[str] = []
+    for field in ("http", "tcp", "tls"):
+        for route in spec.get(field) or []:
+            route = _mapping(route)
+            destinations = route.get("route") or []
+            if field == "http" and not (
+                destinations or route.get("redirect") or route.get("directResponse")
+            ):
+                errors.append("HTTP route, redirect or direct_response is required")
+            total = 0
+            for destination in destinations:
+                target = _mapping(_mapping(destination).get("destination"))
+                host = target.get("host")
+                errors += (
+                    [f"invalid destination host {host}"] if host == "*" else _domain_errors(host)
+                )
+                if target.get("subset"):
+                    errors += _subset_name_errors(target["subset"])
+                weight = _mapping(destination).get("weight") or 0
+                if isinstance(weight, int) and weight < 0:
+                    errors.append(f"weight {weight} < 0")
+                total += weight if isinstance(weight, int) else 0
+            if len(destinations) > 1 and total == 0:
+                errors.append("total destination weight = 0")
+    return errors
+
+
+def _destination_rule_errors(spec: dict[str, Any]) -> list[str]:
+    errors = _domain_errors(spec.get("host"))
+    seen: set[str] = set()
+    for subset in spec.get("subsets") or []:
+        name = _mapping(subset).get("name")
+        if isinstance(name, str) and name in seen:
+            errors.append(f"duplicate subset names: {name}")
+        seen.add(str(name))
+        errors += _subset_name_errors(name)
+    return errors

@@ -39,6 +39,9 @@ def deployment(**container: Any) -> dict[str, Any]:
     return obj
 
 
+ROUTE = [{"destination": {"host": "app"}}]
+
+
 def refused(call: Any) -> ApiError:
     with pytest.raises(ApiError) as caught:
         call()
@@ -66,10 +69,10 @@ def test_a_custom_resource_is_pruned_to_its_schema() -> None:
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
         "metadata": {"name": "app", "namespace": "default"},
-        "spec": {"hosts": ["app"], "colour": "blue", "http": [{"retriesz": {}, "route": []}]},
+        "spec": {"hosts": ["app"], "colour": "blue", "http": [{"retriesz": {}, "route": ROUTE}]},
     }
     stored = Store().create(VIRTUALSERVICES, vs)
-    assert stored["spec"] == {"hosts": ["app"], "http": [{"route": []}]}
+    assert stored["spec"] == {"hosts": ["app"], "http": [{"route": ROUTE}]}
 
 
 def test_a_wrong_type_is_a_decode_error() -> None:
@@ -205,3 +208,44 @@ def test_istiod_refuses_negative_and_zero_weights(weights: tuple[int, ...], said
 def test_istiod_admits_weights_that_do_not_add_up_to_100() -> None:
     stored = Store().create(VIRTUALSERVICES, _weighted(90, 20))
     assert [r["weight"] for r in stored["spec"]["http"][0]["route"]] == [90, 20]
+
+
+DESTINATIONRULES = resources.DESTINATIONRULES
+
+
+def _rule(host: str, *subsets: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "app", "namespace": "default"},
+        "spec": {
+            "host": host,
+            "subsets": [{"name": s, "labels": {"version": s}} for s in subsets],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "said"),
+    [
+        (_rule("app", "v1", "v1"), "duplicate subset names: v1"),
+        (_rule("app", "V_1"), "subset name is invalid: V_1"),
+        (_rule("", "v1"), "empty domain name not allowed"),
+    ],
+    ids=["duplicate-subset", "bad-subset-name", "no-host"],
+)
+def test_istiod_refuses_a_broken_destination_rule(obj: dict[str, Any], said: str) -> None:
+    error = refused(lambda: Store().create(DESTINATIONRULES, obj))
+    assert error.code == 400
+    assert error.message.endswith(f"configuration is invalid: {said}")
+
+
+def test_istiod_refuses_an_http_route_without_destination_or_a_bad_subset() -> None:
+    empty = _weighted()
+    empty["spec"]["http"] = [{"match": [{"uri": {"prefix": "/"}}]}]
+    error = refused(lambda: Store().create(VIRTUALSERVICES, empty))
+    assert error.message.endswith("HTTP route, redirect or direct_response is required")
+    bad = _weighted(100)
+    bad["spec"]["http"][0]["route"][0]["destination"]["subset"] = "V1"
+    error = refused(lambda: Store().create(VIRTUALSERVICES, bad))
+    assert error.message.endswith("configuration is invalid: subset name is invalid: V1")
