@@ -75,13 +75,11 @@ async def _spdy(
     ws: web.WebSocketResponse, namespace: str, pod: str, forward: ForwardHandler
 ) -> None:
     pairs: dict[str, dict[str, spdy.Stream]] = {}
-    arrived = asyncio.Event()
 
     async def on_stream(session: spdy.Session, stream: spdy.Stream) -> None:
         request_id = stream.headers.get("requestid", "")
         kind = stream.headers.get("streamtype", "")
         pairs.setdefault(request_id, {})[kind] = stream
-        arrived.set()
         if kind == "data":
             await _join(session, stream, pairs[request_id], namespace, pod, forward)
             pairs.pop(request_id, None)

@@ -167,6 +167,7 @@ class Session:
             if flags & FLAG_FIN:
                 stream.closed_by_peer = True
                 stream.data.put_nowait(None)
+                self._forget_if_done(stream)
             return
         version = int.from_bytes(frame[0:2], "big") & 0x7FFF
         kind = int.from_bytes(frame[2:4], "big")
@@ -242,6 +243,12 @@ class Session:
             await self._write(head + chunk)
         if fin:
             stream.closed_by_us = True
+            self._forget_if_done(stream)
+
+    def _forget_if_done(self, stream: Stream) -> None:
+        """A stream both sides ended is dropped (a long port-forward opens many)."""
+        if stream.closed_by_us and stream.closed_by_peer:
+            self.streams.pop(stream.id, None)
 
     async def reset(self, stream: Stream) -> None:
         if not stream.closed_by_us:
