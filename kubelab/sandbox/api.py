@@ -79,7 +79,7 @@ class _Context:
 
 
 _CONTEXT = web.AppKey("kubelab_sandbox_context", _Context)
-_USER = "kubelab_sandbox_user"  # the request's rbac.User
+_USER = web.RequestKey("kubelab_sandbox_user", rbac.User)  # who asks
 
 
 @dataclass(frozen=True)
