@@ -95,6 +95,8 @@ class NodeAgent:
         self.session: requests.Session = self.plane.session()
         self.base = self.plane.server
         self._ips: dict[str, str] = {}
+        self._ips_given = 0
+        self._ip_lock = threading.Lock()
         self._pods_by_ip: dict[str, tuple[str, str]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -321,7 +323,11 @@ class NodeAgent:
 
     def _ip(self, uid: str) -> str:
         if uid not in self._ips:
-            n = len(self._ips) + 2
+            # Never reused: a deleted pod's address given to a new pod would send the
+            # traffic of a live pod that had it (still in _pods_by_ip) elsewhere.
+            with self._ip_lock:
+                self._ips_given += 1
+                n = self._ips_given + 1
             self._ips[uid] = f"10.244.{n // 250}.{n % 250 + 1}"
         return self._ips[uid]
 
