@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kubelab.k8s.objects import mapping
 from kubelab.sandbox.resources import ResourceType
 
 STRICT, WARN, IGNORE = "Strict", "Warn", "Ignore"
@@ -112,6 +113,13 @@ def schema_of(rt: ResourceType) -> tuple[dict[str, Any], dict[str, Any]] | None:
     return manifests.core_schema(rt.api_version, rt.kind)
 
 
+def resolve(defs: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """``schema`` with its ``$ref``s followed into ``defs`` (an empty one if unknown)."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = defs.get(str(schema["$ref"]).rpartition("/")[2], {})
+    return schema if isinstance(schema, dict) else {}
+
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
@@ -131,9 +139,7 @@ class _Walker:
         self.type_errors: list[str] = []
 
     def resolve(self, schema: Any) -> dict[str, Any]:
-        while isinstance(schema, dict) and "$ref" in schema:
-            schema = self.defs.get(str(schema["$ref"]).rpartition("/")[2], {})
-        return schema if isinstance(schema, dict) else {}
+        return resolve(self.defs, schema)
 
     def walk(self, value: Any, schema: Any, path: str) -> None:
         schema = self.resolve(schema)
@@ -252,7 +258,7 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
     if rt.custom:
         return []
     causes = list(_metadata(obj.get("metadata") or {}, "metadata"))
-    spec = _mapping(obj.get("spec"))
+    spec = mapping(obj.get("spec"))
     kind = (rt.group, rt.kind)
     if kind == ("", "Pod"):
         causes += _pod_spec(spec, "spec")
@@ -270,10 +276,6 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
                 if not (_CONFIG_KEY.match(key) and len(key) <= 253):
                     causes.append(invalid_value(f"{field}[{key}]", key, CONFIG_KEY_RULE))
     return causes
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _metadata(meta: dict[str, Any], path: str) -> Iterator[Cause]:
@@ -304,7 +306,7 @@ def _workload(spec: dict[str, Any], path: str, *, replicas: bool) -> list[Cause]
     if replicas and isinstance(spec.get("replicas"), int) and spec["replicas"] < 0:
         causes.append(invalid_value(f"{path}.replicas", spec["replicas"], NOT_NEGATIVE))
     selector = spec.get("selector")
-    template = _mapping(spec.get("template"))
+    template = mapping(spec.get("template"))
     labels = (template.get("metadata") or {}).get("labels") or {}
     if selector is None:
         causes.append(required(f"{path}.selector"))
@@ -351,7 +353,7 @@ def _template(spec: dict[str, Any], path: str, *, restart: tuple[str, ...]) -> l
     if not isinstance(template, dict):
         return [required(f"{path}.template")]
     causes = list(_metadata(template.get("metadata") or {}, f"{path}.template.metadata"))
-    pod_spec = _mapping(template.get("spec"))
+    pod_spec = mapping(template.get("spec"))
     causes += _pod_spec(pod_spec, f"{path}.template.spec")
     policy = pod_spec.get("restartPolicy")
     if policy in RESTART_POLICIES and policy not in restart:
@@ -462,7 +464,7 @@ def istio_denial(rt: ResourceType, obj: dict[str, Any]) -> str | None:
       do not add up to 100 are admitted, as istiod admits them: Envoy scales them);
     * an HTTP route with neither route, redirect nor direct_response;
     * a DestinationRule's host, its subsets' names, and duplicate subset names."""
-    spec = _mapping(obj.get("spec"))
+    spec = mapping(obj.get("spec"))
     if (rt.group, rt.kind) == ("networking.istio.io", "VirtualService"):
         errors = _virtual_service_errors(spec)
     elif (rt.group, rt.kind) == ("networking.istio.io", "DestinationRule"):
@@ -505,7 +507,7 @@ def _virtual_service_errors(spec: dict[str, Any]) -> list[str]:
     errors: list[str] = []
     for field in ("http", "tcp", "tls"):
         for route in spec.get(field) or []:
-            route = _mapping(route)
+            route = mapping(route)
             destinations = route.get("route") or []
             if field == "http" and not (
                 destinations or route.get("redirect") or route.get("directResponse")
@@ -513,14 +515,14 @@ def _virtual_service_errors(spec: dict[str, Any]) -> list[str]:
                 errors.append("HTTP route, redirect or direct_response is required")
             total = 0
             for destination in destinations:
-                target = _mapping(_mapping(destination).get("destination"))
+                target = mapping(mapping(destination).get("destination"))
                 host = target.get("host")
                 errors += (
                     [f"invalid destination host {host}"] if host == "*" else _domain_errors(host)
                 )
                 if target.get("subset"):
                     errors += _subset_name_errors(target["subset"])
-                weight = _mapping(destination).get("weight") or 0
+                weight = mapping(destination).get("weight") or 0
                 if isinstance(weight, int) and weight < 0:
                     errors.append(f"weight {weight} < 0")
                 total += weight if isinstance(weight, int) else 0
@@ -533,7 +535,7 @@ def _destination_rule_errors(spec: dict[str, Any]) -> list[str]:
     errors = _domain_errors(spec.get("host"))
     seen: set[str] = set()
     for subset in spec.get("subsets") or []:
-        name = _mapping(subset).get("name")
+        name = mapping(subset).get("name")
         if isinstance(name, str) and name in seen:
             errors.append(f"duplicate subset names: {name}")
         seen.add(str(name))

@@ -39,7 +39,15 @@ from kubelab.sandbox import api_discovery, api_stream, api_tls, portforward, rba
 from kubelab.sandbox.api_stream import ExecHandler, LogHandler, query_bool
 from kubelab.sandbox.api_tables import to_table, wants_table
 from kubelab.sandbox.api_watch import serve_watch
-from kubelab.sandbox.errors import STALE, ApiError, bad_request, conflict, invalid, not_found
+from kubelab.sandbox.errors import (
+    STALE,
+    ApiError,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+    status_details,
+)
 from kubelab.sandbox.filters import Filter, label_selector_string
 from kubelab.sandbox.patches import (
     APPLY_PATCH,
@@ -712,9 +720,7 @@ async def _delete(request: web.Request, target: _Target) -> web.StreamResponse:
     if meta.get("deletionTimestamp") or target.rt.kind in ("Pod", "Namespace"):
         # Not gone yet (finalizers, a graceful pod, a terminating namespace): the object.
         return _object_response(request, target.rt, obj)
-    details = {"name": meta.get("name"), "group": target.rt.group, "kind": target.rt.plural}
-    if not target.rt.group:
-        del details["group"]
+    details = status_details(target.rt, str(meta.get("name")), target.rt.plural)
     details["uid"] = meta.get("uid")
     status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
     return _json({**status, "details": details})

@@ -88,9 +88,7 @@ class _Schema:
         self.root, self.defs = found if found is not None else ({}, {})
 
     def resolve(self, node: Any) -> dict[str, Any]:
-        while isinstance(node, dict) and "$ref" in node:
-            node = self.defs.get(str(node["$ref"]).rpartition("/")[2], {})
-        return node if isinstance(node, dict) else {}
+        return admission.resolve(self.defs, node)
 
     def child(self, node: Any, key: str) -> dict[str, Any]:
         node = self.resolve(node)

@@ -9,13 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubelab.k8s import selectors
+from kubelab.k8s.objects import meta as _meta
 from kubelab.sandbox.errors import bad_request
 from kubelab.sandbox.resources import ResourceType
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
 
 
 def _labels(obj: dict[str, Any]) -> dict[str, str]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubelab.k8s.data import copy_json, json_equal, now_rfc3339
+from kubelab.k8s.objects import meta as _meta
 from kubelab.sandbox import admission, fieldmanager, resources
 from kubelab.sandbox.admission import DecodeError
 from kubelab.sandbox.defaults import Defaulter
@@ -121,11 +122,6 @@ class Change:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
 
 
 def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
