@@ -117,6 +117,13 @@ class Cluster:
             timeout=30,
             what=f"the default ServiceAccount of {name}",
         )
+        # The root CA ConfigMap is published just as asynchronously; a case that lists
+        # ConfigMaps must see it on both sides.
+        self.kube().wait_for(
+            lambda: self.kube().get("v1", "ConfigMap", "kube-root-ca.crt", name) is not None,
+            timeout=30,
+            what=f"kube-root-ca.crt in {name}",
+        )
         return name
 
     def delete_namespaces(self, names: set[str], timeout: float = 120) -> None:
