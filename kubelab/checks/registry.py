@@ -20,8 +20,10 @@ they find (not just the first) and tell "wrong" (failed) from "not ready yet" (p
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -48,6 +50,10 @@ class CheckContext:
     concurrency: int = 500
     # Pause before re-sampling a split that looks wrong (route changes take a moment).
     settle_seconds: float = 1.5
+    # The clocks a ``hold_seconds`` check samples by (tests give their own).
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
 Impl = Callable[[Any, CheckContext], CheckResult]

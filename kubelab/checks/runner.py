@@ -7,6 +7,7 @@ checks still run.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +60,60 @@ class ExerciseOutcome:
 
 
 def run_check(spec: types.CheckSpec, ctx: CheckContext) -> CheckResult:
-    """One check, whatever happens: failures to check become ``error`` results."""
+    """One check, whatever happens: failures to check become ``error`` results. A check
+    with ``hold_seconds`` must then keep passing for that long (:func:`hold`)."""
+    first = _run_once(spec, ctx)
+    if spec.hold_seconds is None or first.status is not Status.PASSED:
+        return first
+    return hold(spec, ctx, first, spec.hold_seconds)
+
+
+def _clock_time(ctx: CheckContext, start: dt.datetime, offset: float) -> str:
+    return (start + dt.timedelta(seconds=offset)).strftime("%H:%M:%S")
+
+
+def hold(
+    spec: types.CheckSpec, ctx: CheckContext, first: CheckResult, seconds: float
+) -> CheckResult:
+    """Sample ``spec`` every ``hold_interval`` seconds until ``seconds`` have passed since
+    ``first`` (a pass): passed only when every sample passed. The first sample that does
+    not pass ends it, named by its time and offset (a failure, or an error when the check
+    could not run)."""
+    started, began = ctx.monotonic(), ctx.wall_clock()
+    samples, last_pass, last = 1, 0.0, first
+    while (elapsed := ctx.monotonic() - started) < seconds:
+        ctx.sleep(min(spec.hold_interval, seconds - elapsed))
+        result = _run_once(spec, ctx)
+        at = ctx.monotonic() - started
+        samples += 1
+        if result.status is not Status.PASSED:
+            evidence = {
+                **result.evidence,
+                "hold": {"seconds": seconds, "samples": samples, "broke_after": round(at, 3)},
+            }
+            message = _(
+                "broke at {time} UTC, {at:.1f} s into the {hold:g} s it must hold (it "
+                "passed from {start}, last at {held:.1f} s; sample {sample}): {message}"
+            ).format(
+                time=_clock_time(ctx, began, at),
+                at=at,
+                hold=seconds,
+                start=_clock_time(ctx, began, 0),
+                held=last_pass,
+                sample=samples,
+                message=result.message,
+            )
+            status = Status.ERROR if result.status is Status.ERROR else Status.FAILED
+            return CheckResult(status, message, result.hint, evidence)
+        last_pass, last = at, result
+    message = _("held for {hold:g} s ({samples} samples, every {interval:g} s): {message}").format(
+        hold=seconds, samples=samples, interval=spec.hold_interval, message=last.message
+    )
+    evidence = {**last.evidence, "hold": {"seconds": seconds, "samples": samples}}
+    return CheckResult(Status.PASSED, message, None, evidence)
+
+
+def _run_once(spec: types.CheckSpec, ctx: CheckContext) -> CheckResult:
     try:
         return implementation(spec.type)(spec, ctx)
     except KubelabError as exc:

@@ -44,6 +44,13 @@ class CheckSpec(StrictModel, tag_field="type", frozen=True, kw_only=True):
     id: Slug | None = None  # stable id; defaults to the type
     description: LocalizedText | None = None
     required: bool = True
+    # The check's share of its exercise's points (partial credit; see docs/grading.md).
+    # An optional check earns nothing: it is never counted for or against the student.
+    points: Annotated[float, Meta(gt=0, le=1000)] = 1
+    # When set, the check must pass on every sample for this long (a split that must *stay*
+    # 50/50), sampled every ``hold_interval`` seconds; see kubelab.checks.runner.
+    hold_seconds: Annotated[float, Meta(gt=0, le=300)] | None = None
+    hold_interval: Annotated[float, Meta(ge=0.5, le=120)] = 5.0
 
     @property
     def type(self) -> str:

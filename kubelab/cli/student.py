@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -141,7 +142,7 @@ def hint(ctx: typer.Context, exercise_id: ExerciseArg = None, lesson: LessonOpti
         )
 
 
-def _print_outcome(opts: Options, outcome: Any) -> None:
+def _outcome_table(outcome: Any) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
@@ -156,12 +157,92 @@ def _print_outcome(opts: Options, outcome: Any) -> None:
             hint = _("hint:")
             details += f"\n[dim]{hint} {escape(check.result.hint)}[/]"
         table.add_row(check.id, f"[{style}]{status_text(str(check.result.status))}[/]", details)
-    out = console()
-    out.print(table)
+    return table
+
+
+def _status_line(outcome: Any) -> str:
     status = str(outcome.status)
     style = _STATUS_STYLE.get(status, "")
     label = _("Exercise {exercise}:").format(exercise=outcome.exercise)
-    out.print(f"{label} [bold {style}]{status_text(status)}[/]")
+    return f"{label} [bold {style}]{status_text(status)}[/]"
+
+
+def _print_outcome(opts: Options, outcome: Any) -> None:
+    out = console()
+    out.print(_outcome_table(outcome))
+    out.print(_status_line(outcome))
+
+
+def _kept_pass_warning(passed_at: str, outcome: Any) -> str:
+    """A pass recorded earlier stands when a later run fails: say so, as a warning."""
+    return _(
+        "warning: {exercise} passed at {time} and stays done; this run is {status} "
+        "(a later exercise may have changed what it checks)."
+    ).format(
+        exercise=outcome.exercise,
+        time=passed_at.replace("T", " ")[:19],
+        status=status_text(str(outcome.status)),
+    )
+
+
+def _watch(
+    run: Any, exercise: Any, title: str, timeout: float, interval: float, json_output: bool
+) -> Any:
+    """Re-run ``run()`` until the exercise passes or ``timeout`` seconds pass, showing the
+    latest outcome in place (a rich Live display on a terminal; one line per run in a log;
+    nothing but the final JSON with ``--output json``). Returns the last outcome."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.markup import escape
+    from rich.text import Text
+
+    from kubelab.checks.result import Status
+
+    started = time.monotonic()
+    attempt = 0
+
+    def view(outcome: Any, state: str) -> Any:
+        elapsed = time.monotonic() - started
+        head = Text.from_markup(
+            "[bold]"
+            + _("Watching {exercise} ({title})").format(exercise=exercise.id, title=escape(title))
+            + "[/]  [dim]"
+            + _("run {attempt}, {elapsed:.0f} s of {timeout:g} s; {state}").format(
+                attempt=attempt, elapsed=elapsed, timeout=timeout, state=state
+            )
+            + "[/]"
+        )
+        if outcome is None:
+            return head
+        return Group(head, _outcome_table(outcome), Text.from_markup(_status_line(outcome)))
+
+    out = console()
+    shown = not json_output and out.is_terminal
+    live = Live(view(None, _("checking...")), console=out, auto_refresh=False)
+    outcome = None
+    with live if shown else contextlib.nullcontext():
+        while True:
+            attempt += 1
+            if shown and outcome is not None:
+                live.update(view(outcome, _("checking...")), refresh=True)
+            outcome = run()
+            left = timeout - (time.monotonic() - started)
+            if outcome.status is Status.PASSED or left <= 0:
+                break
+            if shown:
+                state = _("next run in {seconds:.0f} s; Ctrl-C to stop").format(
+                    seconds=min(interval, left)
+                )
+                live.update(view(outcome, state), refresh=True)
+            elif not json_output:  # a log, not a screen: one line per run
+                console(stderr=True).print(f"[dim]{attempt}.[/] {_status_line(outcome)}")
+            time.sleep(min(interval, left))
+        final = view(outcome, _("passed") if outcome.status is Status.PASSED else _("time is up"))
+        if shown:
+            live.update(final, refresh=True)
+        elif not json_output:
+            out.print(final)
+    return outcome
 
 
 def check(
@@ -172,10 +253,26 @@ def check(
         float,
         typer.Option("--wait", help="Keep re-checking while pending, up to this many seconds."),
     ] = 0.0,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Re-run the checks until they pass (or --timeout), updating the screen in "
+            "place; exit 0 once they pass.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1, max=86400, help="Seconds --watch keeps trying."),
+    ] = 600.0,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", min=0.5, max=600, help="Seconds between --watch runs."),
+    ] = 3.0,
 ) -> None:
     """Run the exercise's checks, record the result; exit 0 when all pass, 1 otherwise."""
     from kubelab.checks.result import Status
-    from kubelab.checks.runner import wait_for_exercise
+    from kubelab.checks.runner import run_exercise, wait_for_exercise
     from kubelab.errors import ExitCode, UsageError
     from kubelab.lessons.progress import record_progress
     from kubelab.lessons.runner import check_context
@@ -200,29 +297,48 @@ def check(
         )
     provider = get_provider(session.record.provider)
     started = time.monotonic()
-    if not opts.json:
-        console(stderr=True).print(
-            "[dim]" + _("checking {exercise}...").format(exercise=ex.id) + "[/]"
+    lesson_id = session.loaded.lesson.id
+    target = session.checkable(ex)
+    check_ctx = check_context(provider, session.record)
+    if watch:
+        outcome = _watch(
+            lambda: run_exercise(lesson_id, target, check_ctx),
+            ex,
+            ex.title.get(opts.lang),
+            timeout,
+            interval,
+            opts.json,
         )
-    outcome = wait_for_exercise(
-        session.loaded.lesson.id,
-        session.checkable(ex),
-        check_context(provider, session.record),
-        wait,
-        poll=2.0,
-    )
-    record_progress(store, session.loaded.lesson.id, ex.id, status=str(outcome.status))
+    else:
+        if not opts.json:
+            console(stderr=True).print(
+                "[dim]" + _("checking {exercise}...").format(exercise=ex.id) + "[/]"
+            )
+        outcome = wait_for_exercise(lesson_id, target, check_ctx, wait, poll=2.0)
+    earlier = session.progress(ex.id).passed_at
+    record_progress(store, lesson_id, ex.id, status=str(outcome.status))
     if opts.json:
         print_json(outcome.to_json())
     else:
-        _print_outcome(opts, outcome)
+        if not watch:
+            _print_outcome(opts, outcome)
         if outcome.status is Status.PASSED:
             # The same "current exercise" that `kubelab exercise` and `check` then use.
-            nxt = open_session(store, session.loaded.lesson.id).current()
+            nxt = open_session(store, lesson_id).current()
             console().print(
                 _("Well done. Next: kubelab exercise {exercise}").format(exercise=nxt.id)
                 if nxt
                 else _("Lesson complete!")
+            )
+        elif earlier:
+            console(stderr=True).print(f"[yellow]{_kept_pass_warning(earlier, outcome)}[/]")
+        elif watch:
+            console(stderr=True).print(
+                "[red]"
+                + _("{exercise} did not pass within {timeout:g} s.").format(
+                    exercise=ex.id, timeout=timeout
+                )
+                + "[/]"
             )
         console(stderr=True).print(f"[dim]{time.monotonic() - started:.1f}s[/]")
     if outcome.status is not Status.PASSED:
@@ -286,11 +402,15 @@ def progress(
         table.add_column(column)
     for r in rows:
         style = _STATUS_STYLE.get(str(r["status"]), "")
+        shown = f"[{style}]{status_text(str(r['status']))}[/]"
+        if r["passed_at"] and r["status"] != "passed":  # a pass stands; the last run differs
+            last = _("last run: {status}").format(status=status_text(str(r["status"])))
+            shown = f"[green]{status_text('passed')}[/] [dim]({last})[/]"
         table.add_row(
             "→" if r["current"] else "",
             str(r["exercise"]),
             str(r["title"]),
-            f"[{style}]{status_text(str(r['status']))}[/]",
+            shown,
             str(r["attempts"]),
             str(r["hints_shown"]),
         )

@@ -67,6 +67,9 @@ class Exercise(StrictModel, frozen=True, kw_only=True):
     # An observation exercise: its checks already pass before its solve script runs
     # (kubelab test then does not expect them to fail first).
     passes_before_solve: bool = False
+    # What the exercise is worth in a grade; its checks' ``points`` split it (partial
+    # credit). See docs/grading.md.
+    points: Annotated[float, Meta(gt=0, le=1000)] = 1
 
     def check_id(self, index: int) -> str:
         """The check's id: its own, else its type (numbered when a type repeats)."""
