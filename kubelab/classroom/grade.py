@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import Status
 from kubelab.checks.runner import ExerciseOutcome, run_exercise
-from kubelab.classroom.model import CheckGrade, ClassGrade, ExerciseGrade, StudentGrade
+from kubelab.classroom.model import (
+    DEFAULT_POINTS,
+    CheckGrade,
+    ClassGrade,
+    ExerciseGrade,
+    StudentGrade,
+)
 from kubelab.classroom.roster import Student
 from kubelab.errors import KubelabError
 from kubelab.i18n import Lang
@@ -40,14 +46,29 @@ class GradeOptions:
     on_student: Callable[[int, int], None] | None = None
 
 
-def _grade_of(outcome: ExerciseOutcome, attempts: int) -> ExerciseGrade:
+def _check_points(exercise: Exercise) -> dict[str, float]:
+    """Check id -> the check's ``points`` (its share of the exercise's)."""
+    return {exercise.check_id(i): float(spec.points) for i, spec in enumerate(exercise.checks)}
+
+
+def _grade_of(outcome: ExerciseOutcome, attempts: int, exercise: Exercise) -> ExerciseGrade:
+    points = _check_points(exercise)
     return ExerciseGrade(
         outcome.exercise,
         [
-            CheckGrade(c.id, c.type, c.result.status, c.result.message, c.result.hint, c.required)
+            CheckGrade(
+                c.id,
+                c.type,
+                c.result.status,
+                c.result.message,
+                c.result.hint,
+                c.required,
+                points.get(c.id, DEFAULT_POINTS),
+            )
             for c in outcome.checks
         ],
         attempts,
+        points=float(exercise.points),
     )
 
 
@@ -55,15 +76,26 @@ def _error_grade(exercise: Exercise, message: str) -> ExerciseGrade:
     return ExerciseGrade(
         exercise.id,
         [
-            CheckGrade(exercise.check_id(i), spec.type, Status.ERROR, message, None, spec.required)
+            CheckGrade(
+                exercise.check_id(i),
+                spec.type,
+                Status.ERROR,
+                message,
+                None,
+                spec.required,
+                float(spec.points),
+            )
             for i, spec in enumerate(exercise.checks)
         ],
         0,
+        points=float(exercise.points),
     )
 
 
 def mark_superseded(exercises: Sequence[Exercise], record: StudentGrade) -> None:
-    """Count an exercise as done when a later one that starts from its end state passes."""
+    """Count an exercise as done when a later one that starts from its end state passes,
+    every required check of it (a later exercise that passes only in part supersedes
+    nothing: the earlier one keeps its own partial credit)."""
     if record.error:
         return
     passed = {g.exercise for g in record.exercises if g.checks_status is Status.PASSED}
@@ -162,7 +194,7 @@ def grade_class(
             attempts += 1
             outcome = run_exercise(lesson.id, target, ctx)
             if outcome.status is not Status.ERROR or attempts > opts.retries:
-                finish(student, exercise, _grade_of(outcome, attempts))
+                finish(student, exercise, _grade_of(outcome, attempts, exercise))
                 return
             opts.sleep(max(0.0, min(delay, deadline - time.monotonic())))
             delay *= 2
@@ -182,4 +214,5 @@ def grade_class(
         [grades[s.id] for s in students],
         dict(skipped or {}),
         time.monotonic() - started,
+        {e.id: float(e.points) for e in exercises},
     )

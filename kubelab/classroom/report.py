@@ -1,13 +1,16 @@
 """Class grade reports: a table for the terminal, JUnit XML for CI systems and LMS graders,
-and one self-contained HTML file (inline CSS and SVG, no script, nothing fetched) that
-opens offline and shows per-student and per-exercise progress and progress over time.
+one self-contained HTML file (inline CSS and SVG, no script, nothing fetched) that opens
+offline and shows per-student and per-exercise progress and progress over time, and a
+gradebook CSV that Moodle, Canvas and Google Classroom import (:func:`gradebook_csv`).
 
 The JSON report is :meth:`ClassGrade.to_json` itself.
 """
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -33,6 +36,22 @@ COLOUR = {
 }
 
 
+# ----------------------------------------------------------------------------- numbers
+
+
+def number(value: float, decimals: int = 2) -> str:
+    """``value`` rounded to ``decimals`` places, without trailing zeros: 2, 1.5, 0.67."""
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def percent(value: float) -> str:
+    """A percentage (0-100) for people: 75%, 66.7%."""
+    return f"{number(value, 1)}%"
+
+
 # ----------------------------------------------------------------------------- table
 
 
@@ -46,7 +65,7 @@ def table(grade: ClassGrade) -> Table:
     for index, _ in enumerate(grade.exercises, start=1):
         out.add_column(str(index), justify="center")
     out.add_column("score", justify="right")
-    total = len(grade.exercises)
+    possible = grade.possible
     for student in grade.students:
         cells: list[Text | str] = [Text(f"{student.id} {student.name}")]
         for ex_id, _ in grade.exercises:
@@ -54,11 +73,18 @@ def table(grade: ClassGrade) -> Table:
             status = ex.status if ex else Status.ERROR
             symbol, style = SYMBOL[status]
             cells.append(Text(symbol, style=style))
-        cells.append(f"{student.passed}/{total}")
+        cells.append(
+            f"{number(grade.total(student))}/{number(possible)} {percent(grade.percent(student))}"
+        )
         out.add_row(*cells)
-    legend = "; ".join(f"{i} {ex_id}" for i, (ex_id, _) in enumerate(grade.exercises, start=1))
+    legend = "; ".join(
+        f"{i} {ex_id} ({number(grade.points_of(ex_id))} pts)"
+        for i, (ex_id, _) in enumerate(grade.exercises, start=1)
+    )
+    mean = f"class mean {percent(grade.mean_percent())}" if grade.students else ""
     errors = [f"{s.id}: {s.error}" for s in grade.students if s.error]
-    out.caption = escape(legend + ("\n" + "\n".join(errors) if errors else ""))
+    lines = [line for line in (legend, mean, *errors) if line]
+    out.caption = escape("\n".join(lines))
     return out
 
 
@@ -94,6 +120,9 @@ def junit(grade: ClassGrade) -> str:
             ("email", student.email),
             ("namespace", student.namespace),
             ("lesson", grade.lesson),
+            ("points_earned", number(grade.total(student), 4)),
+            ("points_possible", number(grade.possible, 4)),
+            ("percent", number(grade.percent(student), 4)),
         ):
             ET.SubElement(props, "property", name=key, value=_xml(value))
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
@@ -273,6 +302,8 @@ def html_report(grade: ClassGrade, history: Sequence[ClassGrade] = ()) -> str:
         f'<div class="card"><b>{summary["students"]}</b>students</div>',
         f'<div class="card"><b>{summary["completed"]}</b>finished every exercise</div>',
         f'<div class="card"><b>{grade.completion():.0%}</b>of all exercises passed</div>',
+        f'<div class="card"><b>{percent(grade.mean_percent())}</b>mean score '
+        f"(of {number(grade.possible)} points)</div>",
         f'<div class="card"><b>{summary["errors"]}</b>could not be graded</div>',
         "</div>",
         "<h2>Exercises</h2>",
@@ -285,20 +316,30 @@ def html_report(grade: ClassGrade, history: Sequence[ClassGrade] = ()) -> str:
     head += ["<h2>Progress over time</h2>", _history_chart(snapshots), "<h2>Students</h2>"]
     rows = [
         "<table><thead><tr><th>student</th><th>progress</th>",
-        *(f'<th title="{_e(title)}">{i}</th>' for i, (_, title) in enumerate(grade.exercises, 1)),
+        *(
+            f'<th title="{_e(title)} ({number(grade.points_of(ex_id))} points)">{i}<br>'
+            f'<span class="muted">{number(grade.points_of(ex_id))} pts</span></th>'
+            for i, (ex_id, title) in enumerate(grade.exercises, 1)
+        ),
         "<th>details</th></tr></thead><tbody>",
     ]
     for student in grade.students:
-        share = student.passed / total if total else 0.0
+        share = grade.percent(student)
         cells = [
             f"<tr><td><b>{_e(student.id)}</b> {_e(student.name)}<br>"
             f'<span class="muted">{_e(student.email)} · {_e(student.namespace)}</span></td>',
-            f'<td><span class="bar"><i style="width:{share * 100:.0f}%"></i></span> '
-            f"{student.passed}/{total}</td>",
+            f'<td><span class="bar"><i style="width:{share:.0f}%"></i></span> '
+            f"{number(grade.total(student))}/{number(grade.possible)} points "
+            f"({percent(share)})<br>"
+            f'<span class="muted">{student.passed}/{total} exercises passed</span></td>',
         ]
         for ex_id, _ in grade.exercises:
             ex = student.exercise(ex_id)
-            cells.append(f'<td class="c">{_badge(ex.status if ex else Status.ERROR)}</td>')
+            cells.append(
+                f'<td class="c">{_badge(ex.status if ex else Status.ERROR)}<br>'
+                f'<span class="muted">{number(grade.earned(student, ex_id))}/'
+                f"{number(grade.points_of(ex_id))}</span></td>"
+            )
         problems = []
         if student.error:
             problems.append(f"<b>{_e(student.error)}</b>")
@@ -319,7 +360,7 @@ def html_report(grade: ClassGrade, history: Sequence[ClassGrade] = ()) -> str:
         rows.append("".join(cells))
     rows.append("</tbody></table>")
     legend = "".join(
-        f"<li>{i}. {_e(ex_id)}: {_e(title)}</li>"
+        f"<li>{i}. {_e(ex_id)}: {_e(title)} ({number(grade.points_of(ex_id))} points)</li>"
         for i, (ex_id, title) in enumerate(grade.exercises, 1)
     )
     tail = [
@@ -327,3 +368,77 @@ def html_report(grade: ClassGrade, history: Sequence[ClassGrade] = ()) -> str:
     ]
     tail.append("</body></html>")
     return "\n".join(head + rows + tail) + "\n"
+
+
+# ----------------------------------------------------------------------------- gradebook CSV
+
+#: The gradebook layouts of ``kubelab grade --output csv --lms ...`` (docs/grading.md).
+LMS = ("generic", "moodle", "canvas", "google-classroom")
+
+# A cell starting with one of these is read as a formula by Excel, LibreOffice and Google
+# Sheets (CSV injection, CWE-1236): such a text cell gets a leading apostrophe, as OWASP
+# ASVS 5.0 (V1.2.10) asks of exported CSV.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\0")
+
+
+def _text(value: str) -> str:
+    """A text cell no spreadsheet evaluates."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _columns(grade: ClassGrade, titles: bool) -> list[str]:
+    """One header per exercise: its title (or id), made unique with the id if needed."""
+    names = [title if titles else ex_id for ex_id, title in grade.exercises]
+    return [
+        _text(f"{name} [{ex_id}]" if names.count(name) > 1 else name)
+        for name, (ex_id, _) in zip(names, grade.exercises, strict=True)
+    ]
+
+
+def gradebook_rows(grade: ClassGrade, lms: str = "generic") -> list[list[str]]:
+    """The rows of :func:`gradebook_csv` (header first), every cell a string."""
+    if lms not in LMS:
+        raise ValueError(f"unknown LMS {lms!r} (one of {', '.join(LMS)})")
+    exercises = [ex_id for ex_id, _ in grade.exercises]
+    columns = _columns(grade, titles=lms != "generic")
+    possible = [number(grade.points_of(ex_id)) for ex_id in exercises]
+    rows: list[list[str]] = []
+    if lms == "generic":
+        rows.append(["id", "name", "email", *columns, "total", "possible", "percent"])
+    elif lms == "moodle":
+        rows.append(["Email address", "Full name", "kubelab ID", *columns, "Total"])
+    elif lms == "canvas":
+        # The student columns and the "Points Possible" row of Canvas's own export (the
+        # importer requires the header up to "Section"); "Final Points" is one of the
+        # read-only total columns the importer skips.
+        student_columns = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+        rows.append([*student_columns, *columns, "Final Points"])
+        rows.append(["Points Possible", "", "", "", "", *possible, number(grade.possible)])
+    else:
+        rows.append(["Email Address", "Full Name", "kubelab ID", *columns, "Total"])
+    for student in grade.students:
+        earned = [round(grade.earned(student, ex_id), 2) for ex_id in exercises]
+        cells = [number(e) for e in earned]
+        total = number(round(sum(earned), 2))  # the sum of the cells as written
+        sid, name, email = _text(student.id), _text(student.name), _text(student.email)
+        if lms == "generic":
+            share = number(grade.percent(student))
+            rows.append([sid, name, email, *cells, total, number(grade.possible), share])
+        elif lms == "moodle":
+            rows.append([email, name, sid, *cells, total])
+        elif lms == "canvas":
+            rows.append([name, "", "", email, "", *cells, total])
+        else:
+            rows.append([email, name, sid, *cells, total])
+    return rows
+
+
+def gradebook_csv(grade: ClassGrade, lms: str = "generic") -> str:
+    """The class's points as a gradebook CSV (RFC 4180: header row, CRLF, fields quoted
+    when they hold a comma, quote or line break) for ``lms`` (one of :data:`LMS`): one row
+    per student, a column per exercise with the points earned (2 decimals), and the total
+    (the sum of those cells). Write it as UTF-8."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerows(gradebook_rows(grade, lms))
+    return buffer.getvalue()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from kubelab.cli.common import console, options, print_json
+from kubelab.i18n import _
 
 app = typer.Typer(
     name="class",
@@ -19,6 +21,17 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
+
+
+class Lms(StrEnum):
+    """The layouts of `kubelab grade --output csv --lms ...` (kubelab.classroom.report.LMS,
+    repeated here so that `kubelab --help` does not import the reports)."""
+
+    generic = "generic"
+    moodle = "moodle"
+    canvas = "canvas"
+    google_classroom = "google-classroom"
+
 
 LessonArg = Annotated[str | None, typer.Argument(help="Lesson id (default: the only class).")]
 HoursOption = Annotated[
@@ -261,17 +274,32 @@ def grade(
             help="Store this run as a progress snapshot (whole-class runs only, not --class).",
         ),
     ] = True,
+    lms: Annotated[
+        Lms | None,
+        typer.Option(
+            "--lms",
+            help="Gradebook layout of --output csv: moodle, canvas, google-classroom or "
+            "generic (default).",
+        ),
+    ] = None,
 ) -> None:
-    """Grade every student's exercises at once: table, json, junit or html report."""
+    """Grade every student's exercises at once: table, json, junit, html or csv (a
+    gradebook for Moodle, Canvas or Google Classroom) report."""
     from kubelab.classroom import report
     from kubelab.classroom.grade import GradeOptions
     from kubelab.classroom.service import load_history, save_snapshot
+    from kubelab.errors import UsageError
 
-    opts = options(ctx, ("table", "json", "junit", "html"))
+    opts = options(ctx, ("table", "json", "junit", "html", "csv"))
     if opts.output.value == "table" and out is not None:
-        from kubelab.errors import UsageError
-
-        raise UsageError("--out needs --output json, junit or html")
+        raise UsageError(_("--out needs --output json, junit, html or csv"))
+    if lms is not None and opts.output.value != "csv":
+        raise UsageError(
+            _("--lms chooses the layout of a gradebook CSV: it needs --output csv"),
+            hint=_("e.g. kubelab grade --output csv --lms {lms} --out grades.csv").format(
+                lms=lms.value
+            ),
+        )
     service = _service(lesson)
     students = service.students(roster)
     err = console(stderr=True)
@@ -294,6 +322,8 @@ def grade(
         text = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "junit":
         text = report.junit(result)
+    elif fmt == "csv":
+        text = report.gradebook_csv(result, (lms or Lms.generic).value)
     else:
         text = report.html_report(result, load_history(result.lesson))
     if out is None:
@@ -301,7 +331,8 @@ def grade(
 
         sys.stdout.write(text)
         return
-    out.write_text(text, encoding="utf-8")
+    # A CSV's own CRLF line ends (RFC 4180) are written as they are on every system.
+    out.write_text(text, encoding="utf-8", newline="" if fmt == "csv" else None)
     err.print(f"[green]✓[/] {fmt} report written to {out}")
 
 

@@ -25,6 +25,7 @@ class OutputFormat(StrEnum):
     json = "json"
     junit = "junit"
     html = "html"
+    csv = "csv"
 
 
 @dataclass

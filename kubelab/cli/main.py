@@ -51,7 +51,7 @@ COMMANDS: dict[str, Entry] = {
     "progress": Entry("student", "progress", "Where you are: every exercise and its result."),
     "solve": Entry("student", "solve", "Run the exercise's solve script (instructors)."),
     "test": Entry("lessontest", "test", "Test a lesson end to end in its own sandbox."),
-    "grade": Entry("classroom", "grade", "Grade a class: table, json, junit or html."),
+    "grade": Entry("classroom", "grade", "Grade a class: table, json, junit, html or csv."),
     "cluster": Entry("cluster", "app", "Create and delete clusters on Hetzner or GKE."),
     "charts": Entry("charts", "app", "Download the lessons' pinned Helm charts."),
     "tools": Entry("toolscmd", "app", "Install the pinned helm and kubectl."),
@@ -143,7 +143,7 @@ def main(
         typer.Option(
             "--output",
             "-o",
-            help="table for people, json for machines (junit: test, grade; html: grade).",
+            help="table for people, json for machines (junit: test, grade; html, csv: grade).",
         ),
     ] = OutputFormat.table,
     lang: Annotated[

@@ -11,6 +11,7 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import offline_class_tools
@@ -162,3 +163,196 @@ def test_a_roster_is_bounded_and_must_be_a_file(tmp_path):
     assert len(parse_roster("id,name,email\n" + rows.rsplit("\n", 1)[0])) == MAX_STUDENTS
     with pytest.raises(ValidationFailed, match="is a folder"):
         load_roster(tmp_path)
+
+
+# -- a class of 30 on the emulated API, graded with points and exported as gradebooks -----------
+
+GROUPS = {
+    "done": range(1, 9),  # 0/100: every exercise (the first two superseded)
+    "half": range(9, 17),  # 50/50: the first exercise superseded, the 50/50 one passed
+    "started": range(17, 23),  # 90/10 as created: the first exercise
+    "broken": range(23, 27),  # VirtualService and DestinationRule deleted, no v1 pod
+    "deleted": range(27, 31),  # namespace deleted: not graded
+}
+
+
+class ProportionalMesh:
+    """Answers sampled requests by the VirtualService's weights, exactly in proportion, from
+    versions that have a Ready pod; no VirtualService or no pod answers 503 (as the mesh
+    stand-in of tests/realk8s does)."""
+
+    def __init__(self, kube: Any) -> None:
+        self.kube = kube
+
+    def sample(self, dest: Any, count: int, timeout: float, concurrency: int) -> list[Any]:
+        from kubelab.checks.mesh import ISTIO_API, route_weights
+        from kubelab.checks.sampling import Sample
+
+        vs = self.kube.get(ISTIO_API, "VirtualService", dest.service, dest.namespace)
+        if vs is None:
+            return [Sample(None, 503, False)] * count
+        pods = self.kube.list("v1", "Pod", dest.namespace, f"app={dest.service}")
+        running = {
+            p["metadata"]["labels"].get("version")
+            for p in pods
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+        }
+        samples: list[Any] = []
+        for version, weight in route_weights(vs)[0].items():
+            answer = Sample(version, 200, False) if version in running else Sample(None, 503, False)
+            samples += [answer] * round(count * weight / 100)
+        return (samples + [Sample(None, 503, False)] * count)[:count]
+
+    def hanging_versions(self, dest: Any, versions: Any, timeout: float) -> set[str]:
+        return set()
+
+
+def _ready_pod(namespace: str, name: str, labels: dict[str, str], containers: list[str]) -> Any:
+    """A pod as the kubelet reports it: running, every container ready."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": c, "image": f"{c}:test"} for c in containers]},
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.1",
+            "conditions": [
+                {"type": t, "status": "True"}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {"name": c, "ready": True, "restartCount": 0, "state": {"running": {}}}
+                for c in containers
+            ],
+        },
+    }
+
+
+def test_a_class_of_30_on_the_emulated_api_exports_its_gradebook(
+    tmp_path: Path, _isolated_home: Path
+) -> None:
+    """30 students in five states on kubelab's emulated API (no controllers: the pods are
+    written as a kubelet would report them), graded with weighted exercises and checks;
+    the gradebook CSV of every LMS says what the JSON grade says, student by student."""
+    import yaml
+    from gradebook import check_gradebook, weighted
+
+    from kubelab.checks.mesh import ISTIO_API
+    from kubelab.checks.registry import CheckContext
+    from kubelab.classroom.grade import GradeOptions
+    from kubelab.classroom.service import ClassTools
+    from kubelab.sandbox import resources
+    from kubelab.sandbox.threaded import ThreadedApi
+    from kubelab.state import LessonRecord
+
+    prefix = "g"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(
+        "id,name,email\n"
+        + "".join(f"{prefix}{n:02d},Aluno {n},aluno{n}@escola.example\n" for n in range(1, 31))
+    )
+    api = ThreadedApi(tmp_path)
+    try:
+        kube = api.kube()
+        with StateStore().transaction() as state:
+            state.lessons[LESSON] = LessonRecord(
+                lesson=LESSON,
+                provider="existing",
+                steps_done=["preflight", "cluster", "components", "images", "deploy"],
+                details={"kubeconfig": str(api.kubeconfig)},
+            )
+        tools = ClassTools(
+            kube=kube,
+            admin_kubeconfig=yaml.safe_load(api.kubeconfig.read_text()),
+            admin_context=None,
+            admin_folder=api.kubeconfig.parent,
+            registry=None,
+            pull_token=lambda: ("kubelab-admin", "read-only-pull-token"),
+            context=lambda: CheckContext(
+                kube, sampler=lambda spec: ProportionalMesh(kube), settle_seconds=0
+            ),
+            available={"istio", "victoria-metrics"},
+        )
+        service = ClassService(weighted(find_lesson(LESSON)), StateStore(), tools)
+        assert len(service.create(roster, tmp_path / "kc", hours=2).students) == 30
+        for group, numbers in GROUPS.items():
+            for n in numbers:
+                ns = f"istio-{prefix}{n:02d}"
+                if group == "deleted":
+                    assert kube.delete("v1", "Namespace", ns)
+                    continue
+                versions = ("v2",) if group == "broken" else ("v1", "v2")
+                for version in versions:
+                    labels = {"app": "app-backend", "version": version}
+                    name = f"app-backend-{version}-5d8f7c9b4-x{n:02d}"
+                    api.record(
+                        resources.PODS,
+                        _ready_pod(ns, name, labels, ["app-backend", "istio-proxy"]),
+                    )
+                tester = _ready_pod(ns, "curl-test", {}, ["curl-test", "istio-proxy"])
+                api.call(api.store.update_status, resources.PODS, ns, "curl-test", tester["status"])
+                if group == "broken":
+                    assert kube.delete(ISTIO_API, "VirtualService", "app-backend", ns)
+                    assert kube.delete(ISTIO_API, "DestinationRule", "app-backend", ns)
+                    continue
+                v1, v2 = {"done": (0, 100), "half": (50, 50), "started": (90, 10)}[group]
+                vs = kube.get(ISTIO_API, "VirtualService", "app-backend", ns)
+                assert vs is not None
+                for route in vs["spec"]["http"][0]["route"]:
+                    route["weight"] = v1 if route["destination"]["subset"] == "v1" else v2
+                meta = {"name": "app-backend", "namespace": ns}
+                kube.apply({"apiVersion": ISTIO_API, "kind": "VirtualService",
+                            "metadata": meta, "spec": vs["spec"]})  # fmt: skip
+
+        grade = service.grade(service.students(), GradeOptions(concurrency=16))
+    finally:
+        api.close()
+
+    data = json.loads(json.dumps(grade.to_json()))
+    assert ClassGrade.from_json(data).to_json() == data
+    assert [(e["id"], e["points"]) for e in data["exercises"]] == [
+        ("observe-initial-split", 2.0),
+        ("split-50-50", 3.0),
+        ("rollout-v2", 4.0),
+        ("confirm-stable", 1.0),
+    ]
+    # What each group earns: superseded exercises count in full, the broken namespaces
+    # keep the sidecar check's share (1 of 6) of the first exercise's 2 points.
+    expected = {"done": 10.0, "half": 5.0, "started": 2.0, "broken": 0.3333, "deleted": 0.0}
+    by_id = {s["id"]: s for s in data["students"]}
+    for group, numbers in GROUPS.items():
+        for n in numbers:
+            score = by_id[f"{prefix}{n:02d}"]["score"]
+            assert (score["points"], score["possible"]) == (expected[group], 10.0), (group, score)
+    half = by_id[f"{prefix}09"]["exercises"]
+    assert [(e["exercise"], e["status"], e["earned"]) for e in half] == [
+        ("observe-initial-split", "passed", 2.0),
+        ("split-50-50", "passed", 3.0),
+        ("rollout-v2", "failed", 0.0),
+        ("confirm-stable", "failed", 0.0),
+    ]
+    assert half[0]["superseded_by"] == "split-50-50"
+    broken = by_id[f"{prefix}23"]["exercises"][0]
+    assert {c["id"]: (c["status"], c["points"]) for c in broken["checks"]} == {
+        "pods-ready": ("failed", 1.0),
+        "sidecar-injected": ("passed", 1.0),
+        "virtualservice-weights": ("failed", 2.0),
+        "traffic-split": ("failed", 2.0),
+    }
+    assert data["summary"]["mean_percent"] == round(
+        sum(s["score"]["percent"] for s in data["students"]) / 30, 4
+    )
+    for lms in report.LMS:
+        points = check_gradebook(report.gradebook_csv(grade, lms), data, lms)
+        assert points[f"{prefix}01"] == {
+            "observe-initial-split": 2,
+            "split-50-50": 3,
+            "rollout-v2": 4,
+            "confirm-stable": 1,
+        }
+        assert points[f"{prefix}23"]["observe-initial-split"] == 0.33
+        assert points[f"{prefix}27"] == dict.fromkeys(points[f"{prefix}01"], 0.0)

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from gradebook import check_gradebook, weighted
 
 from kubelab.checks.mesh import ISTIO_API, route_weights
 from kubelab.checks.registry import CheckContext
@@ -40,7 +41,7 @@ from kubelab.classroom.model import ClassGrade
 from kubelab.classroom.service import ClassService, ClassTools, expiry_lines
 from kubelab.cluster.kube import CLASS_LABEL, STUDENT_LABEL, Kube
 from kubelab.errors import KubelabError, ValidationFailed
-from kubelab.lessons.loader import find_lesson
+from kubelab.lessons.loader import LoadedLesson, find_lesson
 from kubelab.state import LessonRecord, StateStore
 
 LESSON = "istio-traffic-splitting"
@@ -110,7 +111,14 @@ def lesson_record(kubeconfig: Path) -> None:
         )
 
 
-def class_service(kube: Kube, kubeconfig: Path, registry: str | None = None) -> ClassService:
+def class_service(
+    kube: Kube,
+    kubeconfig: Path,
+    registry: str | None = None,
+    loaded: LoadedLesson | None = None,
+) -> ClassService:
+    """The class service of the lesson (``loaded``: another version of it, e.g. with
+    points) on ``kube``, its checks' traffic sampled by :class:`ProportionalMesh`."""
     lesson_record(kubeconfig)
     tools = ClassTools(
         kube=kube,
@@ -124,7 +132,7 @@ def class_service(kube: Kube, kubeconfig: Path, registry: str | None = None) -> 
         ),
         available={"istio", "victoria-metrics"},  # no Kiali, no Jaeger: two exercises skipped
     )
-    return ClassService(find_lesson(LESSON), StateStore(), tools)
+    return ClassService(loaded or find_lesson(LESSON), StateStore(), tools)
 
 
 def set_weights(kube: Kube, namespace: str, v1: int, v2: int) -> None:
@@ -183,7 +191,8 @@ def test_thirty_students_graded_in_every_format_then_deleted(  # type: ignore[no
     prefix = "t"
     roster = tmp_path / "roster.csv"
     roster.write_text(roster_text(prefix, 30))
-    service = class_service(kube, control_plane.kubeconfig)
+    # Exercises worth 2, 3, 4 and 1 points, some checks worth more than others.
+    service = class_service(kube, control_plane.kubeconfig, loaded=weighted(find_lesson(LESSON)))
     out = tmp_path / "kubeconfigs"
     record = service.create(roster, out, hours=8)
     assert len(record.students) == 30
@@ -243,8 +252,33 @@ def test_thirty_students_graded_in_every_format_then_deleted(  # type: ignore[no
     assert data["summary"]["errors"] == 4
     assert data["summary"]["per_exercise"]["split-50-50"]["passed"] == 16
     assert ClassGrade.from_json(json.loads(json.dumps(data))).to_json() == data
+    # Points: superseded exercises count in full; the broken namespaces keep the sidecar
+    # check's share (1 of 6 check points) of the first exercise's 2 points.
+    assert [e["points"] for e in data["exercises"]] == [2.0, 3.0, 4.0, 1.0]
+    expected_points = {"done": 10.0, "half": 5.0, "started": 2.0, "broken": 0.3333, "deleted": 0}
+    for group, numbers in GROUPS.items():
+        for n in numbers:
+            score = by_id[f"{prefix}{n:02d}"].to_json(4, grade.possible)["score"]
+            assert (score["points"], score["possible"]) == (expected_points[group], 10), (
+                group,
+                score,
+            )
+    assert data["summary"]["mean_percent"] == round(
+        (8 * 100 + 8 * 50 + 6 * 20 + 4 * 10 / 3) / 30, 4
+    )
+    # The gradebook of every LMS says what the JSON says, student by student.
+    for lms in report.LMS:
+        points = check_gradebook(report.gradebook_csv(grade, lms), data, lms)
+        assert list(points[f"{prefix}01"].values()) == [2, 3, 4, 1]
+        assert points[f"{prefix}23"]["observe-initial-split"] == 0.33
     root = ET.fromstring(report.junit(grade))
     assert len(root.findall("testsuite")) == 30
+    first = {p.get("name"): p.get("value") for p in root.find("testsuite").iter("property")}
+    assert (first["points_earned"], first["points_possible"], first["percent"]) == (
+        "10",
+        "10",
+        "100",
+    )
     page = report.html_report(grade)
     assert (
         page.startswith("<!doctype html>") and f"namespace {NS}-{prefix}27 does not exist" in page
@@ -263,7 +297,7 @@ def test_thirty_students_graded_in_every_format_then_deleted(  # type: ignore[no
     console = Console(width=200, record=True)
     console.print(report.table(grade))
     text = console.export_text()
-    assert f"{prefix}01 Aluno 1" in text and "4/4" in text
+    assert f"{prefix}01 Aluno 1" in text and "10/10 100%" in text and "5/10 50%" in text
     html_file = tmp_path / "report.html"
     html_file.write_text(page)
     screenshot(html_file, tmp_path / "report.png")
@@ -629,7 +663,7 @@ def test_grades_on_the_real_server_and_the_emulator_are_the_same(  # type: ignor
     def grade_on(
         name: str, kube: Kube, kubeconfig: Path, record_pods: Any, broken_pods: Any
     ) -> dict[str, Any]:
-        service = class_service(kube, kubeconfig)
+        service = class_service(kube, kubeconfig, loaded=weighted(find_lesson(LESSON)))
         service.create(roster, tmp_path / f"kc-{name}", hours=2)
         record_pods(kube)
         for group, numbers in groups.items():
@@ -653,6 +687,10 @@ def test_grades_on_the_real_server_and_the_emulator_are_the_same(  # type: ignor
         broken_pods(kube)
         grade = service.grade(service.students(), GradeOptions(concurrency=8))
         result = summary(grade)
+        # The gradebooks too: the same points, cell by cell, on both APIs.
+        result["gradebooks"] = {lms: report.gradebook_csv(grade, lms) for lms in report.LMS}
+        for lms, text in result["gradebooks"].items():
+            check_gradebook(text, grade.to_json(), lms)
         service.delete()
         return result
 
@@ -717,7 +755,9 @@ def test_grades_on_the_real_server_and_the_emulator_are_the_same(  # type: ignor
     finally:
         emulated.close()
     assert on_emulator == on_real
+    gradebooks = on_real.pop("gradebooks")
     assert {s["passed"] for s in on_real.values()} == {0, 1, 2, 4}
+    assert "Final Points" in gradebooks["canvas"] and len(gradebooks["moodle"].split("\r\n")) == 12
 
 
 # -- the commands an instructor and a student type ------------------------------------------------
@@ -787,6 +827,26 @@ def test_cli_class_lifecycle_and_a_students_own_check(  # type: ignore[no-untype
         proc = run_cli("grade", "-o", "html", "--out", str(page), env=env, timeout=300)
         assert proc.returncode in (0, 1), proc.stderr
         assert "2 snapshot(s)" in page.read_text()
+        # The gradebook CSV, through the CLI: what the snapshot of the same run says.
+        gradebook = tmp_path / "grades.csv"
+        proc = run_cli(
+            "grade", "-o", "csv", "--lms", "canvas", "--out", str(gradebook), env=env,
+            timeout=300,
+        )  # fmt: skip
+        assert proc.returncode in (0, 1), proc.stderr
+        assert f"csv report written to {gradebook}" in proc.stderr
+        from kubelab.classroom.service import load_history
+
+        snapshot = load_history(LESSON)[-1].to_json()
+        assert len(load_history(LESSON)) == 3
+        text = gradebook.read_bytes().decode("utf-8")
+        points = check_gradebook(text, snapshot, "canvas")
+        assert list(points) == ["c01", "c02", "c03"]
+        # The lesson as it is: every exercise worth 1 point (no `points:` in it).
+        assert {e["points"] for e in snapshot["exercises"]} == {1.0}
+        proc = run_cli("grade", "-o", "csv", "--no-save", env=env, timeout=300)
+        assert proc.returncode in (0, 1), proc.stderr
+        assert proc.stdout.splitlines()[0].startswith("id,name,email,observe-initial-split,")
 
         # A student's machine: their own kubelab home and only their kubeconfig.
         student_env = {"KUBELAB_HOME": str(tmp_path / "student-home")}
