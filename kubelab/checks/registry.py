@@ -10,7 +10,9 @@ register themselves here with :func:`implements`:
 * :mod:`kubelab.checks.metrics`: VictoriaMetrics and Jaeger (metrics-query, jaeger-traces);
 * :mod:`kubelab.checks.flagger`: Flagger canaries (flagger-canary);
 * :mod:`kubelab.checks.rollouts`: Argo Rollouts (rollout-status, rollout-services,
-  analysisrun-result).
+  analysisrun-result);
+* :mod:`kubelab.checks.assertions`: any object against a partial object, an assertion
+  tree (assert, absent; docs/assert-checks.md).
 
 :func:`implementation` loads them, explicitly and once, the first time a check runs. Each
 function reads the cluster through the :class:`CheckContext` and returns a
@@ -34,7 +36,7 @@ from kubelab.checks.sampling import Sampler
 from kubelab.cluster.kube import Kube
 
 #: The modules holding the implementations, one per domain (see the module docstring).
-DOMAINS = ("core", "mesh", "traffic", "metrics", "flagger", "rollouts")
+DOMAINS = ("core", "mesh", "traffic", "metrics", "flagger", "rollouts", "assertions")
 
 
 @dataclass

@@ -333,3 +333,64 @@ class AnalysisRunResult(_InNamespace, tag="analysisrun-result", frozen=True, kw_
     # AnalysisTemplate the run used (found through where the Rollout references it)
     template: Name | None = None
     expect: AnalysisPhase = "Successful"
+
+
+# -- declarative assertions on objects (assert, absent) -------------------------------------
+
+
+def _selector_rule(value: str | None) -> None:
+    if value is not None:
+        selectors.parse(value)
+
+
+class _Addressed(_InNamespace, frozen=True, kw_only=True):
+    """Objects of one kind, addressed by ``name`` or by a label ``selector`` (one of them).
+
+    ``object`` is an assertion tree (docs/assert-checks.md, :mod:`kubelab.k8s.assertion`);
+    the lesson loader checks its expressions, so that a problem points at the key's line.
+    """
+
+    api_version: Annotated[str, Meta(pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$")]
+    kind: Annotated[str, Meta(pattern=r"^[A-Z][A-Za-z0-9]*$")]
+    name: Name | None = None
+    selector: Annotated[str, Meta(min_length=1)] | None = None
+    namespace: Namespace | None = None
+
+    field_rules: ClassVar[dict[str, Callable[[Any], object]]] = {"selector": _selector_rule}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.name is None) == (self.selector is None):
+            raise ValueError("give the object's name or a label selector (one of them)")
+
+    def retarget(self, home: str, mine: str) -> Self:
+        moved = super().retarget(home, mine)
+        if self.kind == "Namespace" and self.name == home:
+            return msgspec.structs.replace(moved, name=mine)  # the namespace object itself
+        return moved
+
+
+@register
+class Assert(_Addressed, tag="assert", frozen=True, kw_only=True):
+    """An object matches a partial object (Chainsaw's ``assert``).
+
+    With ``name``, that object must exist and match ``object``; with ``selector``, at least
+    one selected object (``match: any``, the default) or every one (``match: all``) must
+    match, and an empty selection fails.
+    """
+
+    object: dict[str, Any]
+    match: Literal["any", "all"] | None = None  # selector only; any when not given
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.match is not None and self.selector is None:
+            raise ValueError("match is for a selector: a named object matches or not")
+
+
+@register
+class Absent(_Addressed, tag="absent", frozen=True, kw_only=True):
+    """No object matches ``object`` (Chainsaw's ``error``); without ``object``, the named
+    object does not exist or the selector selects nothing."""
+
+    object: dict[str, Any] | None = None

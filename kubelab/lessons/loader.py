@@ -284,6 +284,23 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
                     f"duplicate check id {cid!r} in this exercise; give each an id",
                 )
             check_ids.setdefault(cid, j)
+    yield from _assertion_problems(lesson)
+
+
+def _assertion_problems(lesson: Lesson) -> Iterable[tuple[Loc, str]]:
+    """The assertion trees of ``assert``/``absent`` checks (docs/assert-checks.md): every
+    ``(expr)`` key or value must be a JMESPath expression that compiles and calls known
+    functions, every key must be text. Located at the key itself
+    (``exercises[0].checks[1].object.spec.(replicas >)``), which a field rule of the check
+    type cannot do: it only knows its field."""
+    from kubelab.checks.types import Absent, Assert
+    from kubelab.k8s import assertion
+
+    for i, exercise in enumerate(lesson.exercises):
+        for j, check in enumerate(exercise.checks):
+            if isinstance(check, (Assert, Absent)) and check.object is not None:
+                for where, message in assertion.problems(check.object):
+                    yield ("exercises", i, "checks", j, "object", *where), message
 
 
 def load_lesson(path: Path) -> LoadedLesson:

@@ -454,8 +454,9 @@ def test_mirroring_patch_is_the_same_in_text_and_script_and_valid(rendered):
 
 
 def test_check_fields_exist_after_the_exercises_patches(rendered):
-    """The field-equals checks on the Canary read fields the patched Canary really has."""
-    from kubelab.k8s import jsonpath
+    """The field-equals and assert checks on the Canary read fields the patched Canary
+    really has (and an absent check finds nothing there)."""
+    from kubelab.k8s import assertion, jsonpath
 
     canary = rendered[("Canary", "app-backend")]
     (affinity,) = _script_patches("solve/04-session-affinity.sh")
@@ -469,6 +470,12 @@ def test_check_fields_exist_after_the_exercises_patches(rendered):
             if isinstance(check, check_types.FieldEquals) and check.kind == "Canary":
                 value = jsonpath.lookup(after[exercise.id], check.jsonpath)
                 assert value == check.equals, (exercise.id, check.jsonpath, value)
+            elif isinstance(check, check_types.Assert) and check.kind == "Canary":
+                assert assertion.match(after[exercise.id], check.object) == [], exercise.id
+                # ... and the Canary before the exercise's patch does not match.
+                assert assertion.match(canary, check.object), exercise.id
+            elif isinstance(check, check_types.Absent) and check.kind == "Canary":
+                assert not assertion.matches(after[exercise.id], check.object), exercise.id
 
 
 # --------------------------------------------------------------------------- checks vs objects
@@ -489,6 +496,8 @@ def _generated_by_flagger(canary: Obj) -> set[tuple[str, str, str]]:
 
 
 def test_every_check_points_at_a_rendered_or_generated_object(rendered):
+    from kubelab.k8s import assertion
+
     canary = rendered[("Canary", "app-backend")]
     deployment = rendered[("Deployment", "app-backend")]
     known = {
@@ -502,7 +511,15 @@ def test_every_check_points_at_a_rendered_or_generated_object(rendered):
         for check in exercise.checks:
             seen_types.add(check.type)
             assert getattr(check, "namespace", NAMESPACE) == NAMESPACE, (exercise.id, check)
-            if isinstance(check, (check_types.ResourceExists, check_types.FieldEquals)):
+            if isinstance(
+                check,
+                (
+                    check_types.ResourceExists,
+                    check_types.FieldEquals,
+                    check_types.Assert,
+                    check_types.Absent,
+                ),
+            ):
                 assert (check.api_version, check.kind, check.name) in known, (exercise.id, check)
             elif isinstance(check, check_types.FlaggerCanary):
                 assert check.name == canary["metadata"]["name"]
@@ -517,7 +534,38 @@ def test_every_check_points_at_a_rendered_or_generated_object(rendered):
                 env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
                 assert env[0]["name"] == "BUG_AFTER"
                 assert check.name in ("app-backend", "app-backend-primary")
-    assert {"flagger-canary", "resource-exists", "field-equals", "pods-ready"} <= seen_types
+            if isinstance(check, check_types.Assert) and check.kind == "Deployment":
+                # The containers and env variables the tree names are the Deployment's
+                # (the primary is Flagger's copy of it).
+                assert check.name in ("app-backend", "app-backend-primary")
+                rendered_containers = {
+                    c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]
+                }
+                for wanted in check.object["spec"]["template"]["spec"]["containers"]:
+                    container = rendered_containers[wanted["name"]]
+                    names = {e["name"] for e in container["env"]}
+                    assert {e["name"] for e in wanted["env"]} <= names, (exercise.id, wanted)
+                # The deployed pool does not pass it; `kubectl set env` of the pool does.
+                assert assertion.match(deployment, check.object), check.id
+                pool = next(
+                    e["value"]
+                    for c in check.object["spec"]["template"]["spec"]["containers"]
+                    for e in c["env"]
+                    if e["name"] == "BUG_AFTER"
+                )
+                released = copy.deepcopy(deployment)
+                for container in released["spec"]["template"]["spec"]["containers"]:
+                    for env in container["env"]:
+                        if env["name"] == "BUG_AFTER":
+                            env["value"] = pool
+                assert assertion.match(released, check.object) == [], check.id
+    assert {
+        "flagger-canary",
+        "resource-exists",
+        "field-equals",
+        "pods-ready",
+        "assert",
+    } <= seen_types
 
 
 def test_every_generated_kind_has_a_crd_or_core_schema():
