@@ -5,9 +5,10 @@ YAML is read by one parser, PyYAML's C loader with the YAML 1.2 core schema (``0
 an error). When something is wrong, the same loader composes the file again into nodes,
 which know their lines, to point every problem at its line. msgspec validates the shape
 (``kubelab.lessons.model``, every problem of it found by ``kubelab.base.problems``); then
-the rules that need the whole lesson or the file system run here. All problems are
-collected and raised together as one :class:`~kubelab.errors.ValidationFailed`, one line
-each.
+the rules that need the whole lesson or the file system run here, and each
+``deploy[i].values`` is checked against its chart's ``values.schema.json``
+(``kubelab.lessons.chart_values``). All problems are collected and raised together as one
+:class:`~kubelab.errors.ValidationFailed`, one line each.
 """
 
 from __future__ import annotations
@@ -303,6 +304,15 @@ def _assertion_problems(lesson: Lesson) -> Iterable[tuple[Loc, str]]:
                     yield ("exercises", i, "checks", j, "object", *where), message
 
 
+def _deploy_values_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Each ``deploy[i].values`` against its chart's values.schema.json, merged with the
+    chart's defaults as Helm does (``kubelab.lessons.chart_values``). It reads the parsed
+    document, not the converted lesson, so that its problems come with the shape's."""
+    from kubelab.lessons.chart_values import deploy_values_problems
+
+    return deploy_values_problems(data, paths.data_root())
+
+
 def load_lesson(path: Path) -> LoadedLesson:
     """Load and validate one lesson (its folder or its ``lesson.yaml``).
 
@@ -327,6 +337,7 @@ def load_lesson(path: Path) -> LoadedLesson:
         found = problems(Lesson, data)  # every problem, not only msgspec's first one
     else:
         found = list(_semantic_problems(lesson, file.parent))
+    found += _deploy_values_problems(data)
     if not found:
         return LoadedLesson(lesson, file)
     doc = yaml.compose(text, Loader=_LessonLoader)  # parsed once already: it cannot fail

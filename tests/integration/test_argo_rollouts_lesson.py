@@ -522,7 +522,8 @@ def test_values_schema_is_up_to_date():
 
 @needs_helm
 def test_a_broken_value_in_the_lesson_fails_the_dry_run(tmp_path: Path):
-    """Bad values in lesson.yaml are reported with helm's message, exit 2, no traceback."""
+    """Bad values in lesson.yaml are reported when it loads (the chart's schema, before
+    helm), at their line, exit 2, no traceback."""
     lesson = tmp_path / "argo-rollouts"
     shutil.copytree(LESSON, lesson)
     text = (lesson / "lesson.yaml").read_text()
@@ -532,8 +533,12 @@ def test_a_broken_value_in_the_lesson_fails_the_dry_run(tmp_path: Path):
     )
     proc = run_cli("up", str(lesson), "--dry-run")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "helm could not render chart app-rollouts" in proc.stderr
-    assert "less than or equal to 100" in proc.stderr
+    line = text[: text.index("weights: [0, 10, 25, 50, 100]")].count("\n") + 1
+    assert (
+        f"argo-rollouts/lesson.yaml:{line}: deploy[0].values.scenarios.canary.weights[2]: "
+        "must be between 0 and 100 (got 250)"
+    ) in proc.stderr
+    assert "helm could not render" not in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -90,7 +90,8 @@ def test_dry_run_json_plan(tmp_path):
 
 
 def test_invalid_values_in_a_lesson_fail_the_dry_run(tmp_path):
-    """A lesson whose values break the chart's schema is reported, exit 2, no traceback."""
+    """A lesson whose values break the chart's schema is reported when it loads (before
+    helm), at its line, exit 2, no traceback."""
     import shutil
 
     lesson = tmp_path / "istio-traffic-splitting"
@@ -101,7 +102,11 @@ def test_invalid_values_in_a_lesson_fail_the_dry_run(tmp_path):
     )
     proc = run_cli("up", str(lesson), "--dry-run")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "helm could not render chart app-backend" in proc.stderr
+    assert (
+        "istio-traffic-splitting/lesson.yaml:41: deploy[0].values.weights: "
+        "must add up to 100 (v1 45 + v2 50 = 95)"
+    ) in proc.stderr
+    assert "helm could not render" not in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

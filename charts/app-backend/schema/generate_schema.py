@@ -7,6 +7,10 @@ is written out by enumeration: one ``if v1 == k then v2 == 100 - k`` clause per 
 With helm 3.17's validator a bad pair (45 + 50) then fails with a message naming the v2 that
 would fit: ``weights.v2: weights.v2 must be one of the following: 55`` (plus the lines
 ``weights: Must validate "then" as "if" was valid`` and ``... all the schemas (allOf)``).
+The weights object also carries the annotation ``"x-kubelab-sum": 100``, which Helm's
+validator ignores (an unknown keyword): kubelab checks it itself when it loads a lesson
+(kubelab/lessons/chart_values.py) and says "must add up to 100 (v1 45 + v2 50 = 95)"
+instead of the clauses' messages, which it leaves out under a node that carries it.
 
 Usage::
 
@@ -91,6 +95,9 @@ def weights() -> Schema:
         },
         "VirtualService traffic split; integers 0..100 that must sum to 100",
     )
+    # For kubelab, which reports the sum itself (Helm ignores the keyword and keeps the
+    # clauses below): the values of the properties must add up to this.
+    schema["x-kubelab-sum"] = 100
     schema["allOf"] = weight_sum_rules()
     return schema
 
