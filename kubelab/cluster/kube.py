@@ -400,6 +400,7 @@ class Kube:
         become :class:`ClusterUnreachable`. API errors (``ApiException``) propagate for the
         caller to map, since only it knows that a 404 means "absent"."""
         import urllib3
+        from kubernetes.client.exceptions import ApiException
 
         if self._unreachable is not None:
             raise ClusterUnreachable(self._unreachable.message, hint=self._unreachable.hint)
@@ -412,9 +413,13 @@ class Kube:
             # Never let one request outlive the call's deadline.
             return fn(max(min(self.timeout, remaining), 0.001))
 
+        answered: list[BaseException] = []  # the server's last answer (a 503, say)
+
         def note_retry(n: int, exc: BaseException, delay: float) -> None:
             with self._lock:
                 self.retries += 1
+            if isinstance(exc, ApiException):
+                answered[:] = [exc]
             log.debug("%s: attempt %d failed (%s); retrying in %.2fs", what, n, exc, delay)
 
         try:
@@ -425,6 +430,11 @@ class Kube:
                 on_retry=note_retry,
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if answered and isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+                # The server did answer before; the last attempt only ran out of the little
+                # time the deadline left it. Its answer says why (no endpoints, overloaded),
+                # "cannot reach the API" would not.
+                raise answered[0] from exc
             spent = self.retry.clock() - start
             tries = f" (gave up after {attempts} attempts in {spent:.0f}s)" if attempts > 1 else ""
             unreachable = ClusterUnreachable(

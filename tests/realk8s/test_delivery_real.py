@@ -1157,7 +1157,7 @@ def test_metrics_query_without_a_ready_victoria_metrics_cannot_check(
         }
     )
     vm.services = {"victoria-metrics": (vm.ns, "vm-down", VM_PORT)}
-    impatient = control_plane.kube(retry=RetryPolicy(deadline=1.0, initial_delay=0.05))
+    impatient = control_plane.kube(retry=RetryPolicy(deadline=3.0, initial_delay=0.05))
     result = metrics(vm, _vector("1"), kube=impatient)
     expect(result, Status.ERROR, "503 Service Unavailable", f"service {vm.ns}/vm-down")
     assert vm.vm.requests == []

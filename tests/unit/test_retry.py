@@ -176,3 +176,26 @@ def test_parse_retry_after() -> None:
     assert classify_kube_error(exc).retry_after == 4.0
     exc.headers = {"retry-after": "5"}
     assert classify_kube_error(exc).retry_after == 5.0
+
+
+def test_a_timeout_after_the_server_answered_reports_its_answer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Service without endpoints: the API server answers 503 until the deadline leaves
+    the last attempt too little time and it times out. The student must read the 503
+    (VictoriaMetrics is not ready), not "cannot reach the Kubernetes API"."""
+    from kubelab.cluster.kube import ClusterUnreachable, Kube
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    t = FakeTime(100.0)
+    kube = Kube(config, retry=policy(t, initial_delay=0.1, max_attempts=3))
+    with pytest.raises(ApiException) as answered:
+        kube._request(Flaky(api_error(503), api_error(503), READ_TIMEOUT), what="proxy")
+    assert answered.value.status == 503
+    # Never answered at all: the API is unreachable, and says so.
+    with pytest.raises(ClusterUnreachable, match="ReadTimeoutError"):
+        kube._request(Flaky(READ_TIMEOUT, READ_TIMEOUT, READ_TIMEOUT), what="proxy")
