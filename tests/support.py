@@ -158,3 +158,37 @@ def offline_class_tools(
         context=lambda: CheckContext(kube, sampler=lambda spec: None),  # type: ignore[arg-type,return-value]
         available=available or {"istio"},
     )
+
+
+class ProportionalMesh:
+    """A sampler for traffic checks without a mesh: answers sampled requests by the
+    VirtualService's weights, exactly in proportion, from versions that have a Ready pod;
+    no VirtualService, or no Ready pod of a version, answers 503."""
+
+    def __init__(self, kube: Any) -> None:
+        self.kube = kube
+
+    def sample(self, dest: Any, count: int, timeout: float, concurrency: int) -> list[Any]:
+        from kubelab.checks.mesh import ISTIO_API, route_weights
+        from kubelab.checks.sampling import Sample
+
+        vs = self.kube.get(ISTIO_API, "VirtualService", dest.service, dest.namespace)
+        if vs is None:
+            return [Sample(None, 503, False)] * count
+        pods = self.kube.list("v1", "Pod", dest.namespace, f"app={dest.service}")
+        running = {
+            p["metadata"]["labels"].get("version")
+            for p in pods
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+        }
+        samples: list[Any] = []
+        for version, weight in route_weights(vs)[0].items():
+            answer = Sample(version, 200, False) if version in running else Sample(None, 503, False)
+            samples += [answer] * round(count * weight / 100)
+        return (samples + [Sample(None, 503, False)] * count)[:count]
+
+    def hanging_versions(self, dest: Any, versions: Any, timeout: float) -> set[str]:
+        return set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal, Self, cast
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, cast
 
 import msgspec
 from msgspec import Meta
@@ -107,6 +107,17 @@ def _validate_split(value: dict[str, int]) -> None:
         raise ValueError(f"weights must sum to 100 (got {parts} = {total})")
 
 
+_C = TypeVar("_C", bound=CheckSpec)
+
+
+def _namespace_object_moved(check: Any, moved: _C, home: str, mine: str) -> _C:
+    """``moved`` (``check`` retargeted) also renamed when ``check`` names the lesson's
+    Namespace object itself."""
+    if check.kind == "Namespace" and check.name == home:
+        return msgspec.structs.replace(moved, name=mine)
+    return moved
+
+
 class _Object(_InNamespace, frozen=True, kw_only=True):
     api_version: Annotated[str, Meta(pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$")]
     kind: Annotated[str, Meta(pattern=r"^[A-Z][A-Za-z0-9]*$")]
@@ -114,10 +125,7 @@ class _Object(_InNamespace, frozen=True, kw_only=True):
     namespace: Namespace | None = None
 
     def retarget(self, home: str, mine: str) -> Self:
-        moved = super().retarget(home, mine)
-        if self.kind == "Namespace" and self.name == home:
-            return msgspec.structs.replace(moved, name=mine)  # the namespace object itself
-        return moved
+        return _namespace_object_moved(self, super().retarget(home, mine), home, mine)
 
 
 @register
@@ -364,10 +372,7 @@ class _Addressed(_InNamespace, frozen=True, kw_only=True):
             raise ValueError("give the object's name or a label selector (one of them)")
 
     def retarget(self, home: str, mine: str) -> Self:
-        moved = super().retarget(home, mine)
-        if self.kind == "Namespace" and self.name == home:
-            return msgspec.structs.replace(moved, name=mine)  # the namespace object itself
-        return moved
+        return _namespace_object_moved(self, super().retarget(home, mine), home, mine)
 
 
 @register

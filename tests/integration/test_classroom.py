@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import offline_class_tools
+from support import ProportionalMesh, offline_class_tools
 
 from kubelab.checks.result import Status
 from kubelab.classroom import access, report
@@ -174,40 +174,6 @@ GROUPS = {
     "broken": range(23, 27),  # VirtualService and DestinationRule deleted, no v1 pod
     "deleted": range(27, 31),  # namespace deleted: not graded
 }
-
-
-class ProportionalMesh:
-    """Answers sampled requests by the VirtualService's weights, exactly in proportion, from
-    versions that have a Ready pod; no VirtualService or no pod answers 503 (as the mesh
-    stand-in of tests/realk8s does)."""
-
-    def __init__(self, kube: Any) -> None:
-        self.kube = kube
-
-    def sample(self, dest: Any, count: int, timeout: float, concurrency: int) -> list[Any]:
-        from kubelab.checks.mesh import ISTIO_API, route_weights
-        from kubelab.checks.sampling import Sample
-
-        vs = self.kube.get(ISTIO_API, "VirtualService", dest.service, dest.namespace)
-        if vs is None:
-            return [Sample(None, 503, False)] * count
-        pods = self.kube.list("v1", "Pod", dest.namespace, f"app={dest.service}")
-        running = {
-            p["metadata"]["labels"].get("version")
-            for p in pods
-            if any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (p.get("status") or {}).get("conditions") or []
-            )
-        }
-        samples: list[Any] = []
-        for version, weight in route_weights(vs)[0].items():
-            answer = Sample(version, 200, False) if version in running else Sample(None, 503, False)
-            samples += [answer] * round(count * weight / 100)
-        return (samples + [Sample(None, 503, False)] * count)[:count]
-
-    def hanging_versions(self, dest: Any, versions: Any, timeout: float) -> set[str]:
-        return set()
 
 
 def _ready_pod(namespace: str, name: str, labels: dict[str, str], containers: list[str]) -> Any:

@@ -30,11 +30,11 @@ import pytest
 import requests
 import yaml
 from gradebook import check_gradebook, weighted
+from support import ProportionalMesh
 
 from kubelab.checks.mesh import ISTIO_API, route_weights
 from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import Status
-from kubelab.checks.sampling import Destination, Sample
 from kubelab.classroom import access, report
 from kubelab.classroom.grade import GradeOptions
 from kubelab.classroom.model import ClassGrade
@@ -62,42 +62,6 @@ def roster_text(prefix: str, count: int) -> str:
     lines = ["id,name,email"]
     lines += [f"{prefix}{n:02d},Aluno {n},aluno{n}@escola.example" for n in range(1, count + 1)]
     return "\n".join(lines) + "\n"
-
-
-class ProportionalMesh:
-    """Routes sampled requests by the VirtualService's weights, exactly in proportion, to
-    versions that have a Ready pod; no VirtualService or no pod answers 503."""
-
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-
-    def sample(
-        self, dest: Destination, count: int, timeout: float, concurrency: int
-    ) -> list[Sample]:
-        vs = self.kube.get(ISTIO_API, "VirtualService", dest.service, dest.namespace)
-        pods = self.kube.list("v1", "Pod", dest.namespace, f"app={dest.service}")
-        running = {
-            p["metadata"]["labels"].get("version")
-            for p in pods
-            if any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (p.get("status") or {}).get("conditions") or []
-            )
-        }
-        if vs is None:
-            return [Sample(None, 503, False)] * count
-        weights, _ = route_weights(vs)
-        samples: list[Sample] = []
-        for version, weight in weights.items():
-            n = round(count * weight / 100)
-            answer = Sample(version, 200, False) if version in running else Sample(None, 503, False)
-            samples += [answer] * n
-        return (samples + [Sample(None, 503, False)] * count)[:count]
-
-    def hanging_versions(
-        self, dest: Destination, versions: Iterable[str], timeout: float
-    ) -> set[str]:
-        return set()
 
 
 def lesson_record(kubeconfig: Path) -> None:
