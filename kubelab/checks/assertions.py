@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubelab.checks import types
+from kubelab.checks.objects import object_ref
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
 from kubelab.i18n import _
@@ -131,10 +132,6 @@ def differences_text(found: list[Difference]) -> str:
 # -- reading the cluster --------------------------------------------------------------------
 
 
-def _where(kind: str, name: str, namespace: str | None) -> str:
-    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-
-
 def _group(spec: types._Addressed) -> str:
     """``Pod with labels app=x in istio``: the objects a selector names."""
     if spec.namespace:
@@ -215,7 +212,7 @@ def assert_object(spec: types.Assert, ctx: CheckContext) -> CheckResult:
 
 def _assert_named(spec: types.Assert, name: str, ctx: CheckContext) -> CheckResult:
     obj = ctx.kube.get(spec.api_version, spec.kind, name, spec.namespace)
-    where = _where(spec.kind, name, spec.namespace)
+    where = object_ref(spec.kind, name, spec.namespace)
     if obj is None:
         return CheckResult(
             Status.FAILED, _("{where} does not exist").format(where=where), hint=_get_hint(spec)
@@ -278,7 +275,7 @@ def absent(spec: types.Absent, ctx: CheckContext) -> CheckResult:
 
 def _absent_named(spec: types.Absent, name: str, ctx: CheckContext) -> CheckResult:
     obj = ctx.kube.get(spec.api_version, spec.kind, name, spec.namespace)
-    where = _where(spec.kind, name, spec.namespace)
+    where = object_ref(spec.kind, name, spec.namespace)
     if obj is None:
         return CheckResult(Status.PASSED, _("{where} does not exist").format(where=where))
     if spec.object is None:

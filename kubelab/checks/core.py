@@ -5,15 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from kubelab.checks import types
+from kubelab.checks.objects import object_ref
 from kubelab.checks.registry import CheckContext, implements
 from kubelab.checks.result import CheckResult, Status
 from kubelab.i18n import _
 from kubelab.k8s import jsonpath, selectors
-
-
-def _where(kind: str, name: str, namespace: str | None) -> str:
-    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-
 
 # -- objects -------------------------------------------------------------------------------
 
@@ -21,7 +17,7 @@ def _where(kind: str, name: str, namespace: str | None) -> str:
 @implements(types.ResourceExists)
 def resource_exists(spec: types.ResourceExists, ctx: CheckContext) -> CheckResult:
     obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
-    where = _where(spec.kind, spec.name, spec.namespace)
+    where = object_ref(spec.kind, spec.name, spec.namespace)
     if obj is None:
         return CheckResult(Status.FAILED, _("{where} does not exist").format(where=where))
     return CheckResult(
@@ -34,7 +30,7 @@ def resource_exists(spec: types.ResourceExists, ctx: CheckContext) -> CheckResul
 @implements(types.FieldEquals)
 def field_equals(spec: types.FieldEquals, ctx: CheckContext) -> CheckResult:
     obj = ctx.kube.get(spec.api_version, spec.kind, spec.name, spec.namespace)
-    where = _where(spec.kind, spec.name, spec.namespace)
+    where = object_ref(spec.kind, spec.name, spec.namespace)
     if obj is None:
         return CheckResult(Status.FAILED, _("{where} does not exist").format(where=where))
     value = jsonpath.lookup(obj, spec.jsonpath)

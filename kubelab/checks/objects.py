@@ -17,6 +17,11 @@ def _name(obj: dict[str, Any]) -> str:
     return str(meta_of(obj).get("name", ""))
 
 
+def object_ref(kind: str, name: str, namespace: str | None) -> str:
+    """How a check names an object: ``Deployment istio/app``, ``Namespace istio``."""
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
 def parse_time(value: Any) -> datetime:
     """An RFC 3339 timestamp as an aware datetime; the epoch when absent or unreadable."""
     if isinstance(value, datetime):

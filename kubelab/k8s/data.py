@@ -1,4 +1,5 @@
-"""JSON-like data as Kubernetes objects are: copying, comparing, and the API's timestamps."""
+"""JSON-like data as Kubernetes objects are: copying, comparing, merging, and the API's
+timestamps."""
 
 from __future__ import annotations
 
@@ -13,6 +14,18 @@ def copy_json(value: Any) -> Any:
     if isinstance(value, list):
         return [copy_json(v) for v in value]
     return value
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, nested mappings merged key by key, anything else
+    replaced (a null stays a null): how kubelab layers its values and a lesson's."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def now_rfc3339() -> str:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubelab import cache
 from kubelab.base import PATTERN_NAMES, Loc
+from kubelab.k8s.data import deep_merge
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -42,22 +43,30 @@ if TYPE_CHECKING:
 
 SUM = "x-kubelab-sum"
 CACHE_KIND = "chart-values"
-# What kubelab.lessons.plan.release_values adds (tests/unit/test_lesson_deploy_values.py
-# holds these to it): plan.PLACEHOLDER_REGISTRY, images.pipeline.PULL_SECRET, plan.MANAGED_BY
-# and plan.LESSON_LABEL. Imported from there, they would cost every loaded lesson the import
-# of helm's and the image pipeline's modules.
-PLACEHOLDER_REGISTRY = "registry.kubelab.invalid"
+# What kubelab adds to a release's values (kubelab.lessons.plan.release_values layers them
+# with this module's kubelab_values). PULL_SECRET is images.pipeline.PULL_SECRET (a test
+# holds them equal): importing the image pipeline would cost every loaded lesson the
+# import of the cluster client.
+PLACEHOLDER_REGISTRY = "registry.kubelab.invalid"  # before a cluster (and its Gitea) exists
 PULL_SECRET = "kubelab-registry"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubelab"}
 LESSON_LABEL = "kubelab.dev/lesson"
 
 
-def injected(lesson_id: str, has_images: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The values kubelab adds at ``up``: (under the lesson's values, over them)."""
-    image: dict[str, Any] = {"registry": PLACEHOLDER_REGISTRY}
-    if has_images:
-        image["pullSecrets"] = [PULL_SECRET]
+def kubelab_values(
+    lesson_id: str, registry: str, pull_secrets: list[str] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The values kubelab adds to a lesson's release: (under the lesson's values, over
+    them): the image registry and pull Secrets under, kubelab's labels over."""
+    image: dict[str, Any] = {"registry": registry}
+    if pull_secrets:
+        image["pullSecrets"] = pull_secrets
     return {"image": image}, {"commonLabels": {**MANAGED_BY, LESSON_LABEL: lesson_id}}
+
+
+def injected(lesson_id: str, has_images: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`kubelab_values` as at ``up``, with placeholders for the cluster's registry."""
+    return kubelab_values(lesson_id, PLACEHOLDER_REGISTRY, [PULL_SECRET] if has_images else None)
 
 
 def deploy_values_problems(data: Any, root: Path) -> list[tuple[Loc, str]]:
@@ -144,18 +153,6 @@ def chart_values_problems(
 # -- Helm's merge ------------------------------------------------------------------------------
 
 
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``override`` over ``base``, nested mappings merged (kubelab.lessons.plan.deep_merge:
-    how kubelab puts its own values and the lesson's together; a null stays a null)."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def coalesce(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``values`` over the chart's ``defaults`` as Helm 3 coalesces them: mappings merge
     recursively, any other value replaces, a null removes a key the defaults have (a null
@@ -233,8 +230,8 @@ def _problems(
     over: dict[str, Any],
 ) -> list[tuple[Loc, str]]:
     validator = _validator(schema_text)
-    baseline = _as_json(coalesce(merge(under, over), defaults))
-    doc = _as_json(coalesce(merge(merge(under, values), over), defaults))
+    baseline = _as_json(coalesce(deep_merge(under, over), defaults))
+    doc = _as_json(coalesce(deep_merge(deep_merge(under, values), over), defaults))
     chart_own = {_signature(e) for e in validator.iter_errors(baseline)}
     errors = [
         e

@@ -18,6 +18,10 @@ from kubelab import paths
 from kubelab.cluster import helm
 from kubelab.components.catalog import install_order
 from kubelab.errors import ValidationFailed
+from kubelab.k8s.data import deep_merge
+from kubelab.lessons.chart_values import LESSON_LABEL as LESSON_LABEL  # re-exported
+from kubelab.lessons.chart_values import MANAGED_BY, kubelab_values
+from kubelab.lessons.chart_values import PLACEHOLDER_REGISTRY as PLACEHOLDER_REGISTRY
 from kubelab.lessons.loader import LoadedLesson
 from kubelab.validation.manifests import object_name, validate_objects
 from kubelab.validation.podsecurity import baseline_problems
@@ -29,10 +33,6 @@ if TYPE_CHECKING:
 
 APP_CHART = "charts/app-backend"
 STEPS = ("preflight", "cluster", "components", "images", "deploy", "exercises")
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kubelab"}
-LESSON_LABEL = "kubelab.dev/lesson"
-# Image registry used for rendering before a cluster (and its Gitea) exists.
-PLACEHOLDER_REGISTRY = "registry.kubelab.invalid"
 SANDBOX_COMPONENTS = (
     "none in the sandbox: Envoy plays Istio's routing; Kiali, Jaeger, VictoriaMetrics "
     "and Gitea are not part of it (exercises that need them are skipped)"
@@ -80,17 +80,6 @@ def lesson_labels(lesson_id: str) -> dict[str, str]:
     return {**MANAGED_BY, LESSON_LABEL: lesson_id}
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``override`` over ``base``, merging nested mappings (as helm merges values)."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def release_values(
     loaded: LoadedLesson,
     index: int,
@@ -98,14 +87,8 @@ def release_values(
     pull_secrets: list[str] | None = None,
 ) -> dict[str, Any]:
     """The values of ``deploy[index]``: the lesson's, plus kubelab's labels and registry."""
-    deploy = loaded.lesson.deploy[index]
-    image: dict[str, Any] = {"registry": registry}
-    if pull_secrets:
-        image["pullSecrets"] = pull_secrets
-    defaults = {"image": image}
-    return deep_merge(
-        deep_merge(defaults, deploy.values), {"commonLabels": lesson_labels(loaded.lesson.id)}
-    )
+    under, over = kubelab_values(loaded.lesson.id, registry, pull_secrets)
+    return deep_merge(deep_merge(under, loaded.lesson.deploy[index].values), over)
 
 
 def render_for_cluster(

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from support import ROOT
 
-from kubelab.lessons.chart_values import chart_values_problems, injected, merge
+from kubelab.k8s.data import deep_merge as merge
+from kubelab.lessons.chart_values import chart_values_problems, injected
 from kubelab.yamlio import dump_yaml
 
 

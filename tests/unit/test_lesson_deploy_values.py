@@ -21,6 +21,7 @@ from support import ROOT, run_cli
 
 from kubelab.cli.main import run
 from kubelab.errors import ValidationFailed
+from kubelab.k8s.data import deep_merge as merge
 from kubelab.lessons import chart_values
 from kubelab.lessons.chart_values import (
     SUM,
@@ -28,7 +29,6 @@ from kubelab.lessons.chart_values import (
     coalesce,
     deploy_values_problems,
     injected,
-    merge,
 )
 from kubelab.lessons.loader import available_lessons, load_lesson
 
