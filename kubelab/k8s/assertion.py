@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from kubelab.k8s.data import json_equal
+
 if TYPE_CHECKING:
     from jmespath.parser import ParsedResult
 
@@ -366,31 +368,8 @@ def _match_scalar(live: Any, tree: Any, path: Path) -> Iterator[Difference]:
         except EvaluationError as exc:
             yield Difference(path, "error", expression=expression, reason=str(exc))
             return
-    if not equal(live, expected):
+    if not json_equal(live, expected):  # Chainsaw's equality: numbers as numbers, else same type
         yield Difference(path, "mismatch", value=live, expected=expected)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def equal(live: Any, expected: Any) -> bool:
-    """Chainsaw's equality: numbers as numbers, everything else of the same type."""
-    if _number(live) and _number(expected):
-        return bool(live == expected)
-    if isinstance(live, bool) or isinstance(expected, bool):
-        return type(live) is type(expected) and live == expected
-    if live is None or expected is None:
-        return live is expected
-    if isinstance(live, str) and isinstance(expected, str):
-        return live == expected
-    if isinstance(live, list) and isinstance(expected, list):
-        return len(live) == len(expected) and all(
-            equal(a, b) for a, b in zip(live, expected, strict=True)
-        )
-    if isinstance(live, dict) and isinstance(expected, dict):
-        return live.keys() == expected.keys() and all(equal(live[k], expected[k]) for k in live)
-    return False
 
 
 def covered(live: Any, tree: Any) -> Any:
