@@ -18,6 +18,7 @@ class _Row:
     detail: str
     needed: bool
     fix: str | None
+    optional: bool = False
 
 
 def doctor(
@@ -38,8 +39,10 @@ def doctor(
             f"unknown provider {provider!r}", hint=f"Use one of: {', '.join(PROVIDERS)}."
         )
     opts = options(ctx)
-    needed = {r.name for r in PROVIDERS[provider].requirements}
-    every = {r.name: r for info in PROVIDERS.values() for r in info.requirements}
+    info = PROVIDERS[provider]
+    needed = {r.name for r in info.requirements}
+    optional = {r.name for r in info.optional} - needed
+    every = {r.name: r for i in PROVIDERS.values() for r in (*i.requirements, *i.optional)}
     rows = []
     for name, req in every.items():
         probe = req.probe()
@@ -51,6 +54,7 @@ def doctor(
                 probe.detail,
                 name in needed,
                 None if probe.ok else req.fix,
+                name in optional,
             )
         )
     ready = all(r.ok for r in rows if r.needed)
@@ -71,12 +75,16 @@ def doctor(
             status = (
                 "[green]ok[/]" if r.ok else ("[red]missing[/]" if r.needed else "[dim]absent[/]")
             )
-            table.add_row(status, r.name, "needed" if r.needed else "", escape(r.detail))
+            role = "needed" if r.needed else ("optional" if r.optional else "")
+            table.add_row(status, r.name, role, escape(r.detail))
         out = console()
         out.print(table)
         for r in rows:
             if not r.ok and r.needed:
                 out.print(f"[bold]fix {escape(r.name)}:[/] {escape(r.fix or '')}")
+        for r in rows:
+            if not r.ok and r.optional:
+                out.print(f"[bold]optional, {escape(r.name)}:[/] {escape(r.fix or '')}")
         out.print(
             f"[green]ready for provider {provider}[/]"
             if ready

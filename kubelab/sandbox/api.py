@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import yaml
 from aiohttp import web
 
@@ -74,6 +75,9 @@ class _Context:
     exec_handler: ExecHandler | None
     log_handler: LogHandler | None
     forward_handler: portforward.ForwardHandler | None = None
+    # Services whose proxy (services/NAME:PORT/proxy/...) reaches a process of the sandbox:
+    # (namespace, service, port) -> its base URL, e.g. VictoriaMetrics' address -> Prometheus.
+    service_proxies: dict[tuple[str, str, int], str] = field(default_factory=dict)
     # Long-running handlers (watch, exec, log follow): when the server stops, watches end
     # cleanly on "closing", whatever still runs a moment later is cancelled.
     streams: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -206,6 +210,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if request.method != "GET":
             raise _method_not_allowed()
         return _found(api_discovery.api_resource_list(group, version))
+    if group == "" and len(rest) >= 5 and rest[0::2][:3] == ["namespaces", "services", "proxy"]:
+        return await _service_proxy(request, rest[1], rest[3], rest[5:])
     watch_path = rest[0] == "watch"  # the deprecated /watch/ prefix
     target = _parse_target(group, version, rest[1:] if watch_path else rest)
     _authorize(request, target, watch_path or query_bool(request.query, "watch"))
@@ -852,6 +858,51 @@ async def _stream(request: web.Request, target: _Target) -> web.StreamResponse:
     return await _long_running(request, work)
 
 
+# ------------------------------------------------------------------ services/proxy
+
+
+async def _service_proxy(
+    request: web.Request, namespace: str, name_port: str, path: list[str]
+) -> web.StreamResponse:
+    """GET through a Service's proxy, as ``kubectl get --raw`` and the checks use it.
+
+    The sandbox's pods are processes, not addresses an API server dials; the proxy reaches
+    only the sandbox's stand-ins for the lesson components' APIs (VictoriaMetrics' Prometheus
+    API, Jaeger's query API): a documented difference (docs/sandbox.md).
+    """
+    rt = resources.by_plural("", "v1", "services")
+    assert rt is not None
+    name, _, port_text = name_port.partition(":")
+    _authorize(request, _Target(rt, namespace, name, "proxy"), watch=False)
+    if request.method != "GET":
+        raise _method_not_allowed()
+    context = request.app[_CONTEXT]
+    port = int(port_text) if port_text.isdigit() else 0
+    base = context.service_proxies.get((namespace, name, port))
+    if base is None:
+        context.store.get(rt, namespace, name)  # 404 as on a cluster when it does not exist
+        raise ApiError(
+            503,
+            "ServiceUnavailable",
+            f'no endpoints available for service "{name_port}" (the sandbox proxies only '
+            "its metrics and traces stand-ins)",
+        )
+    url = base.rstrip("/") + "/" + "/".join(path)
+    timeout = aiohttp.ClientTimeout(total=30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, params=request.query) as answer,
+        ):
+            body = await answer.read()
+            kind = answer.headers.get("Content-Type", "application/octet-stream")
+            return web.Response(status=answer.status, body=body, headers={"Content-Type": kind})
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ApiError(
+            503, "ServiceUnavailable", f"error trying to reach service: {exc or 'timeout'}"
+        ) from exc
+
+
 # ------------------------------------------------------------------ app and server
 
 
@@ -897,6 +948,7 @@ def create_api_app(
     fault_every: int = 0,
     latency: float = 0.0,
     forward_handler: portforward.ForwardHandler | None = None,
+    service_proxies: dict[tuple[str, str, int], str] | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``store``; every request needs ``token``.
 
@@ -911,7 +963,14 @@ def create_api_app(
     if latency > 0:
         middlewares.insert(0, _latency_middleware(latency))
     app = web.Application(middlewares=middlewares, client_max_size=16 * 1024 * 1024)
-    app[_CONTEXT] = _Context(store, token.encode(), exec_handler, log_handler, forward_handler)
+    app[_CONTEXT] = _Context(
+        store,
+        token.encode(),
+        exec_handler,
+        log_handler,
+        forward_handler,
+        service_proxies=dict(service_proxies or {}),
+    )
     app.router.add_route("*", "/{tail:.*}", _dispatch)
 
     async def stop_streams(app: web.Application) -> None:
@@ -1001,10 +1060,18 @@ async def start_api(
     fault_every: int = 0,
     latency: float = 0.0,
     forward_handler: portforward.ForwardHandler | None = None,
+    service_proxies: dict[tuple[str, str, int], str] | None = None,
 ) -> ApiServer:
     """Create the app for ``store`` and serve it on 127.0.0.1 (a free port unless given);
     ``server.kubeconfig(token)`` is what kubectl and the Python client need."""
     app = create_api_app(
-        store, token, exec_handler, log_handler, fault_every, latency, forward_handler
+        store,
+        token,
+        exec_handler,
+        log_handler,
+        fault_every,
+        latency,
+        forward_handler,
+        service_proxies,
     )
     return await serve(app, host=host, port=port, tls=tls)

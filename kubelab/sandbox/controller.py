@@ -45,6 +45,7 @@ from kubelab.sandbox.envoy import EnvoyProcess, build_config
 from kubelab.sandbox.errors import ApiError
 from kubelab.sandbox.resources import by_kind
 from kubelab.sandbox.store import Store, WatchEvent
+from kubelab.sandbox.telemetry import Destination, MeshView, Workload, parse_cluster
 
 log = logging.getLogger("kubelab.sandbox")
 
@@ -153,6 +154,9 @@ class Controller:
         # Deployments are reconciled when their spec changes (generation), not when the
         # controller's own status writes come back as events.
         self._generations: dict[tuple[str, str], int] = {}
+        # The last workload seen behind each Envoy cluster: metrics keep their labels while
+        # a cluster has no ready endpoint for a moment (a restart, a failing probe).
+        self._cluster_workloads: dict[str, Workload] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -715,6 +719,62 @@ class Controller:
                 item.setdefault("kind", kind)
             objects.extend(items)
         return objects
+
+    def app_pods(self) -> list[tuple[str, str, int, dict[str, str]]]:
+        """(namespace, pod, port, labels) of every pod whose app listens now."""
+        out = []
+        for (namespace, name), runtime in self.pods.items():
+            if not runtime.runs_app or not runtime.port:
+                continue
+            pod = self._get("v1", "Pod", namespace, name) or {}
+            labels = dict((pod.get("metadata") or {}).get("labels") or {})
+            out.append((namespace, name, runtime.port, labels))
+        return out
+
+    def mesh_view(self) -> MeshView:
+        """Envoy's clusters and virtual hosts as Istio's telemetry labels name them."""
+        config = self.envoy.config
+        if config is None:
+            return MeshView()
+        by_port: dict[int, Workload] = {}
+        for namespace, name, port, labels in self.app_pods():
+            pod = self._get("v1", "Pod", namespace, name) or {"metadata": {}}
+            owner = self._owner(pod) or name
+            app = labels.get("app") or owner
+            by_port[port] = Workload(owner, namespace, app, labels.get("version") or "unknown")
+        clusters: dict[str, Destination] = {}
+        for cluster in config.clusters:
+            parsed = parse_cluster(cluster["name"])
+            if parsed is None:
+                continue
+            _, _, service, namespace = parsed
+            ports = {
+                lb["endpoint"]["address"]["socket_address"]["port_value"]
+                for group in cluster.get("load_assignment", {}).get("endpoints", [])
+                for lb in group.get("lb_endpoints", [])
+            }
+            workloads = {by_port[p] for p in ports if p in by_port}
+            if len(workloads) == 1:
+                self._cluster_workloads[cluster["name"]] = next(iter(workloads))
+            elif workloads:  # several workloads behind one cluster: Istio would split them
+                self._cluster_workloads.pop(cluster["name"], None)
+            workload = self._cluster_workloads.get(cluster["name"])
+            clusters[cluster["name"]] = Destination(service, namespace, workload)
+        vhosts: dict[str, Destination | None] = {}
+        for vhost in config.route_config.get("virtual_hosts", []):
+            targets = set()
+            for route in vhost.get("routes", []):
+                action = route.get("route") or {}
+                names = [action["cluster"]] if "cluster" in action else []
+                weighted = action.get("weighted_clusters", {}).get("clusters", [])
+                names += [c["name"] for c in weighted]
+                for name in names:
+                    parsed = parse_cluster(name)
+                    if parsed is not None:
+                        targets.add((parsed[2], parsed[3]))
+            only = next(iter(targets)) if len(targets) == 1 else None
+            vhosts[vhost["name"]] = Destination(only[0], only[1], None) if only else None
+        return MeshView(clusters, vhosts)
 
     async def heal_envoy(self) -> bool:
         """Start Envoy again, serving the routes of now, if it died; True when it had to."""

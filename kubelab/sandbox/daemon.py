@@ -48,12 +48,15 @@ async def serve(workdir: Path, namespace: str) -> None:
     # Namespaces stay Terminating for a moment before their contents go, as on a real
     # cluster, so `kubectl delete -f` of a namespace and its objects succeeds.
     store = Store(validate=_validator, namespace_termination=0.5)
-    envoy = EnvoyProcess(workdir / "envoy", listen_port=free_port())
+    telemetry_port = free_port()
+    envoy = EnvoyProcess(workdir / "envoy", listen_port=free_port(), telemetry_port=telemetry_port)
     controller = Controller(store, workdir, envoy)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    telemetry = await _start_telemetry(controller, telemetry_port)
+    prometheus = await _start_prometheus(workdir, envoy.admin_port, telemetry_port)
     await envoy.start(build_config([], []))
     try:
         # KUBELAB_SANDBOX_FAULT_EVERY=n: every n-th API request fails transiently, for
@@ -66,6 +69,7 @@ async def serve(workdir: Path, namespace: str) -> None:
             log_handler=controller.logs,
             forward_handler=controller.forward,
             fault_every=fault_every,
+            service_proxies=_stand_ins(telemetry_port, prometheus),
         )
         try:
             await controller.start()
@@ -77,10 +81,13 @@ async def serve(workdir: Path, namespace: str) -> None:
                 "ingress": f"http://127.0.0.1:{envoy.listen_port}",
                 "envoy_pid": envoy.pid,
                 "kubeconfig": str(workdir / KUBECONFIG_FILE),
+                "telemetry": f"http://127.0.0.1:{telemetry_port}",
+                "prometheus": prometheus.url if prometheus else None,
+                "prometheus_pid": prometheus.pid if prometheus else None,
             }
             write_private(workdir / RUNTIME_FILE, json.dumps(runtime, indent=2) + "\n")
             logging.getLogger("kubelab.sandbox").info("sandbox ready: %s", runtime["api"])
-            healer = asyncio.create_task(_heal(controller, workdir, runtime))
+            healer = asyncio.create_task(_heal(controller, prometheus, workdir, runtime))
             await stop.wait()
             healer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -90,21 +97,106 @@ async def serve(workdir: Path, namespace: str) -> None:
             await server.stop()
     finally:
         await envoy.stop()
+        if prometheus is not None:
+            await prometheus.stop()
+        await telemetry.cleanup()
         with contextlib.suppress(FileNotFoundError):
             (workdir / RUNTIME_FILE).unlink()
 
 
-async def _heal(controller: Any, workdir: Path, runtime: dict[str, Any]) -> None:
-    """Start Envoy again whenever it dies (a student's `kill`, a crash), within a second;
-    runtime.json then names the new process (``status`` and ``down`` read it)."""
+def _stand_ins(telemetry_port: int, prometheus: Any) -> dict[tuple[str, str, int], str]:
+    """Where the lesson components' APIs are answered in the sandbox: Jaeger's query API
+    by the span receiver, VictoriaMetrics' Prometheus API by Prometheus (when it runs)."""
+    from kubelab.components.catalog import CATALOG
+
+    proxies: dict[tuple[str, str, int], str] = {}
+    jaeger = CATALOG["jaeger"].api
+    if jaeger is not None:
+        proxies[jaeger] = f"http://127.0.0.1:{telemetry_port}"
+    metrics = CATALOG["victoria-metrics"].api
+    if metrics is not None and prometheus is not None:
+        proxies[metrics] = prometheus.url
+    return proxies
+
+
+async def _start_telemetry(controller: Any, port: int) -> Any:
+    """The derived Istio metrics and the span receiver (:mod:`kubelab.sandbox.telemetry`)."""
+    import aiohttp
+    from aiohttp import web
+
+    from kubelab.sandbox.telemetry import SpanStore, create_app, derive_metrics
+
+    admin = f"http://127.0.0.1:{controller.envoy.admin_port}"
+    bounded = aiohttp.ClientTimeout(total=3)
+    view_cache: dict[str, Any] = {"at": -1.0, "view": None}
+
+    def view() -> Any:
+        # Spans come in bursts: the mesh view (a walk over pods and clusters) is kept 1 s.
+        now = loop.time()
+        if now - view_cache["at"] > 1.0:
+            view_cache.update(at=now, view=controller.mesh_view())
+        return view_cache["view"]
+
+    async def metrics() -> str:
+        async with aiohttp.ClientSession(timeout=bounded) as session:
+            async with session.get(f"{admin}/stats/prometheus") as answer:
+                text = await answer.text()
+            params = {"format": "json", "filter": r"^vhost\..*\.vcluster\."}
+            async with session.get(f"{admin}/stats", params=params) as answer:
+                counters = await answer.json(content_type=None)
+        return derive_metrics(text, counters, controller.mesh_view())
+
+    loop = asyncio.get_running_loop()
+    spans = SpanStore(lambda cluster: view().clusters.get(cluster))
+    runner = web.AppRunner(create_app(metrics, spans), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def _start_prometheus(workdir: Path, envoy_admin: int, telemetry_port: int) -> Any:
+    """Prometheus scraping the sandbox when it is installed; None when it is not (the
+    metrics exercises are then marked unavailable) or does not start (daemon.log says why)."""
+    from kubelab.errors import KubelabError
+    from kubelab.sandbox.controller import free_port
+    from kubelab.sandbox.prometheus import PrometheusProcess, find_prometheus
+
+    log = logging.getLogger("kubelab.sandbox")
+    binary = find_prometheus()
+    if binary is None:
+        log.info("prometheus is not installed: the sandbox runs without metrics")
+        return None
+    prometheus = PrometheusProcess(
+        workdir / "prometheus", free_port(), envoy_admin, telemetry_port, binary
+    )
+    try:
+        await prometheus.start()
+    except KubelabError as exc:
+        log.error("Prometheus did not start: %s %s", exc, " | ".join(exc.details or []))
+        return None
+    log.info("Prometheus serves %s", prometheus.url)
+    return prometheus
+
+
+async def _heal(controller: Any, prometheus: Any, workdir: Path, runtime: dict[str, Any]) -> None:
+    """Start Envoy (and Prometheus) again whenever it dies (a student's `kill`, a crash),
+    within a second; runtime.json then names the new process (``status`` and ``down`` read
+    it). Prometheus's list of app pods to scrape follows the pods."""
     log = logging.getLogger("kubelab.sandbox")
     pause = HEAL_INTERVAL
     while True:
         await asyncio.sleep(pause)
         try:
             healed = await controller.heal_envoy()
+            if prometheus is not None:
+                prometheus.set_targets(controller.app_pods())
+                if not prometheus.running():
+                    log.warning("Prometheus had exited; starting it again")
+                    await prometheus.start()
+                    runtime["prometheus_pid"] = prometheus.pid
+                    healed = True
         except Exception:
-            log.exception("could not start Envoy again")
+            log.exception("could not start Envoy or Prometheus again")
             pause = min(pause * 2, 10.0)  # e.g. its port taken: try less and less often
             continue
         pause = HEAL_INTERVAL

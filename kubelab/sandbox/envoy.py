@@ -86,6 +86,15 @@ ACCESS_LOG_FORMAT = (
     "%UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% "
     "%DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
 )
+TELEMETRY_CLUSTER = "kubelab-telemetry"
+# Istio's tag regex for cluster names (pilot/pkg/bootstrap/config.go, "cluster_name").
+CLUSTER_NAME_TAG = r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)"
+STATS_TAGS = [
+    {"tag_name": "envoy.cluster_name", "regex": CLUSTER_NAME_TAG},
+    {"tag_name": "envoy.response_code", "regex": r"_rq(_(\d{3}))$"},
+    {"tag_name": "envoy.response_code_class", "regex": r"_rq(_(\dxx))$"},
+    {"tag_name": "envoy.http_conn_manager_prefix", "regex": r"^http\.((.*?)\.)"},
+]
 _CDS_STAT = "cluster_manager.cds"
 _RDS_STAT = f"http.{STAT_PREFIX}.rds.{ROUTE_CONFIG_NAME}"
 _CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -128,11 +137,14 @@ class EnvoyProcess:
         listen_port: int,
         admin_port: int | None = None,
         envoy_bin: Path | None = None,
+        telemetry_port: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.listen_port = listen_port
         self.admin_port = admin_port if admin_port is not None else free_port()
         self.envoy_bin = envoy_bin
+        # Where Envoy sends its spans (the sandbox daemon's receiver); None: no tracing.
+        self.telemetry_port = telemetry_port
         self.xds_dir = self.workdir / "xds"
         self.bootstrap_path = self.workdir / "envoy-bootstrap.json"
         self.log_path = self.workdir / "envoy.log"
@@ -425,6 +437,7 @@ class EnvoyProcess:
                     },
                 }
             ],
+            **self._tracing(),
             "http_filters": [
                 {
                     # No-op unless a route carries a VirtualService fault (delay/abort).
@@ -460,11 +473,48 @@ class EnvoyProcess:
                 }
             ],
         }
+        static: dict[str, Any] = {"listeners": [listener]}
+        if self.telemetry_port is not None:
+            static["clusters"] = [
+                {
+                    "name": TELEMETRY_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": TELEMETRY_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {"endpoint": {"address": _socket_address(self.telemetry_port)}}
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
         return {
             "node": {"id": self.node_id, "cluster": "kubelab-sandbox"},
             "admin": {"address": _socket_address(self.admin_port)},
             "dynamic_resources": {"cds_config": self._config_source("cds")},
-            "static_resources": {"listeners": [listener]},
+            "static_resources": static,
+            # Istio's own tag for cluster names, which hold dots (Envoy's default tag stops at
+            # the first one): /stats/prometheus then labels envoy_cluster_* series with the
+            # whole name, outbound|80|v1|app-backend.istio.svc.cluster.local. As in Istio's
+            # bootstrap, the default tags are replaced by the list, since a default tag of the
+            # same name would still apply first.
+            "stats_config": {"use_all_default_tags": False, "stats_tags": STATS_TAGS},
+            # Spans leave within half a second (Envoy's default waits for 5 s or 5 spans).
+            "layered_runtime": {
+                "layers": [
+                    {
+                        "name": "kubelab",
+                        "static_layer": {
+                            "tracing.zipkin.min_flush_spans": 1,
+                            "tracing.zipkin.flush_interval_ms": 500,
+                        },
+                    }
+                ]
+            },
             "overload_manager": {
                 "resource_monitors": [
                     {
@@ -477,6 +527,27 @@ class EnvoyProcess:
                     }
                 ]
             },
+        }
+
+    def _tracing(self) -> dict[str, Any]:
+        """The connection manager's tracing: every request, one span for the request and
+        one for its upstream call, sent as Zipkin JSON to the sandbox's receiver."""
+        if self.telemetry_port is None:
+            return {}
+        zipkin = {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+            "collector_cluster": TELEMETRY_CLUSTER,
+            "collector_endpoint": "/api/v2/spans",
+            "collector_endpoint_version": "HTTP_JSON",
+            "trace_id_128bit": True,
+            "shared_span_context": False,
+        }
+        return {
+            "tracing": {
+                "random_sampling": {"value": 100},
+                "spawn_upstream_span": True,
+                "provider": {"name": "envoy.tracers.zipkin", "typed_config": zipkin},
+            }
         }
 
     # --- admin API -----------------------------------------------------------------------

@@ -32,6 +32,12 @@ SUBSET_HEADER = "x-kubelab-subset"
 SERVICE_HEADER = "x-kubelab-service"
 CLUSTER_DOMAIN = "svc.cluster.local"
 FAULT_FILTER = "envoy.filters.http.fault"
+VIRTUAL_CLUSTER_NAME = "all"
+VIRTUAL_CLUSTER = {
+    "name": VIRTUAL_CLUSTER_NAME,
+    "headers": [{"name": ":path", "string_match": {"prefix": "/"}}],
+}
+GATEWAY_VHOST = "gateway|*"
 
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = frozenset({"v1", "v1beta1", "v1alpha3"})
@@ -460,7 +466,7 @@ class _Builder:
         self._build_clusters()
         vhosts: list[_VirtualHost] = []
         claimed: dict[str, str] = {}
-        catch_all = _VirtualHost("gateway|*", ["*"])
+        catch_all = _VirtualHost(GATEWAY_VHOST, ["*"])
 
         def claim(vhost: _VirtualHost, domains: list[str], owner: str, quiet: bool = False) -> None:
             # Envoy rejects a route table naming a domain twice: first claim wins (Istio, too,
@@ -516,7 +522,16 @@ class _Builder:
             # DestinationRule): those answer 503 instead of the whole table being rejected.
             "validate_clusters": False,
             "virtual_hosts": [
-                {"name": v.name, "domains": v.domains, "routes": v.routes} for v in vhosts
+                {
+                    "name": v.name,
+                    "domains": v.domains,
+                    "routes": v.routes,
+                    # One virtual cluster per host: its stats (vhost.<name>.vcluster.all.*)
+                    # count requests by who sent them (the gateway, or a client in the
+                    # mesh), which the sandbox's telemetry reports as Istio's source side.
+                    "virtual_clusters": [VIRTUAL_CLUSTER],
+                }
+                for v in vhosts
             ],
         }
         clusters = [self.clusters[n] for n in sorted(self.clusters)]

@@ -150,7 +150,28 @@ def test_checks_on_a_real_cluster_reach_metrics_and_traces(tmp_path):
     ctx = check_context(ExistingProvider(), record)
     assert ctx.services["victoria-metrics"] == CATALOG["victoria-metrics"].api
     assert ctx.services["jaeger"] == CATALOG["jaeger"].api
-    assert check_context(SandboxProvider(), record).services == {}
+    # The sandbox answers at the same addresses (its span receiver always, its Prometheus
+    # when installed), through its API's service proxy.
+    sandbox = check_context(SandboxProvider(), record).services
+    assert sandbox["jaeger"] == CATALOG["jaeger"].api
+    assert "kiali" not in sandbox and "gitea" not in sandbox
+
+
+def test_the_sandbox_has_metrics_only_with_prometheus(tmp_path, monkeypatch):
+    from kubelab.providers.sandbox import SandboxProvider
+
+    components = ["istio", "victoria-metrics", "kiali", "jaeger", "gitea"]
+    fake = tmp_path / "prometheus"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("KUBELAB_PROMETHEUS", str(fake))
+    assert SandboxProvider().available_components(components) == {"jaeger", "victoria-metrics"}
+    monkeypatch.setenv("KUBELAB_PROMETHEUS", "")
+    assert SandboxProvider().available_components(components) == {"jaeger"}
+    hint = SandboxProvider().missing_component_hint("victoria-metrics")
+    assert "apt install prometheus" in hint
+    # A lesson without them gets none of them.
+    assert SandboxProvider().available_components(["argo-rollouts"]) == set()
 
 
 def test_hetzner_facts_name_the_clusters_own_location(tmp_path):
