@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from kubelab.cli.common import console, options, print_json
+from kubelab.i18n import _
 
 
 def down(
@@ -146,6 +147,7 @@ def open_component(
     from kubelab.components.values import LOGIN_DASHBOARDS
     from kubelab.errors import UsageError
     from kubelab.lessons.session import open_session
+    from kubelab.providers import get_provider
     from kubelab.state import StateStore
 
     opts = options(ctx)
@@ -158,6 +160,21 @@ def open_component(
         raise UsageError(
             f"lesson {session.loaded.lesson.id} is not running, so it has no {component} to open",
             hint=f"kubelab up {session.loaded.lesson.id} --provider kind (or existing)",
+        )
+    if session.record.provider and get_provider(session.record.provider).offline:
+        views = {"kiali": "kubelab graph", "victoria-metrics": "kubelab graph"}
+        views["jaeger"] = "kubelab traces"
+        raise UsageError(
+            _("the {provider} has no {component} web page").format(
+                provider=session.record.provider, component=component
+            ),
+            hint=(
+                _("Use `{command}`: it shows the same data in the terminal.").format(
+                    command=views[component]
+                )
+                if component in views
+                else _("Run the lesson on a real cluster (kind, or any kubeconfig) for it.")
+            ),
         )
     if session.available is not None and component not in session.available:
         raise UsageError(

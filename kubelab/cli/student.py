@@ -48,11 +48,20 @@ _STATUS_STYLE = {
 
 
 def _unavailable_text(session: Any, exercise: Any) -> str:
+    from kubelab.providers import get_provider
+
     needed = sorted(exercise.needed_components() - (session.available or set()))
-    return _(
-        "This exercise needs {components}, which the {provider} cluster does not have; it "
-        "is skipped here. Run the lesson on a real cluster (kind, or any kubeconfig) to do it."
-    ).format(components=", ".join(needed), provider=session.record.provider)
+    provider = get_provider(session.record.provider)
+    hints = dict.fromkeys(provider.missing_component_hint(c) for c in needed)
+    return " ".join(
+        [
+            _(
+                "This exercise needs {components}, which the {provider} cluster does not "
+                "have; it is skipped here."
+            ).format(components=", ".join(needed), provider=session.record.provider),
+            *hints,
+        ]
+    )
 
 
 def exercise(

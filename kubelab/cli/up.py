@@ -269,9 +269,8 @@ def _up(opts: Options, loaded: LoadedLesson, provider_name: str, choices: dict[s
         return
     # No exercise can run on this provider (the sandbox lacks what every one of them needs).
     available = provider.available_components(loaded.lesson.components)
-    missing = sorted(
-        {c for e in loaded.lesson.exercises for c in e.needed_components() - available}
-    )
+    exercises = loaded.on(provider).lesson.exercises
+    missing = sorted({c for e in exercises for c in e.needed_components() - available})
     lesson_id = loaded.lesson.id
     out.print(
         f"[yellow]None of the {len(loaded.lesson.exercises)} exercises of {lesson_id} can run "

@@ -13,13 +13,14 @@ the rules that need the whole lesson or the file system run here, and each
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import yaml
@@ -30,6 +31,9 @@ from kubelab.components.catalog import CATALOG
 from kubelab.errors import UsageError, ValidationFailed
 from kubelab.lessons.model import Lesson
 from kubelab.yamlio import load_all_yaml
+
+if TYPE_CHECKING:
+    from kubelab.providers.base import Provider
 
 LESSON_FILE = "lesson.yaml"
 
@@ -58,6 +62,13 @@ class LoadedLesson:
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+    def on(self, provider: Provider) -> LoadedLesson:
+        """The lesson as done on ``provider``'s clusters: on their offline paths where the
+        provider has no web UIs (the sandbox)."""
+        if not provider.offline:
+            return self
+        return dataclasses.replace(self, lesson=self.lesson.offline_variant())
 
 
 def display_path(path: Path) -> str:
@@ -270,6 +281,25 @@ def _semantic_problems(lesson: Lesson, folder: Path) -> Iterable[tuple[Loc, str]
                 yield (
                     ("exercises", i, "requires", j),
                     f"component {component!r} is not in the lesson's components",
+                )
+        if exercise.offline is not None:
+            for j, component in enumerate(exercise.offline.requires):
+                if component not in lesson.components:
+                    yield (
+                        ("exercises", i, "offline", "requires", j),
+                        f"component {component!r} is not in the lesson's components",
+                    )
+            ids = [exercise.check_id(k) for k in range(len(exercise.checks))]
+            for j, cid in enumerate(exercise.offline.checks or []):
+                if cid not in ids:
+                    yield (
+                        ("exercises", i, "offline", "checks", j),
+                        f"{cid!r} is not a check of this exercise (its checks: {', '.join(ids)})",
+                    )
+            if exercise.offline.checks == []:
+                yield (
+                    ("exercises", i, "offline", "checks"),
+                    "an offline path needs at least one check (omit the list to keep all)",
                 )
         check_ids: dict[str, int] = {}
         for j, check in enumerate(exercise.checks):

@@ -51,6 +51,22 @@ class DeploySpec(StrictModel, frozen=True, kw_only=True):
     values: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class OfflinePath(StrictModel, frozen=True, kw_only=True):
+    """How an exercise is done where the components' web UIs are missing (the sandbox):
+    its own instructions (``kubelab graph`` instead of Kiali, say), and which of the
+    exercise's checks still apply there. See docs/authoring.md, "Offline paths"."""
+
+    instructions: LocalizedText
+    # When given, it replaces the exercise's title on the offline path.
+    title: LocalizedText | None = None
+    # When given, they replace the exercise's hints on the offline path.
+    hints: list[LocalizedText] = msgspec.field(default_factory=list)
+    # Replaces the exercise's ``requires`` (e.g. kiali) on the offline path.
+    requires: list[str] = msgspec.field(default_factory=list)
+    # Ids of the exercise's checks that apply offline (default: all of them).
+    checks: list[str] | None = None
+
+
 class Exercise(StrictModel, frozen=True, kw_only=True):
     id: Slug
     title: LocalizedText
@@ -70,6 +86,28 @@ class Exercise(StrictModel, frozen=True, kw_only=True):
     # What the exercise is worth in a grade; its checks' ``points`` split it (partial
     # credit). See docs/grading.md.
     points: Annotated[float, Meta(gt=0, le=1000)] = 1
+    offline: OfflinePath | None = None
+
+    def offline_variant(self) -> Exercise:
+        """The exercise as done on its offline path (itself when it has none). Kept checks
+        keep their ids, so progress and grades name them the same on both paths."""
+        path = self.offline
+        if path is None:
+            return self
+        kept = [
+            msgspec.structs.replace(check, id=self.check_id(i))
+            for i, check in enumerate(self.checks)
+            if path.checks is None or self.check_id(i) in path.checks
+        ]
+        return msgspec.structs.replace(
+            self,
+            title=path.title or self.title,
+            instructions=path.instructions,
+            hints=path.hints or self.hints,
+            requires=path.requires,
+            checks=kept,
+            offline=None,
+        )
 
     def check_id(self, index: int) -> str:
         """The check's id: its own, else its type (numbered when a type repeats)."""
@@ -111,6 +149,13 @@ class Lesson(StrictModel, frozen=True, kw_only=True):
 
     def exercise(self, exercise_id: str) -> Exercise | None:
         return next((e for e in self.exercises if e.id == exercise_id), None)
+
+    def offline_variant(self) -> Lesson:
+        """The lesson with every exercise on its offline path (where it has one)."""
+        if all(e.offline is None for e in self.exercises):
+            return self
+        exercises = [e.offline_variant() for e in self.exercises]
+        return msgspec.structs.replace(self, exercises=exercises)
 
     def text(self, value: LocalizedText, lang: Lang) -> str:
         return value.get(lang)

@@ -166,6 +166,8 @@ class LessonRunner:
         options: dict[str, Any] | None = None,
         record_progress: bool = True,
     ) -> None:
+        # The lesson as done on this provider (its offline paths in the sandbox).
+        loaded = loaded.on(provider)
         self.loaded = loaded
         # False for `kubelab test`: its checks are no student's progress.
         self.record_progress = record_progress

@@ -187,6 +187,7 @@ def run_lesson_test(
 ) -> TestReport:
     """Test ``loaded`` on ``provider``; the caller isolates it (:func:`isolated_home`, or
     :func:`cannot_share` on a cluster)."""
+    loaded = loaded.on(provider)
     lesson = loaded.lesson
     report = TestReport(lesson.id, provider.name, [])
     started = time.monotonic()

@@ -158,5 +158,7 @@ def open_session(store: StateStore, lesson: str | None) -> Session:
     record = state.lessons.get(loaded.lesson.id) or LessonRecord(lesson=loaded.lesson.id)
     available = None
     if "deploy" in record.steps_done and record.provider:
-        available = get_provider(record.provider).available_components(loaded.lesson.components)
+        provider = get_provider(record.provider)
+        loaded = loaded.on(provider)  # the offline paths, in the sandbox
+        available = provider.available_components(loaded.lesson.components)
     return Session(loaded, record, available, dict(state.progress.get(loaded.lesson.id) or {}))

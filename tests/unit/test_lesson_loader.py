@@ -52,6 +52,10 @@ EXPECTED: dict[str, list[tuple[int, str, str]]] = {
     "requires-unknown-component": [
         (11, "exercises[0].requires[0]", "'kiali' is not in the lesson's components")
     ],
+    "offline-bad-path": [
+        (13, "exercises[0].offline.requires[0]", "'victoria-metrics' is not in the lesson's"),
+        (14, "exercises[0].offline.checks[1]", "'virtualservice-weight' is not a check of this"),
+    ],
     "bad-exercise-id": [(6, "exercises[0].id", "must be a lowercase name")],
     "no-exercises": [(5, "exercises", "at least 1 item")],
     "files-outside": [
@@ -186,3 +190,30 @@ def test_lessons_are_read_as_yaml_1_2_by_one_parser():
         "h": -7,
         "i": 0.5,
     }
+
+
+def test_the_offline_paths_of_the_traffic_lesson():
+    """In the sandbox, the Kiali exercise keeps only its metrics check (under the same id)
+    and needs no Kiali; the Jaeger one keeps its check; both get their own text."""
+    lesson = find_lesson("istio-traffic-splitting").lesson
+    offline = lesson.offline_variant()
+    kiali = offline.exercise("kiali-graph")
+    jaeger = offline.exercise("jaeger-traces")
+    assert kiali is not None and jaeger is not None
+    assert [kiali.check_id(i) for i in range(len(kiali.checks))] == ["mesh-traffic-recorded"]
+    assert kiali.needed_components() == {"victoria-metrics"}
+    assert jaeger.needed_components() == {"jaeger"}
+    for exercise in (kiali, jaeger):
+        assert exercise.offline is None
+        for lang in ("pt", "en"):
+            text = exercise.instructions.get(lang)
+            assert "kubelab graph" in text or "kubelab traces" in text
+            assert "kubelab open" not in text
+            assert exercise.title.get(lang) != lesson.exercise(exercise.id).title.get(lang)
+    # The other exercises are the same on both paths.
+    for before, after in zip(lesson.exercises, offline.exercises, strict=True):
+        if before.offline is None:
+            assert before == after
+    # A lesson without offline paths is itself.
+    flagger = find_lesson("flagger-canary").lesson
+    assert flagger.offline_variant() is flagger

@@ -130,7 +130,9 @@ def test_up_json_prints_changes(capsys: pytest.CaptureFixture[str], monkeypatch)
         deployed=8,
     )
     monkeypatch.setattr(runner_module.LessonRunner, "up", lambda self: result)
-    monkeypatch.setattr("kubelab.providers.get_provider", lambda name: SimpleNamespace(name=name))
+    monkeypatch.setattr(
+        "kubelab.providers.get_provider", lambda name: SimpleNamespace(name=name, offline=False)
+    )
     assert run(["up", "istio-traffic-splitting", "--provider", "existing", "-o", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["changes"] == result.changes()
