@@ -50,6 +50,8 @@ COMMANDS: dict[str, Entry] = {
     "check": Entry("student", "check", "Check the exercise; exit 0 when it passes."),
     "progress": Entry("student", "progress", "Where you are: every exercise and its result."),
     "solve": Entry("student", "solve", "Run the exercise's solve script (instructors)."),
+    "graph": Entry("graph", "graph", "Live traffic graph of the mesh, from its metrics."),
+    "traces": Entry("traces", "traces", "Recent traces of a service, as waterfalls."),
     "test": Entry("lessontest", "test", "Test a lesson end to end in its own sandbox."),
     "grade": Entry("classroom", "grade", "Grade a class: table, json, junit, html or csv."),
     "cluster": Entry("cluster", "app", "Create and delete clusters on Hetzner or GKE."),
