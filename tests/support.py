@@ -42,13 +42,17 @@ def course_patch(v1: int, v2: int) -> list[str]:
     ]
 
 
-def lesson_block(lesson: str, exercise_id: str, containing: str, lang: str = "en") -> str:
-    """The bash block of an exercise's printed text that contains ``containing``."""
+def lesson_block(
+    lesson: str, exercise_id: str, containing: str, lang: str = "en", offline: bool = False
+) -> str:
+    """The bash block of an exercise's printed text that contains ``containing`` (the text
+    of its offline path, as the sandbox prints it, with ``offline``)."""
     import re
 
     from kubelab.lessons.loader import find_lesson
 
-    exercise = find_lesson(lesson).lesson.exercise(exercise_id)
+    found = find_lesson(lesson).lesson
+    exercise = (found.offline_variant() if offline else found).exercise(exercise_id)
     assert exercise is not None, exercise_id
     text = exercise.instructions.get(lang)  # type: ignore[arg-type]
     (block,) = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if containing in b]

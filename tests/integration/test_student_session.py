@@ -2,15 +2,18 @@
 80 columns), typing the course's commands exactly as the lesson prints them.
 
 After `kubelab up`: the first count shows about 90/10 answers, v1 hangs later (on the
-student's own requests), the weights move to 50/50 and then 0/100 with the printed
-patches, and 300 requests all come from v2. Every `kubelab check` passes at its step, and
-each one's "Next" is the exercise the student does next. The whole transcript is in the
-failure message when a step goes wrong.
+student's own requests), the traffic graph and the traces are looked at on their offline
+paths (`kubelab graph`, `kubelab traces`), the weights move to 50/50 and then 0/100 with
+the printed patches, and 300 requests all come from v2. Every `kubelab check` passes at
+its step, and each one's "Next" is the exercise the student does next. The whole
+transcript is in the failure message when a step goes wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import sys
 import tempfile
@@ -19,11 +22,15 @@ from pathlib import Path
 import pytest
 from support import lesson_block
 
+from kubelab.sandbox.prometheus import find_prometheus
 from kubelab.tools import find_tool
 
 pexpect = pytest.importorskip("pexpect")
 
+if find_prometheus() is None and os.environ.get("CI"):
+    pytest.fail("prometheus is not installed (CI installs Debian's prometheus)")
 pytestmark = [
+    pytest.mark.skipif(find_prometheus() is None, reason="prometheus missing: apt install it"),
     pytest.mark.skipif(find_tool("kubectl") is None, reason="kubectl missing: install-tools.sh"),
     pytest.mark.skipif(find_tool("helm") is None, reason="helm missing: install-tools.sh"),
     pytest.mark.timeout(420),
@@ -34,8 +41,9 @@ PROMPT = "[student]$ "
 
 
 def printed(exercise_id: str, containing: str) -> str:
-    """The lesson's bash block (English text) of ``exercise_id`` that contains ``containing``."""
-    return lesson_block(LESSON, exercise_id, containing)
+    """The lesson's bash block (English text, as the sandbox prints it: the offline paths)
+    of ``exercise_id`` that contains ``containing``."""
+    return lesson_block(LESSON, exercise_id, containing, offline=True)
 
 
 class Terminal:
@@ -77,6 +85,19 @@ class Terminal:
         last = command.splitlines()[-1]
         return output.split(last, 1)[-1] if last in output else output
 
+    def interrupt_after(self, command: str, seconds: float) -> str:
+        """Type ``command`` (one that runs until Ctrl-C), press Ctrl-C after ``seconds``,
+        return what it printed."""
+        self.shell.sendline(command)
+        with contextlib.suppress(pexpect.TIMEOUT):
+            self.shell.expect_exact("\x00never", timeout=seconds)
+        self.shell.sendintr()
+        try:
+            self.shell.expect_exact(PROMPT, timeout=30)
+        except (pexpect.TIMEOUT, pexpect.EOF):
+            pytest.fail(f"no prompt after Ctrl-C of {command!r}\n--- transcript\n{self.log()}")
+        return self.shell.before or ""
+
     def status(self) -> int:
         return int(self.run("echo rc=$?").split("rc=")[-1].split()[0])
 
@@ -104,6 +125,11 @@ def terminal():
     yield term
     term.run("kubelab down", timeout=60)
     term.close()
+    # What `kubelab down` left (nothing, unless it failed) is stopped by PID.
+    from kubelab.providers.sandbox import stop
+
+    left = stop(home / ".kubelab" / "sandbox")
+    assert not left, f"kubelab down left {left} running\n--- transcript\n{term.log()[-3000:]}"
 
 
 def test_a_student_follows_the_lesson_with_the_printed_commands(terminal):
@@ -131,9 +157,21 @@ def test_a_student_follows_the_lesson_with_the_printed_commands(terminal):
     expect(runs[-1].get("timeout", 0) >= 3, f"v1 did not hang by the 5th count: {runs}")
     out = t.run("kubelab check")
     expect("Exercise observe-initial-split: passed" in out, "exercise 1's check failed")
+    expect("Next: kubelab exercise kiali-graph" in out, "check did not point at kiali-graph")
+
+    # Exercise 2, its offline path: the traffic loop until Ctrl-C, `kubelab graph` until
+    # Ctrl-C, then the check on the sandbox's Prometheus.
+    shown = t.run("kubelab exercise")
+    expect("2/6" in shown and "kubelab graph" in shown, "exercise 2's offline path not shown")
+    t.interrupt_after(printed("kiali-graph", "while true"), 6)
+    graph = t.interrupt_after(printed("kiali-graph", "kubelab graph"), 6)
+    expect("app-backend → v1 (app-backend-v1)" in graph, "the graph shows no v1 edge")
+    expect("app-backend → v2 (app-backend-v2)" in graph, "the graph shows no v2 edge")
+    out = t.run("kubelab check")
+    expect("Exercise kiali-graph: passed" in out, "the offline Kiali check failed")
     expect("Next: kubelab exercise split-50-50" in out, "check did not point at split-50-50")
 
-    # Exercise 3 (kiali-graph is skipped in the sandbox): the printed JSON patch.
+    # Exercise 3: the printed JSON patch.
     expect("3/6" in t.run("kubelab exercise"), "exercise 3 is not the current one")
     out = t.run(printed("split-50-50", "kubectl patch"))
     expect("patched" in out, "the 50/50 patch failed")
@@ -142,6 +180,15 @@ def test_a_student_follows_the_lesson_with_the_printed_commands(terminal):
     expect(half.get("v2", 0) >= 1 and half.get("timeout", 0) >= 1, f"not v2 + hung v1: {half}")
     out = t.run("kubelab check")
     expect("Exercise split-50-50: passed" in out, "the 50/50 check failed")
+    expect("Next: kubelab exercise jaeger-traces" in out, "check did not point at jaeger-traces")
+
+    # Exercise 4, its offline path: 20 requests, then `kubelab traces` shows the hung v1.
+    requests, show = printed("jaeger-traces", "kubelab traces").rsplit("\n", 1)
+    t.run(requests, timeout=120)
+    traces = t.run(show)
+    expect("HUNG" in traces and "outbound|80|v1|" in traces, "no hung v1 trace shown")
+    out = t.run("kubelab check")
+    expect("Exercise jaeger-traces: passed" in out, "the offline Jaeger check failed")
     expect("Next: kubelab exercise rollout-v2" in out, "check did not point at rollout-v2")
 
     # Exercise 5: all traffic to v2.
@@ -156,5 +203,4 @@ def test_a_student_follows_the_lesson_with_the_printed_commands(terminal):
     out = t.run("kubelab check")
     expect("Exercise confirm-stable: passed" in out and "Lesson complete!" in out, "not done")
     out = t.run("kubelab progress")
-    expect("6 of 6 exercises done" not in out, "the two dashboard exercises cannot be done here")
-    expect("4 of 6 exercises done" in out, f"progress: {out}")
+    expect("6 of 6 exercises done" in out, f"progress: {out}")
