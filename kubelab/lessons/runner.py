@@ -316,8 +316,8 @@ class LessonRunner:
         if not self.provider.installs_components:
             self.report(
                 "components",
-                "skipped: the sandbox has no Istio control plane, Kiali, Jaeger, "
-                "VictoriaMetrics or Gitea (Envoy plays the mesh's routing)",
+                "skipped: the sandbox installs none (Envoy plays the mesh's routing, "
+                "Prometheus and a span receiver stand in for VictoriaMetrics and Jaeger)",
             )
             return {}
         settings = self.settings()

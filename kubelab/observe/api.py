@@ -83,4 +83,10 @@ def lesson_api(component: str, lesson: str | None) -> ComponentApi:
     def get(path: str, params: dict[str, str]) -> str:
         return ctx.kube.service_proxy_get(namespace, service, port, path, params)
 
-    return ComponentApi(get, f"{name} ({namespace}/{service}:{port}, service proxy)")
+    where = f"{name} ({namespace}/{service}:{port}, service proxy)"
+    if provider.offline:  # the sandbox answers at the component's address with a stand-in
+        stand_ins = {"victoria-metrics": "Prometheus", "jaeger": _("span receiver")}
+        where = _("the sandbox's {stand_in} (at {where})").format(
+            stand_in=stand_ins.get(component, name), where=f"{namespace}/{service}:{port}"
+        )
+    return ComponentApi(get, where)

@@ -382,11 +382,12 @@ def render(graph: Graph) -> Group:
     """The graph for a terminal: a header line, then each service's inbound edges (from
     its sources) and outbound edges (to its versions), colored by their error rate."""
     sampled = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(graph.time))
-    header = Text(
-        _("{where} · namespace {namespace} · last {window} · sampled at {time}").format(
-            where=graph.where, namespace=graph.namespace, window=graph.window, time=sampled
-        ),
-        style="bold",
+    # Two lines: where the data comes from can be long (a URL, a Service's address).
+    header = Text(graph.where + "\n", style="bold")
+    header.append(
+        _("namespace {namespace} · last {window} · sampled at {time}").format(
+            namespace=graph.namespace, window=graph.window, time=sampled
+        )
     )
     services = [n for n in graph.nodes if n.kind == "service"]
     if not services:

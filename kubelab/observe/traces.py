@@ -450,7 +450,8 @@ def _row(span: Span, total: int, width: int) -> Text:
     if span.flag_set:
         row.append(f" {span.flags}", style="red" if span.flag_set & _GAVE_UP_FLAGS else "yellow")
     cluster = span.tags.get("upstream_cluster")
-    if cluster:
+    # (Envoy names an upstream span "router <cluster> egress": said once is enough.)
+    if cluster and str(cluster) not in span.operation:
         row.append(f"  → {cluster}", style="dim")
     return row
 

@@ -129,6 +129,7 @@ async def _start_telemetry(controller: Any, port: int) -> Any:
     admin = f"http://127.0.0.1:{controller.envoy.admin_port}"
     bounded = aiohttp.ClientTimeout(total=3)
     view_cache: dict[str, Any] = {"at": -1.0, "view": None}
+    abandoned_seen: dict[str, float] = {}  # per virtual host, across scrapes
 
     def view() -> Any:
         # Spans come in bursts: the mesh view (a walk over pods and clusters) is kept 1 s.
@@ -144,7 +145,7 @@ async def _start_telemetry(controller: Any, port: int) -> Any:
             params = {"format": "json", "filter": r"^vhost\..*\.vcluster\."}
             async with session.get(f"{admin}/stats", params=params) as answer:
                 counters = await answer.json(content_type=None)
-        return derive_metrics(text, counters, controller.mesh_view())
+        return derive_metrics(text, counters, controller.mesh_view(), abandoned_seen)
 
     loop = asyncio.get_running_loop()
     spans = SpanStore(lambda cluster: view().clusters.get(cluster))

@@ -222,7 +222,7 @@ def _unescape(value: str) -> str:
 
 def _vhost_codes(envoy_json: dict[str, Any], vhosts: Iterable[str]) -> dict[str, dict[str, float]]:
     """Per virtual host, its requests by response code (``vhost.<name>.vcluster.all.*``),
-    and under ``timeout`` how many of its 504s were Envoy's upstream timeouts."""
+    and under ``timeout``, ``total`` and ``completed`` those counters of it."""
     prefixes = {f"vhost.{v}.vcluster.{VIRTUAL_CLUSTER_NAME}.upstream_rq_": v for v in vhosts}
     out: dict[str, dict[str, float]] = {}
     for stat in envoy_json.get("stats") or []:
@@ -232,12 +232,17 @@ def _vhost_codes(envoy_json: dict[str, Any], vhosts: Iterable[str]) -> dict[str,
         for prefix, vhost in prefixes.items():
             if name.startswith(prefix):
                 code = name[len(prefix) :]
-                if code.isdigit() or code == "timeout":
+                if code.isdigit() or code in ("timeout", "total", "completed"):
                     out.setdefault(vhost, {})[code] = float(stat["value"])
     return out
 
 
-def derive_metrics(envoy_prometheus: str, envoy_json: dict[str, Any], view: MeshView) -> str:
+def derive_metrics(
+    envoy_prometheus: str,
+    envoy_json: dict[str, Any],
+    view: MeshView,
+    abandoned_seen: dict[str, float] | None = None,
+) -> str:
     """Istio's request metrics (Prometheus text) from Envoy's stats and the mesh now.
 
     * ``reporter="destination"``: one series per cluster and response code, from the
@@ -249,6 +254,10 @@ def derive_metrics(envoy_prometheus: str, envoy_json: dict[str, Any], view: Mesh
     * ``reporter="source"``: one series per virtual host and code, from its virtual cluster
       (the gateway's host, or a Service's host for clients in the mesh); the source
       workload is the gateway or ``in-mesh``; the destination's workload is unknown.
+      Requests the client gave up on are its ``upstream_rq_total`` minus
+      ``upstream_rq_completed``; a virtual cluster has no count of requests still running,
+      so that difference is kept from going down in ``abandoned_seen`` (the caller's,
+      across scrapes): a counter must not decrease when a slow request completes.
     """
     lines = [
         "# HELP istio_requests_total Requests, derived by the kubelab sandbox from Envoy's "
@@ -296,7 +305,14 @@ def derive_metrics(envoy_prometheus: str, envoy_json: dict[str, Any], view: Mesh
             "destination_canonical_revision": "latest",
         }
         timeouts = codes.pop("timeout", 0.0)
+        total, completed = codes.pop("total", 0.0), codes.pop("completed", 0.0)
         lines += _request_lines(labels, codes, timeouts)
+        abandoned = max(0.0, total - completed)
+        if abandoned_seen is not None:
+            abandoned = abandoned_seen[vhost] = max(abandoned, abandoned_seen.get(vhost, 0.0))
+        if abandoned:
+            dropped = {**labels, "response_code": "0", "response_flags": "DC"}
+            lines.append(_format("istio_requests_total", dropped, abandoned))
     return "\n".join(lines + histogram) + "\n"
 
 

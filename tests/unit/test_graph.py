@@ -267,7 +267,7 @@ def test_a_p95_of_nan_or_inf_is_no_data(value):
     answers[ISTIO.version_p95] = answers[ISTIO.version_p95].replace("662.4999999999998", value)
     graph = fetch_graph(fake_get(answers), ISTIO, "prometheus")
     assert edge(graph, "service:istio/app-backend", "version:istio/app-backend-v1").p95_ms is None
-    assert "p95 n/a" in text_of(render(graph))[4]
+    assert "p95 n/a" in text_of(render(graph))[5]
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -275,7 +275,7 @@ def test_an_empty_graph(server):
     graph = graph_of(server, "empty")
     assert graph.nodes == () and graph.edges == ()
     assert graph.time == 0.0  # no series, no evaluation time: the clock's
-    assert text_of(render(graph))[1] == EMPTY
+    assert text_of(render(graph))[2] == EMPTY
 
 
 # -- the drawing --------------------------------------------------------------------------
@@ -283,10 +283,11 @@ def test_an_empty_graph(server):
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_the_drawing(server, utc):
-    header, *lines = text_of(render(graph_of(server, "split-90-10")))
-    assert header == f"{server} · namespace istio · last 1m · sampled at 2026-12-06 19:05:00"
+    where, header, *lines = text_of(render(graph_of(server, "split-90-10")))
+    assert where == server
+    assert header == "namespace istio · last 1m · sampled at 2026-12-06 19:05:00"
     assert lines == LINES_90_10
-    assert text_of(render(graph_of(server, "split-50-50")))[1:] == LINES_50_50
+    assert text_of(render(graph_of(server, "split-50-50")))[2:] == LINES_50_50
 
 
 def test_edges_are_colored_by_their_error_rate():
@@ -411,9 +412,10 @@ def test_cli_once(server, serve, utc):
     api = serve(server, ok(recorded(server, "split-90-10")))
     code, out = cli("graph", "--url", api.url, "--once")
     assert code == 0
-    header, *lines = out.splitlines()
+    where, header, *lines = out.splitlines()
     # No lesson runs: the course's namespace.
-    assert header == f"{api.url} · namespace istio · last 1m · sampled at 2026-12-06 19:05:00"
+    assert where == api.url
+    assert header == "namespace istio · last 1m · sampled at 2026-12-06 19:05:00"
     assert lines == LINES_90_10
 
 
@@ -432,7 +434,7 @@ def test_cli_empty_graph_of_the_lessons_namespace(serve):
         "graph", "--url", api.url, "--lesson", "flagger-canary", "--window", "5m", "--once"
     )
     assert code == 0
-    assert out.splitlines()[1] == (
+    assert out.splitlines()[2] == (
         "no requests in the last 5m in namespace canary-lab: generate traffic (the lesson's "
         "commands) and wait for the next scrape"
     )
@@ -455,7 +457,7 @@ def test_cli_live_refreshes_until_the_timeout(serve):
     assert 1 <= time.monotonic() - started < 10
     assert len(api.asked) >= 3 * 4  # the first frame and at least two refreshes
     # Not a terminal: the last frame, printed when the display stops.
-    assert out.splitlines()[1:] == [*LINES_50_50, "refreshed every 0.5 s; Ctrl-C to stop"]
+    assert out.splitlines()[2:] == [*LINES_50_50, "refreshed every 0.5 s; Ctrl-C to stop"]
 
 
 def test_cli_ctrl_c_ends_quietly(serve, monkeypatch):

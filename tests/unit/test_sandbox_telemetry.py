@@ -113,6 +113,8 @@ def test_the_source_side_comes_from_each_virtual_hosts_requests():
         ("istio-ingressgateway", "istio-system", "200", "-"): 58,
         ("istio-ingressgateway", "istio-system", "504", "UT"): 6,
         ("in-mesh", "istio", "200", "-"): 192,
+        # the tester's 18 given up (upstream_rq_total 210 - completed 192)
+        ("in-mesh", "istio", "0", "DC"): 18,
     }
     assert {labels["destination_service_name"] for labels, _ in rows} == {"app-backend"}
     assert {labels["destination_workload"] for labels, _ in rows} == {"unknown"}
@@ -342,3 +344,22 @@ def test_metrics_and_spans_endpoints():
         assert (await client.post("/api/v2/spans", data="{}")).status == 400
 
     on_api(scenario)
+
+
+def test_the_source_sides_abandoned_requests_never_go_down():
+    seen: dict[str, float] = {}
+    derive_metrics(ENVOY_PROMETHEUS, ENVOY_VHOSTS, VIEW, seen)
+    assert seen["vs|istio/app-backend"] == 18
+    # A later page where a request counted as "not completed" did complete after all.
+    later = json.loads(json.dumps(ENVOY_VHOSTS))
+    for stat in later["stats"]:
+        if stat.get("name") == "vhost.vs|istio/app-backend.vcluster.all.upstream_rq_completed":
+            stat["value"] += 2
+    text = derive_metrics(ENVOY_PROMETHEUS, later, VIEW, seen)
+    rows = series(text, "istio_requests_total")
+    dropped = [
+        v
+        for labels, v in rows
+        if labels["source_workload"] == "in-mesh" and labels["response_code"] == "0"
+    ]
+    assert dropped == [18]
