@@ -41,6 +41,7 @@ from typing import Any
 import aiohttp
 
 from kubelab.errors import KubelabTimeout, SetupError
+from kubelab.sandbox import children
 from kubelab.sandbox.envoy_config import (
     FAULT_FILTER,
     ROUTE_CONFIG_NAME,
@@ -201,20 +202,7 @@ class EnvoyProcess:
             "--file-flush-interval-msec",
             "250",
         ]
-        with self.log_path.open("ab") as log:
-            try:
-                self._process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.workdir,
-                    # Own process group: stop() signals the group and a Ctrl-C in the
-                    # student's terminal does not reach Envoy before kubelab cleans up.
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise SetupError(f"cannot run {binary}: {exc}", hint=INSTALL_HINT) from exc
+        self._process = children.spawn(command, self.log_path, self.workdir, INSTALL_HINT)
         try:
             async with _admin_session() as session:
                 await self._wait_started(session, config, timeout)
@@ -355,18 +343,8 @@ class EnvoyProcess:
 
     async def stop(self, grace: float = 3.0) -> None:
         """SIGTERM Envoy's process group, SIGKILL after ``grace`` seconds. Idempotent."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGKILL)
-            while process.poll() is None:
-                await asyncio.sleep(0.02)
+        if self._process is not None:
+            await children.stop(self._process, grace)
         self._process = None
 
     def kill(self) -> None:
@@ -375,7 +353,7 @@ class EnvoyProcess:
         if process is None:
             return
         if process.poll() is None:
-            _signal_group(process.pid, signal.SIGKILL)
+            children.signal_group(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
         self._process = None
@@ -607,10 +585,3 @@ def _admin_session() -> aiohttp.ClientSession:
 
 def _socket_address(port: int) -> dict[str, Any]:
     return {"socket_address": {"address": LISTEN_ADDRESS, "port_value": port}}
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    # Envoy leads its own process group (start_new_session); signalling the group also
-    # reaches anything it forked. The group is gone once it exited: nothing to do then.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)

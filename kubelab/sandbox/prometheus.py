@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from kubelab.errors import KubelabTimeout, SetupError
+from kubelab.sandbox import children
 
 INSTALL_HINT = (
     "Install Prometheus (Debian and Ubuntu: sudo apt install prometheus), then run "
@@ -164,18 +164,7 @@ class PrometheusProcess:
             "--web.enable-lifecycle",
             "--log.level=warn",
         ]
-        with self.log_path.open("ab") as log:
-            try:
-                self._process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.workdir,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise SetupError(f"cannot run {binary}: {exc}", hint=INSTALL_HINT) from exc
+        self._process = children.spawn(command, self.log_path, self.workdir, INSTALL_HINT)
         try:
             await self._wait_ready(timeout)
         except BaseException:
@@ -214,18 +203,6 @@ class PrometheusProcess:
 
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM (Prometheus closes its database), SIGKILL after ``grace``. Idempotent."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            while process.poll() is None:
-                await asyncio.sleep(0.05)
+        if self._process is not None:
+            await children.stop(self._process, grace)
         self._process = None
