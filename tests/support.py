@@ -196,3 +196,13 @@ class ProportionalMesh:
 
     def hanging_versions(self, dest: Any, versions: Any, timeout: float) -> set[str]:
         return set()
+
+
+def send_json(handler: Any, status: int, body: str) -> None:
+    """Answer an http.server request with ``body`` as JSON (tests' stand-in servers)."""
+    data = body.encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

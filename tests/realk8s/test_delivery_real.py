@@ -45,6 +45,7 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
+from support import send_json
 
 from kubelab.checks.registry import CheckContext
 from kubelab.checks.result import CheckResult, Status
@@ -85,12 +86,7 @@ class VictoriaMetrics(ThreadingHTTPServer):
                 query = urllib.parse.parse_qs(url.query)
                 vm.requests.append((url.path, query, dict(self.headers)))
                 status, body = vm.answer
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from rich.console import Console
 from rich.tree import Tree
-from support import run_cli
+from support import run_cli, send_json
 from typer.testing import CliRunner
 
 from kubelab.cli.main import app, run
@@ -363,12 +363,7 @@ def serve() -> Iterator[Callable[[str, dict[str, tuple[int, str]]], Api]]:
                     if url.path == "/api/v1/query"
                     else (NOT_FOUND_STATUS[server], not_found)
                 )
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

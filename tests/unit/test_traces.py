@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pytest
 from rich.console import Console
 from rich.text import Text
+from support import send_json
 from typer.testing import CliRunner
 
 from kubelab.cli.main import app, run
@@ -392,12 +393,7 @@ class Handler(BaseHTTPRequestHandler):
             body = TRACES
         elif params.get("service") == "broken.istio":
             status, body = 400, ERROR
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
