@@ -880,13 +880,13 @@ async def _service_proxy(
     port = int(port_text) if port_text.isdigit() else 0
     base = context.service_proxies.get((namespace, name, port))
     if base is None:
-        context.store.get(rt, namespace, name)  # 404 as on a cluster when it does not exist
-        raise ApiError(
-            503,
-            "ServiceUnavailable",
-            f'no endpoints available for service "{name_port}" (the sandbox proxies only '
-            "its metrics and traces stand-ins)",
-        )
+        # As kube-apiserver answers: 404 for a missing Service, and for one without a
+        # selector (it has no Endpoints object); 503 when it has one (the sandbox's pods
+        # are processes, which its proxy does not reach).
+        service = context.store.get(rt, namespace, name)
+        if not (service.get("spec") or {}).get("selector"):
+            raise not_found(rt, name)
+        raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
     url = base.rstrip("/") + "/" + "/".join(path)
     timeout = aiohttp.ClientTimeout(total=30)
     try:

@@ -888,6 +888,29 @@ def case_explain_virtualservice(side: Side) -> Any:
     return _explained(side, "virtualservice.spec.http.route.weight")
 
 
+@case("apis")
+def case_service_proxy_errors(side: Side) -> Any:
+    """services/NAME:PORT/proxy to a Service that does not exist, to one without a selector
+    and to one whose selector matches no pod (the sandbox proxies only its telemetry
+    stand-ins): the API server's own 404 and 503 Status answers."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"port": 80}]},  # no selector: no endpoints
+    }
+    _created(side, SERVICES, service)
+    selected = copy.deepcopy(service)
+    selected["metadata"]["name"] = "app"
+    selected["spec"]["selector"] = {"app": "nothing-runs-this"}  # an Endpoints, empty
+    _created(side, SERVICES, selected)
+    return (
+        status_shape(side.get(f"{SERVICES}/nope:80/proxy/")),
+        status_shape(side.get(f"{SERVICES}/web:80/proxy/api/v1/query")),
+        status_shape(side.get(f"{SERVICES}/app:80/proxy/api/v1/query")),
+    )
+
+
 def _explained(side: Side, field: str) -> Any:
     rc, out, _err = side.kubectl("explain", field)
     found = re.search(r"^FIELD:\s+(\S+)\s+<(\S+)>", out, re.M)
