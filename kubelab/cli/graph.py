@@ -10,20 +10,6 @@ import typer
 from kubelab.cli.common import console, options, print_json
 from kubelab.i18n import _
 
-# Where a graph of a URL given by hand looks when no lesson runs: the course's namespace.
-_DEFAULT_NAMESPACE = "istio"
-
-
-def _namespace(lesson: str | None, url: str | None) -> str:
-    """The running (or named) lesson's namespace; the course's with a URL and no lesson."""
-    from kubelab.lessons.session import open_session, running_lessons
-    from kubelab.state import StateStore
-
-    store = StateStore()
-    if url is not None and lesson is None and not running_lessons(store.load()):
-        return _DEFAULT_NAMESPACE
-    return open_session(store, lesson).namespace
-
 
 def graph(
     ctx: typer.Context,
@@ -66,11 +52,11 @@ def graph(
 ) -> None:
     """Requests, shares, errors and p95 latency between the mesh's sources, services and
     versions, refreshed in place until Ctrl-C (or --timeout)."""
-    from kubelab.observe.api import direct, lesson_api
+    from kubelab.observe.api import direct, lesson_api, namespace_of
     from kubelab.observe.graph import Graph, GraphQueries, fetch_graph, render
 
     opts = options(ctx)
-    queries = GraphQueries(namespace or _namespace(lesson, url), window)
+    queries = GraphQueries(namespace or namespace_of(lesson, url), window)
     api = direct(url) if url is not None else lesson_api("victoria-metrics", lesson)
 
     def sample() -> Graph:

@@ -18,19 +18,14 @@ if TYPE_CHECKING:
     from kubelab.observe.traces import Trace
 
 _SERVICE = "app-backend"
-_NAMESPACE = "istio"  # the lessons' namespace, when --url is given and no lesson runs
 _FULL_ID = 16  # hex digits of a 64-bit trace id; shorter ids are prefixes of listed ones
 
 
 def _default_service(lesson: str | None, url: str | None) -> str:
     """``app-backend.<lesson namespace>``, as Istio's sidecars name it in Jaeger."""
-    from kubelab.cli.student import _store
-    from kubelab.lessons.session import open_session, running_lessons
+    from kubelab.observe.api import namespace_of
 
-    store = _store()
-    if url and lesson is None and not running_lessons(store.load()):
-        return f"{_SERVICE}.{_NAMESPACE}"
-    return f"{_SERVICE}.{open_session(store, lesson).namespace}"
+    return f"{_SERVICE}.{namespace_of(lesson, url or None)}"
 
 
 def _load(

@@ -52,16 +52,32 @@ def direct(url: str, timeout: float = _DIRECT_TIMEOUT) -> ComponentApi:
     return ComponentApi(get, base)
 
 
+# Where a view of a URL given by hand looks when no lesson runs: the course's namespace.
+COURSE_NAMESPACE = "istio"
+
+
+def namespace_of(lesson: str | None, url: str | None) -> str:
+    """The running (or named) lesson's namespace (a student's own in a class); the
+    course's when a URL is given by hand and no lesson runs."""
+    from kubelab.lessons.session import open_session, running_lessons
+    from kubelab.state import StateStore
+
+    store = StateStore()
+    if url is not None and lesson is None and not running_lessons(store.load()):
+        return COURSE_NAMESPACE
+    return open_session(store, lesson).namespace
+
+
 def lesson_api(component: str, lesson: str | None) -> ComponentApi:
     """``component``'s API on the running lesson's cluster, through the API server's
     service proxy (as the checks reach it)."""
-    from kubelab.cli.student import _store
     from kubelab.components.catalog import CATALOG
     from kubelab.lessons.runner import check_context
     from kubelab.lessons.session import open_session
     from kubelab.providers import get_provider
+    from kubelab.state import StateStore
 
-    session = open_session(_store(), lesson)
+    session = open_session(StateStore(), lesson)
     record = session.record
     if not session.deployed or not record.provider:
         raise UsageError(
