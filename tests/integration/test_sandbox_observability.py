@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 import urllib.parse
@@ -247,3 +248,28 @@ def test_open_in_the_sandbox_points_at_the_terminal_views():
     assert "kubelab graph" in proc.stdout + proc.stderr
     proc = kubelab("open", "jaeger", "--no-browser")
     assert "kubelab traces" in proc.stdout + proc.stderr
+
+
+def test_a_killed_prometheus_comes_back(runtime):
+    """As with Envoy: a student's `kill`, or a crash, and the sandbox starts it again
+    within a second or two, with its data kept."""
+    runtime_file = LAB.home / "sandbox" / "runtime.json"
+    old = json.loads(runtime_file.read_text())["prometheus_pid"]
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    new = old
+    while time.monotonic() < deadline and new == old:
+        time.sleep(0.2)
+        new = json.loads(runtime_file.read_text())["prometheus_pid"]
+    assert new != old, "Prometheus was not started again"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if prometheus_query(runtime, 'count(istio_requests_total{reporter="destination"})'):
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("the restarted Prometheus does not answer with the mesh's metrics")
+    assert "prometheus_pid" in json.loads(runtime_file.read_text())
