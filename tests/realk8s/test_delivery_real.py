@@ -1132,9 +1132,15 @@ def test_metrics_query_infinity_is_reported(vm: Lab) -> None:
 
 def test_metrics_query_rejected_query_is_an_error(vm: Lab) -> None:
     body = {"status": "error", "errorType": "422", "error": 'cannot parse "sum(": unexpected end'}
-    # The real service proxy passes VictoriaMetrics' own 422 and body through.
+    # The real service proxy passes VictoriaMetrics' own 422 and body through; that body
+    # (not a Kubernetes Status) is what the check reads, so it says what is wrong.
     result = metrics(vm, json.dumps(body), status=422)
-    expect(result, Status.ERROR, "422", 'cannot parse "sum(": unexpected end')
+    expect(
+        result,
+        Status.ERROR,
+        "VictoriaMetrics rejected the query",
+        'cannot parse "sum(": unexpected end',
+    )
     answered = metrics(vm, json.dumps(body))
     expect(answered, Status.ERROR, "VictoriaMetrics rejected the query", "cannot parse")
 
