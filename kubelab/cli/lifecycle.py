@@ -162,15 +162,14 @@ def open_component(
             hint=f"kubelab up {session.loaded.lesson.id} --provider kind (or existing)",
         )
     if session.record.provider and get_provider(session.record.provider).offline:
-        views = {"kiali": "kubelab graph", "victoria-metrics": "kubelab graph"}
-        views["jaeger"] = "kubelab traces"
+        views = {"kiali": "graph", "victoria-metrics": "graph", "jaeger": "traces"}
         raise UsageError(
             _("the {provider} has no {component} web page").format(
                 provider=session.record.provider, component=component
             ),
             hint=(
                 _("Use `{command}`: it shows the same data in the terminal.").format(
-                    command=views[component]
+                    command=f"kubelab {views[component]}"
                 )
                 if component in views
                 else _("Run the lesson on a real cluster (kind, or any kubeconfig) for it.")

@@ -720,16 +720,20 @@ class Controller:
             objects.extend(items)
         return objects
 
+    def _listening(self) -> list[tuple[PodRuntime, dict[str, Any]]]:
+        """Every pod whose app listens now, with its object."""
+        return [
+            (runtime, self._get("v1", "Pod", namespace, name) or {"metadata": {}})
+            for (namespace, name), runtime in self.pods.items()
+            if runtime.runs_app and runtime.port
+        ]
+
     def app_pods(self) -> list[tuple[str, str, int, dict[str, str]]]:
         """(namespace, pod, port, labels) of every pod whose app listens now."""
-        out = []
-        for (namespace, name), runtime in self.pods.items():
-            if not runtime.runs_app or not runtime.port:
-                continue
-            pod = self._get("v1", "Pod", namespace, name) or {}
-            labels = dict((pod.get("metadata") or {}).get("labels") or {})
-            out.append((namespace, name, runtime.port, labels))
-        return out
+        return [
+            (rt.namespace, rt.name, rt.port, dict(pod["metadata"].get("labels") or {}))
+            for rt, pod in self._listening()
+        ]
 
     def mesh_view(self) -> MeshView:
         """Envoy's clusters and virtual hosts as Istio's telemetry labels name them."""
@@ -737,11 +741,11 @@ class Controller:
         if config is None:
             return MeshView()
         by_port: dict[int, Workload] = {}
-        for namespace, name, port, labels in self.app_pods():
-            pod = self._get("v1", "Pod", namespace, name) or {"metadata": {}}
-            owner = self._owner(pod) or name
-            app = labels.get("app") or owner
-            by_port[port] = Workload(owner, namespace, app, labels.get("version") or "unknown")
+        for rt, pod in self._listening():
+            labels = pod["metadata"].get("labels") or {}
+            owner = self._owner(pod) or rt.name
+            app, version = labels.get("app") or owner, labels.get("version") or "unknown"
+            by_port[rt.port] = Workload(owner, rt.namespace, app, version)
         clusters: dict[str, Destination] = {}
         for cluster in config.clusters:
             parsed = parse_cluster(cluster["name"])
